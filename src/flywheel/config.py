@@ -1,0 +1,158 @@
+"""Typed configuration: one YAML file per use case, loaded into strict pydantic models.
+
+Values may reference environment variables as ``${NAME}`` or ``${NAME:-default}``. Unknown keys,
+wrong types and missing variables raise :class:`~flywheel.errors.ConfigError` naming the file and
+the field. Any value can be overridden per run with a dotted key (``data.generator.customers=500``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flywheel.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("configs/churn.yaml")
+DriftName = Literal["none", "price_shock", "acquisition_shift", "engagement_drop"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorConfig(StrictModel):
+    """Parameters of ``flywheel data generate`` (the first batch of synthetic theLook data)."""
+
+    customers: int = Field(20_000, ge=1, description="Users signing up over the period.")
+    start: date = Field(date(2023, 1, 1), description="First day of the generated period.")
+    end: date = Field(date(2025, 1, 1), description="Exclusive end of the generated period.")
+    seed: int = Field(42, description="Seed; equal seeds and parameters give identical tables.")
+    products: int = Field(2_000, ge=10, description="Size of the product catalogue.")
+
+    @model_validator(mode="after")
+    def _period_is_ordered(self) -> GeneratorConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class SimulateConfig(StrictModel):
+    """Parameters of ``flywheel data simulate`` (the next batch over time)."""
+
+    days: int = Field(30, ge=1, le=366, description="Length of the simulated period in days.")
+    drift: DriftName = Field("none", description="Drift scenario applied to the new period.")
+
+
+class DataConfig(StrictModel):
+    generator: GeneratorConfig = GeneratorConfig()
+    simulate: SimulateConfig = SimulateConfig()
+
+
+class FlywheelConfig(StrictModel):
+    """Root configuration of one use case."""
+
+    use_case: str = "churn"
+    workdir: str = Field(".flywheel", description="Root folder of all state; FLYWHEEL_WORKDIR overrides.")
+    data: DataConfig = DataConfig()
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, source: str, where: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{source}: {where}: environment variable {name} is not set and has no default")
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{loc}'")
+        else:
+            lines.append(f"{source}: {loc}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _validate(raw: dict[str, Any], source: str) -> FlywheelConfig:
+    try:
+        return FlywheelConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FlywheelConfig:
+    """Load a config file (or the built-in defaults) and apply dotted-key overrides.
+
+    Args:
+        path: YAML file. ``None`` means ``FLYWHEEL_CONFIG``, else ``configs/churn.yaml`` when it
+            exists, else the built-in defaults.
+        overrides: ``{"data.generator.customers": 500}``-style values applied after the file.
+    """
+    if path is None:
+        env_path = os.environ.get("FLYWHEEL_CONFIG")
+        path = Path(env_path) if env_path else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read config file ({error.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raw = _expand_env(loaded or {}, source)
+    config = _validate(raw, source)
+    return apply_overrides(config, overrides or {})
+
+
+def apply_overrides(config: FlywheelConfig, overrides: dict[str, Any]) -> FlywheelConfig:
+    """Return a copy of ``config`` with dotted keys replaced; unknown keys raise ConfigError."""
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {key}: unknown key '{part}'")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {key}: unknown key '{parts[-1]}'")
+        node[parts[-1]] = value
+    return _validate(raw, "overrides")
+
+
+def config_hash(config: FlywheelConfig) -> str:
+    """Stable short hash of the effective configuration, for tagging runs and datasets."""
+    payload = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:12]

@@ -1,0 +1,151 @@
+"""Synthetic batches: the first history (``generate``) and each next period (``simulate``).
+
+A :class:`Batch` is what the lake commits atomically: theLook tables for one period, plus, for
+synthetic batches, the customers' latent state at the period end and the generator bookkeeping
+(seed, next ids, signup rate) that the next simulated batch continues from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from flywheel.config import GeneratorConfig
+from flywheel.data import catalog
+from flywheel.data.drift import SCENARIOS
+from flywheel.data.population import (
+    STATE_SCHEMA,
+    growing_signup_days,
+    new_users,
+    signup_rate_at_end,
+)
+from flywheel.data.purchases import draw_orders, orders_tables
+from flywheel.errors import DataError
+
+GENERATOR_VERSION = "1"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    kind: Literal["generate", "simulate", "ingest"]
+    period_start: datetime
+    period_end: datetime
+    tables: dict[str, pa.Table]
+    state: pa.Table | None = None
+    generator: dict[str, Any] | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+def to_days(moment: datetime | date) -> float:
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return (moment - EPOCH).total_seconds() / 86_400.0
+
+
+def to_datetime(days: float) -> datetime:
+    return EPOCH + timedelta(days=days)
+
+
+def _next_ids(users: int, orders: pa.Table, items: pa.Table, previous: dict[str, int]) -> dict[str, int]:
+    return {
+        "users": previous["users"] + users,
+        "orders": previous["orders"] + orders.num_rows,
+        "order_items": previous["order_items"] + items.num_rows,
+        "inventory_items": previous["inventory_items"] + items.num_rows,
+    }
+
+
+def generate_batch(config: GeneratorConfig, batch_id: str | None = None) -> Batch:
+    """The first batch: catalogue, users signing up over the period, and their orders."""
+    rng = np.random.default_rng([config.seed, 0])
+    start, end = to_days(config.start), to_days(config.end)
+    products = catalog.products_table(config.products, rng)
+    signups = growing_signup_days(config.customers, start, end, rng)
+    users, state_table = new_users(signups, 1, rng)
+    state = {name: state_table.column(name).to_numpy().copy() for name in STATE_SCHEMA.names}
+    effects = SCENARIOS["none"](state, start).effects
+    ids = {"users": 1, "orders": 1, "order_items": 1, "inventory_items": 1}
+    draws = draw_orders(state, start, end, rng, effects)
+    orders, items = orders_tables(draws, state, products, end, ids, rng, effects)
+    return Batch(
+        batch_id=batch_id or f"gen-{config.start:%Y%m%d}-{config.end:%Y%m%d}-s{config.seed}",
+        kind="generate",
+        period_start=to_datetime(start),
+        period_end=to_datetime(end),
+        tables={
+            "distribution_centers": catalog.distribution_centers_table(),
+            "products": products,
+            "users": users,
+            "orders": orders,
+            "order_items": items,
+        },
+        state=pa.table(state, schema=STATE_SCHEMA),
+        generator={
+            "version": GENERATOR_VERSION,
+            "seed": config.seed,
+            "sequence": 0,
+            "drift": "none",
+            "signup_rate_per_day": signup_rate_at_end(config.customers, start, end),
+            "next_ids": _next_ids(config.customers, orders, items, ids),
+        },
+    )
+
+
+def simulate_batch(
+    previous_state: pa.Table,
+    generator: dict[str, Any],
+    products: pa.Table,
+    period_start: datetime,
+    days: int,
+    drift: str,
+    batch_id: str | None = None,
+) -> Batch:
+    """The next ``days`` after ``period_start``: same customers continue, new ones sign up."""
+    if drift not in SCENARIOS:
+        raise DataError(f"unknown drift scenario '{drift}'; expected one of: {', '.join(SCENARIOS)}")
+    sequence = generator["sequence"] + 1
+    rng = np.random.default_rng([generator["seed"], sequence])
+    start = to_days(period_start)
+    end = start + days
+    state = {name: previous_state.column(name).to_numpy().copy() for name in STATE_SCHEMA.names}
+    scenario = SCENARIOS[drift](state, start)
+
+    expected = generator["signup_rate_per_day"] * days * scenario.signup_multiplier
+    signups = np.sort(start + rng.random(rng.poisson(expected)) * days)
+    ids = generator["next_ids"]
+    users, new_state = new_users(signups, ids["users"], rng, scenario.signup_mix)
+    effects = scenario.effects
+    if isinstance(effects.rate_multiplier, np.ndarray):  # extend per-customer effects to the new signups
+        pad = new_state.num_rows
+        effects = type(effects)(
+            price_factor=effects.price_factor,
+            rate_multiplier=np.concatenate([effects.rate_multiplier, np.ones(pad)]),
+            extra_drop_probability=np.concatenate(
+                [np.broadcast_to(effects.extra_drop_probability, effects.rate_multiplier.shape), np.zeros(pad)]
+            ),
+        )
+    for name in STATE_SCHEMA.names:
+        state[name] = np.concatenate([state[name], new_state.column(name).to_numpy()])
+    draws = draw_orders(state, start, end, rng, effects)
+    orders, items = orders_tables(draws, state, products, end, ids, rng, effects)
+    period_end = to_datetime(end)
+    return Batch(
+        batch_id=batch_id or f"sim-{period_start:%Y%m%d}-{period_end:%Y%m%d}",
+        kind="simulate",
+        period_start=period_start,
+        period_end=period_end,
+        tables={"users": users, "orders": orders, "order_items": items},
+        state=pa.table(state, schema=STATE_SCHEMA),
+        generator={
+            **generator,
+            "sequence": sequence,
+            "drift": drift,
+            "next_ids": _next_ids(users.num_rows, orders, items, ids),
+        },
+    )
