@@ -1,0 +1,225 @@
+"""The Parquet lake and its manifest.
+
+Layout: ``lake/raw/<table>/batch=<id>/part-0.parquet`` for theLook tables and
+``lake/sim/customer_state/batch=<id>/part-0.parquet`` for the synthetic customers' latent state.
+``lake/manifest.json`` lists every committed batch; it is the only index readers use, so a file not
+named there is not part of the lake.
+
+A commit is atomic: the batch is written to ``<workdir>/.staging``, validated there, each table folder
+is renamed into the lake, and the manifest is replaced last (write, fsync, ``os.replace``). A crash
+before the manifest is replaced leaves at most orphan folders no reader sees; the next commit
+removes them. A rejected batch leaves the lake byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flywheel.data.batches import Batch
+from flywheel.data.population import STATE_SCHEMA
+from flywheel.data.schema import TABLE_ORDER, TABLES
+from flywheel.data.validation import (
+    BatchRejected,
+    ValidationReport,
+    check_relations,
+    check_values,
+    conform,
+)
+from flywheel.errors import DataError
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+MANIFEST_VERSION = 1
+STATE_DIR = "sim/customer_state"
+
+
+class Lake:
+    """Read and commit batches of theLook tables under one workdir."""
+
+    def __init__(self, workdir: Workdir):
+        self.workdir = workdir
+
+    # ---- reading -------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        path = self.workdir.manifest
+        if not path.exists():
+            return {"version": MANIFEST_VERSION, "batches": []}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: manifest is not valid JSON ({error})") from None
+
+    def batches(self) -> list[dict[str, Any]]:
+        return self.manifest()["batches"]
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        return next((b for b in self.batches() if b["batch_id"] == batch_id), None)
+
+    def is_empty(self) -> bool:
+        return not self.batches()
+
+    def files(self, table: str) -> list[str]:
+        """Absolute paths of the committed Parquet files of ``table``, oldest batch first."""
+        return [
+            str(self.workdir.lake / f)
+            for b in self.batches()
+            for f in b["tables"].get(table, {}).get("files", [])
+        ]
+
+    def read(self, table: str) -> pa.Table:
+        files = self.files(table)
+        if not files:
+            return TABLES[table].arrow_schema.empty_table()
+        return pa.concat_tables(pq.read_table(f, schema=TABLES[table].arrow_schema) for f in files)
+
+    def latest_synthetic(self) -> dict[str, Any] | None:
+        """The newest batch that carries generator state, or None for a lake of real data."""
+        return next((b for b in reversed(self.batches()) if b.get("generator")), None)
+
+    def read_state(self, record: dict[str, Any]) -> pa.Table:
+        return pq.read_table(self.workdir.lake / record["state"]["files"][0], schema=STATE_SCHEMA)
+
+    def period_end(self) -> datetime | None:
+        ends = [datetime.fromisoformat(b["period"]["end"]) for b in self.batches()]
+        return max(ends) if ends else None
+
+    # ---- writing -------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.workdir.root.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir.root / ".lake.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete batch folders that no manifest entry names (left by a crash mid-commit)."""
+        committed = {b["batch_id"] for b in self.batches()}
+        removed = []
+        for folder in [*self.workdir.raw.glob("*/batch=*"), *(self.workdir.lake / STATE_DIR).glob("batch=*")]:
+            if folder.name.removeprefix("batch=") not in committed:
+                shutil.rmtree(folder)
+                removed.append(folder)
+        if removed:
+            _logger.warning("removed %d orphan batch folder(s) left by an interrupted commit", len(removed))
+        return removed
+
+    def commit(self, batch: Batch, on_stage: Callable[[str], None] | None = None) -> tuple[dict[str, Any], bool]:
+        """Validate and add ``batch`` atomically. Returns (manifest record, whether it was new).
+
+        Raises:
+            BatchRejected: the batch failed validation; the report is written to ``reports/``.
+        """
+        with self._locked():
+            existing = self.batch(batch.batch_id)
+            if existing is not None:
+                _logger.info("batch %s is already in the lake; nothing to do", batch.batch_id)
+                return existing, False
+            self.remove_orphans()
+            staging = self.workdir.staging / f"{batch.batch_id}-{uuid.uuid4().hex[:8]}"
+            try:
+                record = self._stage_and_validate(batch, staging, on_stage or (lambda _: None))
+                self._publish(batch, staging, record)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return record, True
+
+    def _stage_and_validate(self, batch: Batch, staging: Path, on_stage: Callable[[str], None]) -> dict[str, Any]:
+        unknown = set(batch.tables) - set(TABLES)
+        if unknown:
+            raise DataError(f"batch {batch.batch_id}: unknown table(s) {sorted(unknown)}; "
+                            f"expected theLook tables {list(TABLE_ORDER)}")
+        report = ValidationReport(batch.batch_id, {n: t.num_rows for n, t in batch.tables.items()})
+        on_stage("conform and check values")
+        conformed: dict[str, pa.Table] = {}
+        for name in [n for n in TABLE_ORDER if n in batch.tables]:
+            table, failures = conform(TABLES[name], batch.tables[name])
+            report.failures.extend(failures)
+            if table is not None:
+                report.failures.extend(check_values(TABLES[name], table))
+                conformed[name] = table
+        if report.failures:
+            self._reject(report)
+
+        on_stage("stage")
+        record: dict[str, Any] = {
+            "batch_id": batch.batch_id,
+            "kind": batch.kind,
+            "committed_at": datetime.now(UTC).isoformat(),
+            "period": {"start": batch.period_start.isoformat(), "end": batch.period_end.isoformat()},
+            "tables": {},
+            "state": None,
+            "generator": batch.generator,
+            "sources": batch.sources,
+        }
+        staged: dict[str, list[str]] = {}
+        for name, table in conformed.items():
+            relative = f"raw/{name}/batch={batch.batch_id}/part-0.parquet"
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd")
+            staged[name] = [str(path)]
+            record["tables"][name] = {
+                "files": [relative],
+                "rows": table.num_rows,
+                "time_range": _time_range(table, TABLES[name].time_column),
+                "schema_hash": TABLES[name].schema_hash,
+            }
+        if batch.state is not None:
+            relative = f"{STATE_DIR}/batch={batch.batch_id}/part-0.parquet"
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(batch.state, staging / relative, compression="zstd")
+            record["state"] = {"files": [relative], "rows": batch.state.num_rows}
+
+        on_stage("check relations")
+        lake_files = {name: self.files(name) for name in TABLES}
+        report.failures.extend(check_relations(staged, lake_files, batch.period_end))
+        if report.failures:
+            self._reject(report)
+        return record
+
+    def _reject(self, report: ValidationReport) -> None:
+        path = report.write(self.workdir.reports)
+        raise BatchRejected(report, path)
+
+    def _publish(self, batch: Batch, staging: Path, record: dict[str, Any]) -> None:
+        folders = [Path(f).parent for t in record["tables"].values() for f in t["files"]]
+        if record["state"]:
+            folders.append(Path(record["state"]["files"][0]).parent)
+        for folder in folders:
+            target = self.workdir.lake / folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging / folder, target)
+        manifest = self.manifest()
+        manifest["batches"].append(record)
+        tmp = self.workdir.manifest.with_suffix(".json.tmp")
+        with open(tmp, "w") as handle:
+            json.dump(manifest, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.workdir.manifest)
+        _logger.info("committed batch %s (%s)", batch.batch_id,
+                     ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()))
+
+
+def _time_range(table: pa.Table, column: str | None) -> list[str] | None:
+    if column is None or table.num_rows == 0:
+        return None
+    bounds = pc.min_max(table.column(column))
+    return [bounds["min"].as_py().isoformat(), bounds["max"].as_py().isoformat()]

@@ -1,0 +1,231 @@
+"""Validation of a batch before it enters the lake.
+
+Three layers, each reporting failures as (check, table, column, failing-row count, example rows):
+
+1. ``conform`` — every expected column is present, no unexpected column, and each value converts to
+   the theLook type (DuckDB ``TRY_CAST``, so a CSV of strings conforms and a wrong type is caught);
+2. ``check_values`` — pandera schemas per table: nullability, allowed values, ranges;
+3. ``check_relations`` — SQL checks across tables, against the batch *and* what the lake already
+   holds: primary-key uniqueness, foreign keys, lifecycle timestamp order, nulls implied by the
+   status, items per order, orders after signup, and no timestamp after the batch's period end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pda
+import pyarrow as pa
+
+from flywheel.data.duck import connect, scan
+from flywheel.data.schema import TABLES, TIMESTAMP, TableSpec
+from flywheel.errors import DataError
+
+MAX_EXAMPLES = 5
+_DUCK_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", TIMESTAMP: "TIMESTAMPTZ"}
+
+
+@dataclass
+class CheckFailure:
+    check: str
+    table: str
+    column: str | None
+    failing_rows: int
+    message: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    batch_id: str
+    rows: dict[str, int]
+    failures: list[CheckFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "ok": self.ok, "rows": self.rows,
+                "failures": [asdict(f) for f in self.failures]}
+
+    def write(self, reports_dir: Path) -> Path:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = reports_dir / f"validation-{self.batch_id}-{stamp}.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        return path
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"batch {self.batch_id}: all checks passed ({sum(self.rows.values())} rows)"
+        parts = [f"{f.check} on {f.table}.{f.column or '*'} ({f.failing_rows} rows)" for f in self.failures]
+        return f"batch {self.batch_id}: {len(self.failures)} check(s) failed: " + "; ".join(parts)
+
+
+class BatchRejected(DataError):
+    """A batch failed validation; nothing was written to the lake."""
+
+    def __init__(self, report: ValidationReport, report_path: Path | None = None):
+        self.report = report
+        self.report_path = report_path
+        where = f"; report: {report_path}" if report_path else ""
+        super().__init__(f"rejected {report.summary()}{where}")
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (None if v is None or v is pd.NaT else str(v)) for k, v in row.items()} for row in rows]
+
+
+def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[CheckFailure]]:
+    """Cast ``table`` to the spec's Arrow schema; report missing, unexpected and unconvertible columns."""
+    failures = []
+    present = set(table.column_names)
+    for name in spec.column_names:
+        if name not in present:
+            failures.append(CheckFailure("missing_column", spec.name, name, table.num_rows,
+                                         f"expected column '{name}' is missing"))
+    for name in table.column_names:
+        if name not in spec.column_names:
+            failures.append(CheckFailure("unexpected_column", spec.name, name, table.num_rows,
+                                         f"column '{name}' is not part of the theLook {spec.name} schema"))
+    if failures:
+        return None, failures
+    if table.schema.names == spec.column_names and all(
+        table.schema.field(c.name).type == c.type for c in spec.columns
+    ):
+        return table.cast(spec.arrow_schema), []
+    con = connect()
+    con.register("incoming", table)
+    selects = []
+    for column in spec.columns:
+        actual = table.schema.field(column.name).type
+        target = _DUCK_TYPES[column.type]
+        if actual == column.type:
+            selects.append(f'"{column.name}"')
+            continue
+        bad = con.execute(
+            f'SELECT count(*) FROM incoming WHERE "{column.name}" IS NOT NULL '
+            f'AND TRY_CAST("{column.name}" AS {target}) IS NULL'
+        ).fetchone()[0]
+        if bad:
+            examples = con.execute(
+                f'SELECT "{column.name}" FROM incoming WHERE "{column.name}" IS NOT NULL '
+                f'AND TRY_CAST("{column.name}" AS {target}) IS NULL LIMIT {MAX_EXAMPLES}'
+            ).fetchall()
+            examples = [{column.name: row[0]} for row in examples]
+            failures.append(CheckFailure("type", spec.name, column.name, bad,
+                                         f"expected {column.type}, got {actual} values that do not convert",
+                                         _jsonable(examples)))
+        selects.append(f'TRY_CAST("{column.name}" AS {target}) AS "{column.name}"')
+    if failures:
+        return None, failures
+    result = con.sql(f"SELECT {', '.join(selects)} FROM incoming").to_arrow_table()
+    return result.cast(spec.arrow_schema), []
+
+
+def _pandera_schema(spec: TableSpec) -> pda.DataFrameSchema:
+    columns = {}
+    for column in spec.columns:
+        checks = []
+        if column.allowed is not None:
+            checks.append(pda.Check.isin(column.allowed))
+        if column.min_value is not None:
+            checks.append(pda.Check.ge(column.min_value))
+        if column.max_value is not None:
+            checks.append(pda.Check.le(column.max_value))
+        columns[column.name] = pda.Column(nullable=column.nullable, checks=checks)
+    return pda.DataFrameSchema(columns, name=spec.name)
+
+
+def check_values(spec: TableSpec, table: pa.Table) -> list[CheckFailure]:
+    """pandera per-column checks: nullability, allowed values and ranges."""
+    frame = table.to_pandas()
+    try:
+        _pandera_schema(spec).validate(frame, lazy=True)
+    except pda.errors.SchemaErrors as error:
+        cases = error.failure_cases
+        failures = []
+        for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
+            index = group["index"].dropna().astype("int64").unique()
+            examples = frame.iloc[index[:MAX_EXAMPLES]].to_dict("records") if len(index) else []
+            name = "not_null" if str(check) == "not_nullable" else str(check)
+            failures.append(CheckFailure(name, spec.name, str(column), int(len(group)),
+                                         f"{check} failed", _jsonable(examples)))
+        return failures
+    return []
+
+
+def _relation_checks(batch_tables: set[str], period_end: datetime) -> list[tuple[str, str, str | None, str, str]]:
+    """(check, table, column, message, SQL selecting the failing rows of the batch table)."""
+    checks = []
+    for name in batch_tables:
+        spec = TABLES[name]
+        pk = spec.primary_key
+        checks.append(("duplicate_key", name, pk, f"{pk} must be unique across the batch and the lake",
+                       f"SELECT * FROM {name}_batch WHERE {pk} IN "
+                       f"(SELECT {pk} FROM {name}_all GROUP BY {pk} HAVING count(*) > 1)"))
+        for fk in spec.foreign_keys:
+            checks.append(("foreign_key", name, fk.column, f"{fk.column} must reference {fk.table}.{fk.target}",
+                           f"SELECT * FROM {name}_batch c WHERE c.{fk.column} IS NOT NULL AND NOT EXISTS "
+                           f"(SELECT 1 FROM {fk.table}_all p WHERE p.{fk.target} = c.{fk.column})"))
+        if spec.lifecycle:
+            checks.append(("timestamp_order", name, "created_at,shipped_at,delivered_at,returned_at",
+                           "timestamps must satisfy created ≤ shipped ≤ delivered ≤ returned",
+                           f"SELECT * FROM {name}_batch WHERE shipped_at < created_at "
+                           "OR delivered_at < coalesce(shipped_at, created_at) "
+                           "OR returned_at < coalesce(delivered_at, shipped_at, created_at)"))
+            checks.append(("status_timestamps", name, "status",
+                           "status implies which timestamps exist (shipped: Shipped/Complete/Returned; "
+                           "delivered: Complete/Returned; returned: Returned only)",
+                           f"SELECT * FROM {name}_batch WHERE "
+                           "(shipped_at IS NOT NULL) <> (status IN ('Shipped', 'Complete', 'Returned')) "
+                           "OR (delivered_at IS NOT NULL) <> (status IN ('Complete', 'Returned')) "
+                           "OR (returned_at IS NOT NULL) <> (status = 'Returned')"))
+        timestamps = [c.name for c in spec.columns if c.type == TIMESTAMP]
+        if timestamps:
+            cutoff = f"TIMESTAMPTZ '{period_end.isoformat()}'"
+            condition = " OR ".join(f"{c} >= {cutoff}" for c in timestamps)
+            checks.append(("future_timestamp", name, ",".join(timestamps),
+                           f"timestamps must be before the batch's period end {period_end.isoformat()}",
+                           f"SELECT * FROM {name}_batch WHERE {condition}"))
+    if "orders" in batch_tables:
+        checks.append(("items_per_order", "orders", "num_of_item", "num_of_item must equal the order's item count",
+                       "SELECT o.*, coalesce(i.n, 0) AS item_count FROM orders_batch o LEFT JOIN "
+                       "(SELECT order_id, count(*) AS n FROM order_items_all GROUP BY order_id) i "
+                       "USING (order_id) WHERE o.num_of_item <> coalesce(i.n, 0)"))
+        checks.append(("order_before_signup", "orders", "created_at", "an order cannot precede its user's signup",
+                       "SELECT o.* FROM orders_batch o JOIN users_all u ON u.id = o.user_id "
+                       "WHERE o.created_at < u.created_at"))
+    if "order_items" in batch_tables:
+        checks.append(("item_order_mismatch", "order_items", "user_id",
+                       "an item's user_id must equal its order's user_id",
+                       "SELECT i.* FROM order_items_batch i JOIN orders_all o USING (order_id) "
+                       "WHERE i.user_id <> o.user_id"))
+    return checks
+
+
+def check_relations(
+    batch_files: dict[str, list[str]], lake_files: dict[str, list[str]], period_end: datetime
+) -> list[CheckFailure]:
+    """Cross-table checks over Parquet files: the staged batch against the batch plus the lake."""
+    con = connect()
+    for name, spec in TABLES.items():
+        empty = f"SELECT * FROM (SELECT {', '.join(f'NULL::{_DUCK_TYPES[c.type]} AS {c.name}' for c in spec.columns)}) WHERE false"
+        batch = f"SELECT * FROM {scan(batch_files[name])}" if batch_files.get(name) else empty
+        lake = f"SELECT * FROM {scan(lake_files[name])}" if lake_files.get(name) else empty
+        con.execute(f"CREATE VIEW {name}_batch AS {batch}")
+        con.execute(f"CREATE VIEW {name}_all AS ({batch}) UNION ALL ({lake})")
+    failures = []
+    for check, table, column, message, sql in _relation_checks(set(batch_files), period_end):
+        count = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        if count:
+            examples = con.sql(f"SELECT * FROM ({sql}) LIMIT {MAX_EXAMPLES}").to_arrow_table()
+            failures.append(CheckFailure(check, table, column, int(count), message,
+                                         _jsonable(examples.to_pylist())))
+    return failures
