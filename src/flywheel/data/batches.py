@@ -61,6 +61,14 @@ def _next_ids(users: int, orders: pa.Table, items: pa.Table, previous: dict[str,
     }
 
 
+def generation_id(config: GeneratorConfig) -> str:
+    """The batch id of a generated history: equal parameters give the same id (and the same data)."""
+    return (
+        f"gen-{config.start:%Y%m%d}-{config.end:%Y%m%d}-s{config.seed}"
+        f"-n{config.customers}-p{config.products}-v{GENERATOR_VERSION}"
+    )
+
+
 def generate_batch(config: GeneratorConfig, batch_id: str | None = None) -> Batch:
     """The first batch: catalogue, users signing up over the period, and their orders."""
     rng = np.random.default_rng([config.seed, 0])
@@ -74,7 +82,7 @@ def generate_batch(config: GeneratorConfig, batch_id: str | None = None) -> Batc
     draws = draw_orders(state, start, end, rng, effects)
     orders, items = orders_tables(draws, state, products, end, ids, rng, effects)
     return Batch(
-        batch_id=batch_id or f"gen-{config.start:%Y%m%d}-{config.end:%Y%m%d}-s{config.seed}",
+        batch_id=batch_id or generation_id(config),
         kind="generate",
         period_start=to_datetime(start),
         period_end=to_datetime(end),

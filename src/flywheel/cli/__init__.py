@@ -1,0 +1,1 @@
+"""The ``flywheel`` command line: a thin Typer layer over the importable operations."""

@@ -1,0 +1,79 @@
+"""Entry point of the ``flywheel`` command: global options, sub-apps and error handling.
+
+Exit codes: 0 ok, 1 a user error (one line, no traceback unless ``--verbose``), 2 usage.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flywheel import __version__
+from flywheel.cli import data
+from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
+from flywheel.errors import FlywheelError
+
+app = typer.Typer(
+    help="Flywheel: a local-first MLOps loop for customer-churn models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"flywheel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None, typer.Option("--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/churn.yaml).")
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", envvar="FLYWHEEL_WORKDIR", help="State folder (default ./.flywheel).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value: KEY=VALUE, repeatable.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress; show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    STATE.config_path = config
+    STATE.workdir = workdir
+    STATE.verbose = verbose
+    setup_logging(verbose)
+    STATE.overrides = parse_sets(set_ or [])
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (file, environment and --set overrides applied)."""
+    import yaml
+
+    console.print(yaml.safe_dump(STATE.config().model_dump(mode="json"), sort_keys=False), highlight=False)
+
+
+@app.command()
+def demo() -> None:
+    """Run the loop end to end on generated data, as far as it is built."""
+    from flywheel.cli.demo import run_demo
+
+    run_demo()
+
+
+def main() -> None:
+    try:
+        app()
+    except FlywheelError as error:
+        if STATE.verbose:
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)

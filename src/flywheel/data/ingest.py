@@ -1,0 +1,127 @@
+"""Reading real theLook exports (CSV or Parquet) into a batch.
+
+File names pick the table: ``users.csv``, ``order_items.parquet`` and BigQuery's sharded exports such
+as ``order_items-000000000000.csv`` all work. CSV columns are read as text and converted to the theLook
+types by validation, so a BigQuery export (``2023-01-06 07:59:00 UTC`` timestamps) loads as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from flywheel.data.batches import Batch
+from flywheel.data.duck import connect
+from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP
+from flywheel.errors import DataError
+
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def _table_for(path: Path) -> str:
+    stem = path.name
+    for suffix in SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    for name in sorted(TABLES, key=len, reverse=True):
+        if stem == name or stem.startswith(f"{name}-") or stem.startswith(f"{name}_0"):
+            return name
+    raise DataError(f"{path}: cannot tell which table this file holds; name it after one of {list(TABLE_ORDER)}")
+
+
+def _read_csv(path: Path) -> pa.Table:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise DataError(f"{path}: empty file; expected a CSV header and rows")
+    try:
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=True))
+    except pa.ArrowInvalid as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from None
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; expected a Parquet file")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: not a Parquet file ({error})") from None
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path}: no such file or directory")
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.name.endswith(SUFFIXES)))
+        elif path.name.endswith(SUFFIXES):
+            files.append(path)
+        else:
+            raise DataError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
+    if not files:
+        raise DataError(f"no CSV or Parquet files found in {', '.join(map(str, paths))}")
+    return files
+
+
+def read_batch(paths: list[Path], batch_id: str | None = None, period_end: datetime | None = None) -> Batch:
+    """Read theLook files into a batch. The period ends at ``period_end`` or just after the data."""
+    files = collect_files(paths)
+    parts: dict[str, list[pa.Table]] = {}
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+        table = _read_parquet(path) if path.name.endswith((".parquet", ".pq")) else _read_csv(path)
+        if table.num_rows == 0:
+            raise DataError(f"{path}: empty file; it has a header but no rows")
+        parts.setdefault(_table_for(path), []).append(table)
+    tables = {}
+    for name, chunks in parts.items():
+        try:
+            tables[name] = pa.concat_tables(chunks, promote_options="permissive")
+        except pa.ArrowInvalid as error:
+            raise DataError(f"files of table {name} disagree on their columns ({error})") from None
+    start, end = _time_bounds(tables, period_end)
+    return Batch(
+        batch_id=batch_id or f"ingest-{digest.hexdigest()[:12]}",
+        kind="ingest",
+        period_start=start,
+        period_end=end,
+        tables=tables,
+        sources=[str(f) for f in files],
+    )
+
+
+def _time_bounds(tables: dict[str, pa.Table], period_end: datetime | None) -> tuple[datetime, datetime]:
+    """Earliest ``created_at``, and ``period_end`` or else just after the latest timestamp in the files."""
+    con = connect()
+    lows, highs = [], []
+    for name, table in tables.items():
+        con.register("incoming", table)
+        for column in (c.name for c in TABLES[name].columns if c.type == TIMESTAMP):
+            if column not in table.column_names:
+                continue
+            low, high = con.execute(
+                f'SELECT min(TRY_CAST("{column}" AS TIMESTAMPTZ)), max(TRY_CAST("{column}" AS TIMESTAMPTZ)) '
+                "FROM incoming"
+            ).fetchone()
+            if high is not None:
+                highs.append(high)
+                if column == "created_at":
+                    lows.append(low)
+        con.unregister("incoming")
+    if period_end is not None:
+        return min(lows, default=period_end), period_end
+    if not highs:
+        raise DataError("the files hold no timestamps, so the batch's period is unknown; pass --period-end")
+    return min(lows or highs), max(highs) + timedelta(microseconds=1)

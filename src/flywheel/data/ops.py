@@ -1,0 +1,139 @@
+"""The data operations behind ``flywheel data …``, callable from Python with the same names."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flywheel.config import FlywheelConfig
+from flywheel.data.batches import Batch, generate_batch, generation_id, simulate_batch
+from flywheel.data.ingest import read_batch
+from flywheel.data.lake import Lake
+from flywheel.data.schema import TABLE_ORDER, TABLES
+from flywheel.data.validation import ValidationReport, check_relations, check_values, conform
+from flywheel.errors import DataError
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    batch_id: str
+    created: bool
+    record: dict[str, Any]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: t["rows"] for name, t in self.record["tables"].items()}
+
+
+def _commit(workdir: Workdir, batch: Batch, progress: Progress | None) -> CommitResult:
+    record, created = Lake(workdir).commit(batch, on_stage=progress)
+    return CommitResult(batch.batch_id, created, record)
+
+
+def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None = None) -> CommitResult:
+    """Generate the first synthetic history into an empty lake (a no-op if it is already there)."""
+    lake = Lake(workdir)
+    batch_id = generation_id(config.data.generator)
+    existing = lake.batch(batch_id)
+    if existing is not None:
+        _logger.info("batch %s is already in the lake; nothing to do", batch_id)
+        return CommitResult(batch_id, False, existing)
+    if not lake.is_empty():
+        raise DataError(
+            f"{workdir.lake} already holds data (batches: {', '.join(b['batch_id'] for b in lake.batches())}); "
+            "generate starts a new lake: use another --workdir or delete this one"
+        )
+    if progress:
+        progress("generate")
+    return _commit(workdir, generate_batch(config.data.generator, batch_id), progress)
+
+
+def simulate(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    days: int | None = None,
+    drift: str | None = None,
+    batch_id: str | None = None,
+    progress: Progress | None = None,
+) -> CommitResult:
+    """Append the next period of the synthetic world, continuing every customer's latent state."""
+    lake = Lake(workdir)
+    existing = lake.batch(batch_id) if batch_id is not None else None
+    if existing is not None:
+        _logger.info("batch %s is already in the lake; nothing to do", batch_id)
+        return CommitResult(batch_id, False, existing)
+    previous = lake.latest_synthetic()
+    if previous is None:
+        raise DataError(f"{workdir.lake} holds no generated batch to continue; run `flywheel data generate` first")
+    if progress:
+        progress("simulate")
+    batch = simulate_batch(
+        previous_state=lake.read_state(previous),
+        generator=previous["generator"],
+        products=lake.read("products"),
+        period_start=datetime.fromisoformat(previous["period"]["end"]),
+        days=days or config.data.simulate.days,
+        drift=drift or config.data.simulate.drift,
+        batch_id=batch_id,
+    )
+    return _commit(workdir, batch, progress)
+
+
+def ingest(
+    workdir: Workdir,
+    paths: list[Path],
+    batch_id: str | None = None,
+    period_end: datetime | None = None,
+    progress: Progress | None = None,
+) -> CommitResult:
+    """Validate and add real theLook files (CSV or Parquet) as one batch."""
+    if progress:
+        progress("read")
+    return _commit(workdir, read_batch(paths, batch_id, period_end), progress)
+
+
+def validate(workdir: Workdir, progress: Progress | None = None) -> ValidationReport:
+    """Re-check the whole lake: every committed file against its schema and every cross-table rule."""
+    lake = Lake(workdir)
+    if lake.is_empty():
+        raise DataError(f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first")
+    files = {name: lake.files(name) for name in TABLE_ORDER}
+    missing = [f for fs in files.values() for f in fs if not Path(f).exists()]
+    if missing:
+        raise DataError(f"the manifest names {len(missing)} missing file(s), e.g. {missing[0]}")
+    report = ValidationReport("lake", {name: 0 for name in TABLE_ORDER if files[name]})
+    for name in report.rows:
+        if progress:
+            progress(f"check {name}")
+        table = lake.read(name)
+        report.rows[name] = table.num_rows
+        conformed, failures = conform(TABLES[name], table)
+        report.failures.extend(failures or check_values(TABLES[name], conformed))
+    if progress:
+        progress("check relations")
+    report.failures.extend(check_relations({n: f for n, f in files.items() if f}, {}, lake.period_end()))
+    report.write(workdir.reports)
+    return report
+
+
+def status(workdir: Workdir) -> list[dict[str, Any]]:
+    """One row per committed batch: id, kind, period and row counts."""
+    return [
+        {
+            "batch_id": b["batch_id"],
+            "kind": b["kind"],
+            "period_start": b["period"]["start"],
+            "period_end": b["period"]["end"],
+            "drift": (b.get("generator") or {}).get("drift"),
+            "rows": {n: t["rows"] for n, t in b["tables"].items()},
+        }
+        for b in Lake(workdir).batches()
+    ]
