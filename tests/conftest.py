@@ -1,0 +1,59 @@
+"""Shared fixtures: small generated lakes, built once per session and copied for tests that write."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.data import ops
+from flywheel.workdir import Workdir
+
+SMALL = {
+    "data.generator.customers": 1500,
+    "data.generator.products": 300,
+    "data.generator.start": date(2023, 1, 1),
+    "data.generator.end": date(2024, 7, 1),
+    "data.generator.seed": 7,
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's config or workdir by accident."""
+    monkeypatch.delenv("FLYWHEEL_CONFIG", raising=False)
+    monkeypatch.delenv("FLYWHEEL_WORKDIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def small_config() -> FlywheelConfig:
+    return apply_overrides(FlywheelConfig(), SMALL)
+
+
+@pytest.fixture(scope="session")
+def generated_workdir(tmp_path_factory: pytest.TempPathFactory, small_config: FlywheelConfig) -> Workdir:
+    """A lake holding one generated history; read-only: copy it with ``lake_copy`` to write."""
+    workdir = Workdir.at(tmp_path_factory.mktemp("generated") / "wd")
+    ops.generate(small_config, workdir)
+    return workdir
+
+
+@pytest.fixture
+def lake_copy(generated_workdir: Workdir, tmp_path: Path) -> Workdir:
+    target = tmp_path / "wd"
+    shutil.copytree(generated_workdir.root, target)
+    return Workdir.at(target)
+
+
+def tree_digest(folder: Path) -> str:
+    """A hash of every file's relative path and bytes under ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
