@@ -49,7 +49,7 @@ def test_lifecycle_timestamps_are_ordered_and_match_the_status(tables: dict[str,
         bad_order = con.execute(
             f"SELECT count(*) FROM {name} WHERE shipped_at < created_at OR delivered_at < shipped_at "
             "OR returned_at < delivered_at"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         assert bad_order == 0
         by_status = dict(con.execute(
             f"SELECT status, count(*) FILTER (WHERE (shipped_at IS NULL) <> (status IN ('Cancelled', 'Processing')) "
@@ -70,11 +70,11 @@ def test_orders_and_items_agree(tables: dict[str, pa.Table]) -> None:
         "min(status) s, max(status) s2 FROM order_items GROUP BY 1) i USING (order_id) "
         "WHERE i.n IS DISTINCT FROM o.num_of_item OR i.u <> o.user_id OR i.u2 <> o.user_id "
         "OR i.s <> o.status OR i.s2 <> o.status"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert mismatched == 0
     before_signup = con.execute(
         "SELECT count(*) FROM orders o JOIN users u ON u.id = o.user_id WHERE o.created_at < u.created_at"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert before_signup == 0
     assert set(pc.unique(tables["orders"].column("num_of_item")).to_pylist()) <= {1, 2, 3, 4}
 
@@ -87,7 +87,7 @@ def test_sale_price_is_derived_from_retail_price(tables: dict[str, pa.Table]) ->
         "SELECT min(i.sale_price / p.retail_price), max(i.sale_price / p.retail_price), "
         "avg(CASE WHEN abs(i.sale_price - p.retail_price) < 0.006 THEN 1 ELSE 0 END) "
         "FROM order_items i JOIN products p ON p.id = i.product_id"
-    ).fetchone()
+    ).fetchall()[0]
     assert 0.69 <= low and high <= 1.0001
     assert 0.7 < full < 0.9  # most items sell at retail price, a promo share at 70–90 %
 

@@ -114,7 +114,7 @@ def _time_bounds(tables: dict[str, pa.Table], period_end: datetime | None) -> tu
             low, high = con.execute(
                 f'SELECT min(TRY_CAST("{column}" AS TIMESTAMPTZ)), max(TRY_CAST("{column}" AS TIMESTAMPTZ)) '
                 "FROM incoming"
-            ).fetchone()
+            ).fetchall()[0]
             if high is not None:
                 highs.append(high)
                 if column == "created_at":

@@ -173,7 +173,7 @@ class Lake:
             relative = f"raw/{name}/batch={batch.batch_id}/part-0.parquet"
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path, compression="zstd")
+            pq.write_table(table.cast(TABLES[name].arrow_schema), path, compression="zstd")
             staged[name] = [str(path)]
             record["tables"][name] = {
                 "files": [relative],

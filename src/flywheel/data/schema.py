@@ -50,6 +50,11 @@ class TableSpec:
         return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
 
     @property
+    def loose_schema(self) -> pa.Schema:
+        """The Arrow schema with every column nullable: what data is cast to before nulls are checked."""
+        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 

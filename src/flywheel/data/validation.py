@@ -83,23 +83,25 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[CheckFailure]]:
-    """Cast ``table`` to the spec's Arrow schema; report missing, unexpected and unconvertible columns."""
+    """Cast ``table`` to the spec's types (all nullable); report missing, unexpected, unconvertible columns."""
     failures = []
     present = set(table.column_names)
     for name in spec.column_names:
         if name not in present:
             failures.append(CheckFailure("missing_column", spec.name, name, table.num_rows,
-                                         f"expected column '{name}' is missing"))
+                                         f"expected column '{name}' is missing",
+                                         [{"columns_found": ", ".join(table.column_names)}]))
     for name in table.column_names:
         if name not in spec.column_names:
             failures.append(CheckFailure("unexpected_column", spec.name, name, table.num_rows,
-                                         f"column '{name}' is not part of the theLook {spec.name} schema"))
+                                         f"column '{name}' is not part of the theLook {spec.name} schema",
+                                         _jsonable([{name: v} for v in table.column(name)[:MAX_EXAMPLES].to_pylist()])))
     if failures:
         return None, failures
     if table.schema.names == spec.column_names and all(
         table.schema.field(c.name).type == c.type for c in spec.columns
     ):
-        return table.cast(spec.arrow_schema), []
+        return table.cast(spec.loose_schema), []
     con = connect()
     con.register("incoming", table)
     selects = []
@@ -112,7 +114,7 @@ def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[Che
         bad = con.execute(
             f'SELECT count(*) FROM incoming WHERE "{column.name}" IS NOT NULL '
             f'AND TRY_CAST("{column.name}" AS {target}) IS NULL'
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if bad:
             examples = con.execute(
                 f'SELECT "{column.name}" FROM incoming WHERE "{column.name}" IS NOT NULL '
@@ -126,7 +128,7 @@ def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[Che
     if failures:
         return None, failures
     result = con.sql(f"SELECT {', '.join(selects)} FROM incoming").to_arrow_table()
-    return result.cast(spec.arrow_schema), []
+    return result.cast(spec.loose_schema), []
 
 
 def _pandera_schema(spec: TableSpec) -> pda.DataFrameSchema:
@@ -223,7 +225,7 @@ def check_relations(
         con.execute(f"CREATE VIEW {name}_all AS ({batch}) UNION ALL ({lake})")
     failures = []
     for check, table, column, message, sql in _relation_checks(set(batch_files), period_end):
-        count = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        count = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
         if count:
             examples = con.sql(f"SELECT * FROM ({sql}) LIMIT {MAX_EXAMPLES}").to_arrow_table()
             failures.append(CheckFailure(check, table, column, int(count), message,
