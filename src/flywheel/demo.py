@@ -24,7 +24,9 @@ class DemoSummary:
     batches: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run(config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None) -> DemoSummary:
+def run(
+    config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None
+) -> DemoSummary:
     """generate → validate → simulate a new batch → summary."""
     summary = DemoSummary()
 
@@ -34,16 +36,24 @@ def run(config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None]
             on_step(f"{name}: {detail}")
 
     generated = ops.generate(config, workdir)
-    step("generate", f"{generated.batch_id} {_rows(generated)}" + ("" if generated.created else " (already there)"))
+    step(
+        "generate",
+        f"{generated.batch_id} {_rows(generated)}" + ("" if generated.created else " (already there)"),
+    )
     report = ops.validate(workdir)
     step("validate", report.summary())
     simulated = ops.simulate(config, workdir, batch_id=DEMO_BATCH_ID)
     drift = simulated.record["generator"]["drift"]
-    step("simulate", f"{simulated.batch_id} drift={drift} {_rows(simulated)}"
-         + ("" if simulated.created else " (already there)"))
+    step(
+        "simulate",
+        f"{simulated.batch_id} drift={drift} {_rows(simulated)}"
+        + ("" if simulated.created else " (already there)"),
+    )
     summary.batches = ops.status(workdir)
     return summary
 
 
 def _rows(result: ops.CommitResult) -> str:
-    return ", ".join(f"{name}={rows:,}" for name, rows in result.rows.items() if name in {"users", "orders", "order_items"})
+    return ", ".join(
+        f"{name}={rows:,}" for name, rows in result.rows.items() if name in {"users", "orders", "order_items"}
+    )

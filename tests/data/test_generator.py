@@ -51,11 +51,14 @@ def test_lifecycle_timestamps_are_ordered_and_match_the_status(tables: dict[str,
             "OR returned_at < delivered_at"
         ).fetchall()[0][0]
         assert bad_order == 0
-        by_status = dict(con.execute(
-            f"SELECT status, count(*) FILTER (WHERE (shipped_at IS NULL) <> (status IN ('Cancelled', 'Processing')) "
-            "OR (delivered_at IS NULL) <> (status NOT IN ('Complete', 'Returned')) "
-            f"OR (returned_at IS NULL) <> (status <> 'Returned')) FROM {name} GROUP BY status"
-        ).fetchall())
+        by_status = dict(
+            con.execute(
+                "SELECT status, count(*) FILTER (WHERE "
+                "(shipped_at IS NULL) <> (status IN ('Cancelled', 'Processing')) "
+                "OR (delivered_at IS NULL) <> (status NOT IN ('Complete', 'Returned')) "
+                f"OR (returned_at IS NULL) <> (status <> 'Returned')) FROM {name} GROUP BY status"
+            ).fetchall()
+        )
         assert set(by_status) == {"Complete", "Returned", "Shipped", "Processing", "Cancelled"}
         assert sum(by_status.values()) == 0, by_status
 
@@ -66,7 +69,8 @@ def test_orders_and_items_agree(tables: dict[str, pa.Table]) -> None:
     con.register("order_items", tables["order_items"])
     con.register("users", tables["users"])
     mismatched = con.execute(
-        "SELECT count(*) FROM orders o LEFT JOIN (SELECT order_id, count(*) n, min(user_id) u, max(user_id) u2, "
+        "SELECT count(*) FROM orders o LEFT JOIN "
+        "(SELECT order_id, count(*) n, min(user_id) u, max(user_id) u2, "
         "min(status) s, max(status) s2 FROM order_items GROUP BY 1) i USING (order_id) "
         "WHERE i.n IS DISTINCT FROM o.num_of_item OR i.u <> o.user_id OR i.u2 <> o.user_id "
         "OR i.s <> o.status OR i.s2 <> o.status"
@@ -88,7 +92,7 @@ def test_sale_price_is_derived_from_retail_price(tables: dict[str, pa.Table]) ->
         "avg(CASE WHEN abs(i.sale_price - p.retail_price) < 0.006 THEN 1 ELSE 0 END) "
         "FROM order_items i JOIN products p ON p.id = i.product_id"
     ).fetchall()[0]
-    assert 0.69 <= low and high <= 1.0001
+    assert low >= 0.69 and high <= 1.0001
     assert 0.7 < full < 0.9  # most items sell at retail price, a promo share at 70–90 %
 
 

@@ -30,8 +30,14 @@ def next_period(generated_workdir: Workdir) -> Tables:
     """A valid next batch (20 days after the history) in memory, to be written as files and spoiled."""
     lake = Lake(generated_workdir)
     previous = lake.latest_synthetic()
-    batch = simulate_batch(lake.read_state(previous), previous["generator"], lake.read("products"),
-                           datetime.fromisoformat(previous["period"]["end"]), 20, "none")
+    batch = simulate_batch(
+        lake.read_state(previous),
+        previous["generator"],
+        lake.read("products"),
+        datetime.fromisoformat(previous["period"]["end"]),
+        20,
+        "none",
+    )
     return batch.tables
 
 
@@ -67,7 +73,9 @@ def first_row_set(table: pa.Table, column: str, value: object) -> pa.Table:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_a_clean_export_is_ingested(lake_copy: Workdir, next_period: Tables, tmp_path: Path, fmt: str) -> None:
+def test_a_clean_export_is_ingested(
+    lake_copy: Workdir, next_period: Tables, tmp_path: Path, fmt: str
+) -> None:
     result = ops.ingest(lake_copy, [write(tmp_path / "in", next_period, fmt)])
     assert result.created and result.rows == {name: t.num_rows for name, t in next_period.items()}
     assert Lake(lake_copy).read("orders").num_rows > next_period["orders"].num_rows

@@ -28,7 +28,9 @@ def scenario_batches(generated_workdir: Workdir) -> dict[str, dict[str, pa.Table
     products = lake.read("products")
     start = datetime.fromisoformat(previous["period"]["end"])
     return {
-        drift: simulate_batch(lake.read_state(previous), previous["generator"], products, start, DAYS, drift).tables
+        drift: simulate_batch(
+            lake.read_state(previous), previous["generator"], products, start, DAYS, drift
+        ).tables
         for drift in ("none", "price_shock", "acquisition_shift", "engagement_drop")
     }
 
@@ -45,13 +47,18 @@ def _last_days(table: pa.Table, days: int) -> pa.Table:
     return table.filter(pc.greater(created, cutoff))
 
 
-def test_simulate_appends_a_validated_batch_that_continues_ids(lake_copy: Workdir, small_config: FlywheelConfig) -> None:
+def test_simulate_appends_a_validated_batch_that_continues_ids(
+    lake_copy: Workdir, small_config: FlywheelConfig
+) -> None:
     lake = Lake(lake_copy)
     before = {name: lake.read(name) for name in ("users", "orders", "order_items")}
     result = ops.simulate(small_config, lake_copy, days=30, drift="price_shock")
     assert result.created and result.batch_id == "sim-20240701-20240731"
     new_orders = Lake(lake_copy).read("orders").slice(before["orders"].num_rows)
-    assert pc.min(new_orders.column("order_id")).as_py() == pc.max(before["orders"].column("order_id")).as_py() + 1
+    assert (
+        pc.min(new_orders.column("order_id")).as_py()
+        == pc.max(before["orders"].column("order_id")).as_py() + 1
+    )
     returning = pc.is_in(new_orders.column("user_id"), value_set=before["users"].column("id"))
     assert pc.sum(returning).as_py() > 0.8 * new_orders.num_rows  # mostly the same customers buying again
     assert ops.validate(lake_copy).ok
@@ -76,8 +83,14 @@ def test_unknown_drift_is_named(generated_workdir: Workdir) -> None:
     lake = Lake(generated_workdir)
     previous = lake.latest_synthetic()
     with pytest.raises(DataError, match="unknown drift scenario 'sideways'"):
-        simulate_batch(lake.read_state(previous), previous["generator"], lake.read("products"),
-                       datetime.fromisoformat(previous["period"]["end"]), 5, "sideways")
+        simulate_batch(
+            lake.read_state(previous),
+            previous["generator"],
+            lake.read("products"),
+            datetime.fromisoformat(previous["period"]["end"]),
+            5,
+            "sideways",
+        )
 
 
 def test_none_leaves_distributions_unchanged(scenario_batches, history) -> None:
@@ -85,10 +98,17 @@ def test_none_leaves_distributions_unchanged(scenario_batches, history) -> None:
     for table, column in (("order_items", "sale_price"), ("orders", "num_of_item")):
         result = stats.ks_2samp(new[table].column(column).to_numpy(), old[table].column(column).to_numpy())
         assert result.pvalue > 0.001, (table, column, result)
-    assert stats.ks_2samp(new["users"].column("age").to_numpy(), history["users"].column("age").to_numpy()).pvalue > 0.001
+    assert (
+        stats.ks_2samp(
+            new["users"].column("age").to_numpy(), history["users"].column("age").to_numpy()
+        ).pvalue
+        > 0.001
+    )
     sources = sorted(set(history["users"].column("traffic_source").to_pylist()))
-    counts = [[row.column("traffic_source").to_pylist().count(s) for s in sources]
-              for row in (new["users"], history["users"])]
+    counts = [
+        [row.column("traffic_source").to_pylist().count(s) for s in sources]
+        for row in (new["users"], history["users"])
+    ]
     assert stats.chi2_contingency(counts).pvalue > 0.001
     # order volume continues at the pace of the last period (same season, same customers)
     ratio = new["orders"].num_rows / old["orders"].num_rows
@@ -97,7 +117,9 @@ def test_none_leaves_distributions_unchanged(scenario_batches, history) -> None:
 
 def test_price_shock_raises_prices_and_lowers_orders(scenario_batches) -> None:
     none, shock = scenario_batches["none"], scenario_batches["price_shock"]
-    ratio = np.mean(shock["order_items"].column("sale_price")) / np.mean(none["order_items"].column("sale_price"))
+    ratio = np.mean(shock["order_items"].column("sale_price")) / np.mean(
+        none["order_items"].column("sale_price")
+    )
     assert 1.2 < ratio < 1.4
     assert shock["orders"].num_rows < 0.9 * none["orders"].num_rows
 
@@ -107,7 +129,9 @@ def test_acquisition_shift_brings_more_younger_paid_social_signups(scenario_batc
     assert shift.num_rows > 1.6 * none.num_rows
 
     def paid_share(users: pa.Table) -> float:
-        return pc.mean(pc.is_in(users.column("traffic_source"), value_set=pa.array(["Facebook", "Display"]))).as_py()
+        return pc.mean(
+            pc.is_in(users.column("traffic_source"), value_set=pa.array(["Facebook", "Display"]))
+        ).as_py()
 
     assert paid_share(shift) > 0.55 > 0.2 > paid_share(none)
     assert pc.mean(shift.column("age")).as_py() < pc.mean(none.column("age")).as_py() - 8
@@ -120,7 +144,13 @@ def test_engagement_drop_halves_orders_of_existing_customers(scenario_batches, h
         return pc.sum(pc.is_in(orders.column("user_id"), value_set=existing)).as_py()
 
     ratio = existing_orders(scenario_batches["engagement_drop"]["orders"]) / existing_orders(
-        scenario_batches["none"]["orders"])
+        scenario_batches["none"]["orders"]
+    )
     assert 0.3 < ratio < 0.65, ratio
     # prices and signups are untouched by this scenario
-    assert abs(scenario_batches["engagement_drop"]["users"].num_rows - scenario_batches["none"]["users"].num_rows) < 40
+    assert (
+        abs(
+            scenario_batches["engagement_drop"]["users"].num_rows - scenario_batches["none"]["users"].num_rows
+        )
+        < 40
+    )

@@ -45,7 +45,9 @@ def test_env_expansion_with_default_and_value(tmp_path: Path, monkeypatch: pytes
 def test_missing_env_var_is_named(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("workdir: ${FLYWHEEL_SURELY_UNSET_VAR}\n")
-    with pytest.raises(ConfigError, match="workdir: environment variable FLYWHEEL_SURELY_UNSET_VAR is not set"):
+    with pytest.raises(
+        ConfigError, match="workdir: environment variable FLYWHEEL_SURELY_UNSET_VAR is not set"
+    ):
         load_config(path)
 
 

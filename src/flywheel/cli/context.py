@@ -65,8 +65,11 @@ def setup_logging(verbose: bool) -> None:
 def progress(title: str) -> Iterator[Any]:
     """A spinner with the current stage and elapsed time; yields a ``stage(text)`` callback."""
     with Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task(title)
         yield lambda stage: bar.update(task, description=f"{title}: {stage}")

@@ -15,7 +15,9 @@ from flywheel.cli.context import STATE, console, err_console, progress
 from flywheel.data import ops
 from flywheel.data.validation import BatchRejected, ValidationReport
 
-app = typer.Typer(help="Raw data: generate, simulate new batches, ingest real exports, validate.", no_args_is_help=True)
+app = typer.Typer(
+    help="Raw data: generate, simulate new batches, ingest real exports, validate.", no_args_is_help=True
+)
 DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], show_default=False)]
 
 
@@ -24,7 +26,9 @@ def _show_commit(result: ops.CommitResult, verb: str) -> None:
         console.print(f"batch [bold]{result.batch_id}[/bold] is already in the lake; nothing to do")
         return
     period = result.record["period"]
-    console.print(f"{verb} batch [bold]{result.batch_id}[/bold] ({period['start'][:10]} → {period['end'][:10]})")
+    console.print(
+        f"{verb} batch [bold]{result.batch_id}[/bold] ({period['start'][:10]} → {period['end'][:10]})"
+    )
     table = Table("table", "rows", "created_at range")
     for name, info in result.record["tables"].items():
         span = info["time_range"]
@@ -37,11 +41,14 @@ def show_report(report: ValidationReport) -> None:
     if report.ok:
         console.print(f"[green]ok[/green] {report.summary()}")
         return
-    table = Table("check", "table", "column", "failing rows", "example", title=f"validation of {report.batch_id}")
+    table = Table(
+        "check", "table", "column", "failing rows", "example", title=f"validation of {report.batch_id}"
+    )
     for failure in report.failures:
         example = str(failure.examples[0]) if failure.examples else failure.message
-        table.add_row(failure.check, failure.table, failure.column or "", f"{failure.failing_rows:,}",
-                      example[:120])
+        table.add_row(
+            failure.check, failure.table, failure.column or "", f"{failure.failing_rows:,}", example[:120]
+        )
     err_console.print(table)
 
 
@@ -58,20 +65,24 @@ def _committing(title: str) -> Iterator[ops.Progress]:
 
 @app.command()
 def generate(
-    customers: Annotated[int | None, typer.Option(help="Users signing up over the period.", show_default=False)] = None,
+    customers: Annotated[
+        int | None, typer.Option(help="Users signing up over the period.", show_default=False)
+    ] = None,
     start: DateOption = None,
     end: DateOption = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
     products: Annotated[int | None, typer.Option(help="Catalogue size.", show_default=False)] = None,
 ) -> None:
     """Generate a synthetic theLook history into an empty lake (defaults from data.generator)."""
-    config = STATE.config(**{
-        "data.generator.customers": customers,
-        "data.generator.start": start.date().isoformat() if start else None,
-        "data.generator.end": end.date().isoformat() if end else None,
-        "data.generator.seed": seed,
-        "data.generator.products": products,
-    })
+    config = STATE.config(
+        **{
+            "data.generator.customers": customers,
+            "data.generator.start": start.date().isoformat() if start else None,
+            "data.generator.end": end.date().isoformat() if end else None,
+            "data.generator.seed": seed,
+            "data.generator.products": products,
+        }
+    )
     workdir = STATE.workdir_for(config)
     with _committing("generate") as stage:
         result = ops.generate(config, workdir, stage)
@@ -82,9 +93,12 @@ def generate(
 def simulate(
     days: Annotated[int | None, typer.Option(help="Length of the new period.", show_default=False)] = None,
     drift: Annotated[
-        str | None, typer.Option(help="none | price_shock | acquisition_shift | engagement_drop.", show_default=False)
+        str | None,
+        typer.Option(help="none | price_shock | acquisition_shift | engagement_drop.", show_default=False),
     ] = None,
-    batch_id: Annotated[str | None, typer.Option(help="Batch id; an id already in the lake is a no-op.")] = None,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Batch id; an id already in the lake is a no-op.")
+    ] = None,
 ) -> None:
     """Append the next period for the same customers plus new signups (defaults from data.simulate)."""
     config = STATE.config(**{"data.simulate.days": days, "data.simulate.drift": drift})
@@ -96,12 +110,17 @@ def simulate(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="CSV or Parquet files, or folders of them, named by table.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="CSV or Parquet files, or folders of them, named by table.")
+    ],
     batch_id: Annotated[str | None, typer.Option(help="Batch id (default: a hash of the files).")] = None,
     period_end: Annotated[
         datetime | None,
-        typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="End of the batch's period (UTC).",
-                     show_default=False),
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            help="End of the batch's period (UTC).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Validate and add real theLook data (e.g. an export of the BigQuery public dataset)."""
@@ -135,6 +154,11 @@ def status() -> None:
     table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items")
     for row in rows:
         counts = row["rows"]
-        table.add_row(row["batch_id"], row["kind"], f"{row['period_start'][:10]} → {row['period_end'][:10]}",
-                      row["drift"] or "", *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")))
+        table.add_row(
+            row["batch_id"],
+            row["kind"],
+            f"{row['period_start'][:10]} → {row['period_end'][:10]}",
+            row["drift"] or "",
+            *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
+        )
     console.print(table)

@@ -20,7 +20,12 @@ def run_demo() -> None:
     table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items", title="lake")
     for row in summary.batches:
         counts = row["rows"]
-        table.add_row(row["batch_id"], row["kind"], f"{row['period_start'][:10]} → {row['period_end'][:10]}",
-                      row["drift"] or "", *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")))
+        table.add_row(
+            row["batch_id"],
+            row["kind"],
+            f"{row['period_start'][:10]} → {row['period_end'][:10]}",
+            row["drift"] or "",
+            *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
+        )
     console.print(table)
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s")

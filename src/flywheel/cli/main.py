@@ -35,10 +35,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     config: Annotated[
-        Path | None, typer.Option("--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/churn.yaml).")
+        Path | None,
+        typer.Option(
+            "--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/churn.yaml)."
+        ),
     ] = None,
     workdir: Annotated[
-        Path | None, typer.Option("--workdir", envvar="FLYWHEEL_WORKDIR", help="State folder (default ./.flywheel).")
+        Path | None,
+        typer.Option("--workdir", envvar="FLYWHEEL_WORKDIR", help="State folder (default ./.flywheel)."),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config value: KEY=VALUE, repeatable.")

@@ -135,7 +135,10 @@ def simulate_batch(
             price_factor=effects.price_factor,
             rate_multiplier=np.concatenate([effects.rate_multiplier, np.ones(pad)]),
             extra_drop_probability=np.concatenate(
-                [np.broadcast_to(effects.extra_drop_probability, effects.rate_multiplier.shape), np.zeros(pad)]
+                [
+                    np.broadcast_to(effects.extra_drop_probability, effects.rate_multiplier.shape),
+                    np.zeros(pad),
+                ]
             ),
         )
     for name in STATE_SCHEMA.names:

@@ -32,7 +32,9 @@ def _table_for(path: Path) -> str:
     for name in sorted(TABLES, key=len, reverse=True):
         if stem == name or stem.startswith(f"{name}-") or stem.startswith(f"{name}_0"):
             return name
-    raise DataError(f"{path}: cannot tell which table this file holds; name it after one of {list(TABLE_ORDER)}")
+    raise DataError(
+        f"{path}: cannot tell which table this file holds; name it after one of {list(TABLE_ORDER)}"
+    )
 
 
 def _read_csv(path: Path) -> pa.Table:
@@ -42,8 +44,12 @@ def _read_csv(path: Path) -> pa.Table:
     if not header:
         raise DataError(f"{path}: empty file; expected a CSV header and rows")
     try:
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in header}, strings_can_be_null=True))
+        return pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True
+            ),
+        )
     except pa.ArrowInvalid as error:
         raise DataError(f"{path}: not a readable CSV file ({error})") from None
 
@@ -105,23 +111,26 @@ def read_batch(paths: list[Path], batch_id: str | None = None, period_end: datet
 def _time_bounds(tables: dict[str, pa.Table], period_end: datetime | None) -> tuple[datetime, datetime]:
     """Earliest ``created_at``, and ``period_end`` or else just after the latest timestamp in the files."""
     con = connect()
-    lows, highs = [], []
+    lows, highs, unreadable = [], [], []
     for name, table in tables.items():
-        con.register("incoming", table)
+        con.register(f"incoming_{name}", table)
         for column in (c.name for c in TABLES[name].columns if c.type == TIMESTAMP):
             if column not in table.column_names:
+                unreadable.append(f"{name}.{column} (missing)")
                 continue
             low, high = con.execute(
                 f'SELECT min(TRY_CAST("{column}" AS TIMESTAMPTZ)), max(TRY_CAST("{column}" AS TIMESTAMPTZ)) '
-                "FROM incoming"
+                f"FROM incoming_{name}"
             ).fetchall()[0]
-            if high is not None:
-                highs.append(high)
-                if column == "created_at":
-                    lows.append(low)
-        con.unregister("incoming")
+            if high is None:
+                unreadable.append(f"{name}.{column} (no readable timestamp)")
+                continue
+            highs.append(high)
+            if column == "created_at":
+                lows.append(low)
     if period_end is not None:
         return min(lows, default=period_end), period_end
     if not highs:
-        raise DataError("the files hold no timestamps, so the batch's period is unknown; pass --period-end")
+        detail = f": {', '.join(unreadable)}" if unreadable else ""
+        raise DataError(f"cannot tell the batch's period from the files{detail}; pass --period-end")
     return min(lows or highs), max(highs) + timedelta(microseconds=1)

@@ -120,7 +120,9 @@ class Lake:
             _logger.warning("removed %d orphan batch folder(s) left by an interrupted commit", len(removed))
         return removed
 
-    def commit(self, batch: Batch, on_stage: Callable[[str], None] | None = None) -> tuple[dict[str, Any], bool]:
+    def commit(
+        self, batch: Batch, on_stage: Callable[[str], None] | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """Validate and add ``batch`` atomically. Returns (manifest record, whether it was new).
 
         Raises:
@@ -140,11 +142,15 @@ class Lake:
                 shutil.rmtree(staging, ignore_errors=True)
             return record, True
 
-    def _stage_and_validate(self, batch: Batch, staging: Path, on_stage: Callable[[str], None]) -> dict[str, Any]:
+    def _stage_and_validate(
+        self, batch: Batch, staging: Path, on_stage: Callable[[str], None]
+    ) -> dict[str, Any]:
         unknown = set(batch.tables) - set(TABLES)
         if unknown:
-            raise DataError(f"batch {batch.batch_id}: unknown table(s) {sorted(unknown)}; "
-                            f"expected theLook tables {list(TABLE_ORDER)}")
+            raise DataError(
+                f"batch {batch.batch_id}: unknown table(s) {sorted(unknown)}; "
+                f"expected theLook tables {list(TABLE_ORDER)}"
+            )
         report = ValidationReport(batch.batch_id, {n: t.num_rows for n, t in batch.tables.items()})
         on_stage("conform and check values")
         conformed: dict[str, pa.Table] = {}
@@ -214,8 +220,11 @@ class Lake:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.workdir.manifest)
-        _logger.info("committed batch %s (%s)", batch.batch_id,
-                     ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()))
+        _logger.info(
+            "committed batch %s (%s)",
+            batch.batch_id,
+            ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()),
+        )
 
 
 def _time_range(table: pa.Table, column: str | None) -> list[str] | None:

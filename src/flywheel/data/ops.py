@@ -48,7 +48,7 @@ def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None
         return CommitResult(batch_id, False, existing)
     if not lake.is_empty():
         raise DataError(
-            f"{workdir.lake} already holds data (batches: {', '.join(b['batch_id'] for b in lake.batches())}); "
+            f"{workdir.lake} already holds data ({', '.join(b['batch_id'] for b in lake.batches())}); "
             "generate starts a new lake: use another --workdir or delete this one"
         )
     if progress:
@@ -72,7 +72,9 @@ def simulate(
         return CommitResult(batch_id, False, existing)
     previous = lake.latest_synthetic()
     if previous is None:
-        raise DataError(f"{workdir.lake} holds no generated batch to continue; run `flywheel data generate` first")
+        raise DataError(
+            f"{workdir.lake} holds no generated batch to continue; run `flywheel data generate` first"
+        )
     if progress:
         progress("simulate")
     batch = simulate_batch(
@@ -104,7 +106,9 @@ def validate(workdir: Workdir, progress: Progress | None = None) -> ValidationRe
     """Re-check the whole lake: every committed file against its schema and every cross-table rule."""
     lake = Lake(workdir)
     if lake.is_empty():
-        raise DataError(f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first")
+        raise DataError(
+            f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
+        )
     files = {name: lake.files(name) for name in TABLE_ORDER}
     missing = [f for fs in files.values() for f in fs if not Path(f).exists()]
     if missing:

@@ -117,10 +117,21 @@ def new_users(
     created = pa.array(np.round(signup_days * US_PER_DAY).astype(np.int64)).cast(TIMESTAMP)
     users = pa.table(
         [
-            ids, first_name, last_name, email, age.astype(np.int64),
-            pa.array(GENDERS).take(pa.array(gender)), states.take(place_idx), street, postal,
-            cities.take(place_idx), countries.take(place_idx), lat, lon,
-            pa.array(TRAFFIC_SOURCES).take(pa.array(source)), created,
+            ids,
+            first_name,
+            last_name,
+            email,
+            age.astype(np.int64),
+            pa.array(GENDERS).take(pa.array(gender)),
+            states.take(place_idx),
+            street,
+            postal,
+            cities.take(place_idx),
+            countries.take(place_idx),
+            lat,
+            lon,
+            pa.array(TRAFFIC_SOURCES).take(pa.array(source)),
+            created,
         ],
         schema=TABLES["users"].arrow_schema,
     )
@@ -131,12 +142,22 @@ def new_users(
     lam = rng.gamma(2.0, MEAN_RATE_PER_DAY / 2.0, n) * SOURCE_RATE[source] * age_rate
     spend = rng.lognormal(0.0, 0.35, n)
     age_life = 1.0 + (age - 40) / 100.0
-    mean_life = MEAN_LIFETIME_DAYS * SOURCE_LIFETIME[source] * age_life * np.sqrt(spend) * rng.gamma(2.0, 0.5, n)
+    mean_life = (
+        MEAN_LIFETIME_DAYS * SOURCE_LIFETIME[source] * age_life * np.sqrt(spend) * rng.gamma(2.0, 0.5, n)
+    )
     tau = np.where(buyer, first_order + rng.exponential(1.0, n) * mean_life, signup_days)
     state = pa.table(
         [
-            ids, gender, buyer, first_order, lam, tau, np.full(n, BASE_DROP_PROBABILITY),
-            rng.beta(1.0, 9.0, n), rng.beta(1.0, 14.0, n), spend,
+            ids,
+            gender,
+            buyer,
+            first_order,
+            lam,
+            tau,
+            np.full(n, BASE_DROP_PROBABILITY),
+            rng.beta(1.0, 9.0, n),
+            rng.beta(1.0, 14.0, n),
+            spend,
         ],
         schema=STATE_SCHEMA,
     )

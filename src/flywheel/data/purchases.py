@@ -77,7 +77,9 @@ def draw_orders(
         returned = ~cancelled & (rng.random(index.size) < state["rho"][index])
         chunks.append((index, t, cancelled, returned))
         p_drop = (
-            state["p_drop"][index] + RETURN_DROP_BUMP * returned + CANCEL_DROP_BUMP * cancelled
+            state["p_drop"][index]
+            + RETURN_DROP_BUMP * returned
+            + CANCEL_DROP_BUMP * cancelled
             + extra_drop[index]
         )
         dropped = rng.random(index.size) < p_drop
@@ -133,8 +135,15 @@ def orders_tables(
     returned_ts = _timestamps(returned, has_returned)
     orders = pa.table(
         [
-            order_ids, user_id, pa.array(status), pa.array(np.where(gender == 0, "M", "F")), created_ts,
-            returned_ts, shipped_ts, delivered_ts, items_per_order.astype(np.int64),
+            order_ids,
+            user_id,
+            pa.array(status),
+            pa.array(np.where(gender == 0, "M", "F")),
+            created_ts,
+            returned_ts,
+            shipped_ts,
+            delivered_ts,
+            items_per_order.astype(np.int64),
         ],
         schema=TABLES["orders"].arrow_schema,
     )
@@ -150,9 +159,17 @@ def orders_tables(
     take = pa.array(row)
     items = pa.table(
         [
-            item_ids, order_ids[row], user_id[row], product_id, inventory_ids,
-            pa.array(status).take(take), created_ts.take(take), shipped_ts.take(take),
-            delivered_ts.take(take), returned_ts.take(take), sale_price,
+            item_ids,
+            order_ids[row],
+            user_id[row],
+            product_id,
+            inventory_ids,
+            pa.array(status).take(take),
+            created_ts.take(take),
+            shipped_ts.take(take),
+            delivered_ts.take(take),
+            returned_ts.take(take),
+            sale_price,
         ],
         schema=TABLES["order_items"].arrow_schema,
     )

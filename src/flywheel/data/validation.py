@@ -51,8 +51,12 @@ class ValidationReport:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch_id": self.batch_id, "ok": self.ok, "rows": self.rows,
-                "failures": [asdict(f) for f in self.failures]}
+        return {
+            "batch_id": self.batch_id,
+            "ok": self.ok,
+            "rows": self.rows,
+            "failures": [asdict(f) for f in self.failures],
+        }
 
     def write(self, reports_dir: Path) -> Path:
         reports_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +68,11 @@ class ValidationReport:
     def summary(self) -> str:
         if self.ok:
             return f"batch {self.batch_id}: all checks passed ({sum(self.rows.values())} rows)"
-        parts = [f"{f.check} on {f.table}.{f.column or '*'} ({f.failing_rows} rows)" for f in self.failures]
-        return f"batch {self.batch_id}: {len(self.failures)} check(s) failed: " + "; ".join(parts)
+        parts = [
+            f"{f.check} on {f.table}.{f.column or '*'} ({f.failing_rows} rows)" for f in self.failures[:5]
+        ]
+        more = f"; and {len(self.failures) - 5} more" if len(self.failures) > 5 else ""
+        return f"batch {self.batch_id}: {len(self.failures)} check(s) failed: " + "; ".join(parts) + more
 
 
 class BatchRejected(DataError):
@@ -83,19 +90,33 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[CheckFailure]]:
-    """Cast ``table`` to the spec's types (all nullable); report missing, unexpected, unconvertible columns."""
+    """Cast ``table`` to the spec's types (all nullable); report missing, extra, unconvertible columns."""
     failures = []
     present = set(table.column_names)
     for name in spec.column_names:
         if name not in present:
-            failures.append(CheckFailure("missing_column", spec.name, name, table.num_rows,
-                                         f"expected column '{name}' is missing",
-                                         [{"columns_found": ", ".join(table.column_names)}]))
+            failures.append(
+                CheckFailure(
+                    "missing_column",
+                    spec.name,
+                    name,
+                    table.num_rows,
+                    f"expected column '{name}' is missing",
+                    [{"columns_found": ", ".join(table.column_names)}],
+                )
+            )
     for name in table.column_names:
         if name not in spec.column_names:
-            failures.append(CheckFailure("unexpected_column", spec.name, name, table.num_rows,
-                                         f"column '{name}' is not part of the theLook {spec.name} schema",
-                                         _jsonable([{name: v} for v in table.column(name)[:MAX_EXAMPLES].to_pylist()])))
+            failures.append(
+                CheckFailure(
+                    "unexpected_column",
+                    spec.name,
+                    name,
+                    table.num_rows,
+                    f"column '{name}' is not part of the theLook {spec.name} schema",
+                    _jsonable([{name: v} for v in table.column(name)[:MAX_EXAMPLES].to_pylist()]),
+                )
+            )
     if failures:
         return None, failures
     if table.schema.names == spec.column_names and all(
@@ -121,9 +142,16 @@ def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[Che
                 f'AND TRY_CAST("{column.name}" AS {target}) IS NULL LIMIT {MAX_EXAMPLES}'
             ).fetchall()
             examples = [{column.name: row[0]} for row in examples]
-            failures.append(CheckFailure("type", spec.name, column.name, bad,
-                                         f"expected {column.type}, got {actual} values that do not convert",
-                                         _jsonable(examples)))
+            failures.append(
+                CheckFailure(
+                    "type",
+                    spec.name,
+                    column.name,
+                    bad,
+                    f"expected {column.type}, got {actual} values that do not convert",
+                    _jsonable(examples),
+                )
+            )
         selects.append(f'TRY_CAST("{column.name}" AS {target}) AS "{column.name}"')
     if failures:
         return None, failures
@@ -157,58 +185,113 @@ def check_values(spec: TableSpec, table: pa.Table) -> list[CheckFailure]:
             index = group["index"].dropna().astype("int64").unique()
             examples = frame.iloc[index[:MAX_EXAMPLES]].to_dict("records") if len(index) else []
             name = "not_null" if str(check) == "not_nullable" else str(check)
-            failures.append(CheckFailure(name, spec.name, str(column), int(len(group)),
-                                         f"{check} failed", _jsonable(examples)))
+            failures.append(
+                CheckFailure(name, spec.name, str(column), len(group), f"{check} failed", _jsonable(examples))
+            )
         return failures
     return []
 
 
-def _relation_checks(batch_tables: set[str], period_end: datetime) -> list[tuple[str, str, str | None, str, str]]:
+def _relation_checks(
+    batch_tables: set[str], period_end: datetime
+) -> list[tuple[str, str, str | None, str, str]]:
     """(check, table, column, message, SQL selecting the failing rows of the batch table)."""
     checks = []
     for name in batch_tables:
         spec = TABLES[name]
         pk = spec.primary_key
-        checks.append(("duplicate_key", name, pk, f"{pk} must be unique across the batch and the lake",
-                       f"SELECT * FROM {name}_batch WHERE {pk} IN "
-                       f"(SELECT {pk} FROM {name}_all GROUP BY {pk} HAVING count(*) > 1)"))
+        checks.append(
+            (
+                "duplicate_key",
+                name,
+                pk,
+                f"{pk} must be unique across the batch and the lake",
+                f"SELECT * FROM {name}_batch WHERE {pk} IN "
+                f"(SELECT {pk} FROM {name}_all GROUP BY {pk} HAVING count(*) > 1)",
+            )
+        )
         for fk in spec.foreign_keys:
-            checks.append(("foreign_key", name, fk.column, f"{fk.column} must reference {fk.table}.{fk.target}",
-                           f"SELECT * FROM {name}_batch c WHERE c.{fk.column} IS NOT NULL AND NOT EXISTS "
-                           f"(SELECT 1 FROM {fk.table}_all p WHERE p.{fk.target} = c.{fk.column})"))
+            checks.append(
+                (
+                    "foreign_key",
+                    name,
+                    fk.column,
+                    f"{fk.column} must reference {fk.table}.{fk.target}",
+                    f"SELECT * FROM {name}_batch c WHERE c.{fk.column} IS NOT NULL AND NOT EXISTS "
+                    f"(SELECT 1 FROM {fk.table}_all p WHERE p.{fk.target} = c.{fk.column})",
+                )
+            )
         if spec.lifecycle:
-            checks.append(("timestamp_order", name, "created_at,shipped_at,delivered_at,returned_at",
-                           "timestamps must satisfy created ≤ shipped ≤ delivered ≤ returned",
-                           f"SELECT * FROM {name}_batch WHERE shipped_at < created_at "
-                           "OR delivered_at < coalesce(shipped_at, created_at) "
-                           "OR returned_at < coalesce(delivered_at, shipped_at, created_at)"))
-            checks.append(("status_timestamps", name, "status",
-                           "status implies which timestamps exist (shipped: Shipped/Complete/Returned; "
-                           "delivered: Complete/Returned; returned: Returned only)",
-                           f"SELECT * FROM {name}_batch WHERE "
-                           "(shipped_at IS NOT NULL) <> (status IN ('Shipped', 'Complete', 'Returned')) "
-                           "OR (delivered_at IS NOT NULL) <> (status IN ('Complete', 'Returned')) "
-                           "OR (returned_at IS NOT NULL) <> (status = 'Returned')"))
+            checks.append(
+                (
+                    "timestamp_order",
+                    name,
+                    "created_at,shipped_at,delivered_at,returned_at",
+                    "timestamps must satisfy created ≤ shipped ≤ delivered ≤ returned",
+                    f"SELECT * FROM {name}_batch WHERE shipped_at < created_at "
+                    "OR delivered_at < coalesce(shipped_at, created_at) "
+                    "OR returned_at < coalesce(delivered_at, shipped_at, created_at)",
+                )
+            )
+            checks.append(
+                (
+                    "status_timestamps",
+                    name,
+                    "status",
+                    "status implies which timestamps exist (shipped: Shipped/Complete/Returned; "
+                    "delivered: Complete/Returned; returned: Returned only)",
+                    f"SELECT * FROM {name}_batch WHERE "
+                    "(shipped_at IS NOT NULL) <> (status IN ('Shipped', 'Complete', 'Returned')) "
+                    "OR (delivered_at IS NOT NULL) <> (status IN ('Complete', 'Returned')) "
+                    "OR (returned_at IS NOT NULL) <> (status = 'Returned')",
+                )
+            )
         timestamps = [c.name for c in spec.columns if c.type == TIMESTAMP]
         if timestamps:
             cutoff = f"TIMESTAMPTZ '{period_end.isoformat()}'"
             condition = " OR ".join(f"{c} >= {cutoff}" for c in timestamps)
-            checks.append(("future_timestamp", name, ",".join(timestamps),
-                           f"timestamps must be before the batch's period end {period_end.isoformat()}",
-                           f"SELECT * FROM {name}_batch WHERE {condition}"))
+            checks.append(
+                (
+                    "future_timestamp",
+                    name,
+                    ",".join(timestamps),
+                    f"timestamps must be before the batch's period end {period_end.isoformat()}",
+                    f"SELECT * FROM {name}_batch WHERE {condition}",
+                )
+            )
     if "orders" in batch_tables:
-        checks.append(("items_per_order", "orders", "num_of_item", "num_of_item must equal the order's item count",
-                       "SELECT o.*, coalesce(i.n, 0) AS item_count FROM orders_batch o LEFT JOIN "
-                       "(SELECT order_id, count(*) AS n FROM order_items_all GROUP BY order_id) i "
-                       "USING (order_id) WHERE o.num_of_item <> coalesce(i.n, 0)"))
-        checks.append(("order_before_signup", "orders", "created_at", "an order cannot precede its user's signup",
-                       "SELECT o.* FROM orders_batch o JOIN users_all u ON u.id = o.user_id "
-                       "WHERE o.created_at < u.created_at"))
+        checks.append(
+            (
+                "items_per_order",
+                "orders",
+                "num_of_item",
+                "num_of_item must equal the order's item count",
+                "SELECT o.*, coalesce(i.n, 0) AS item_count FROM orders_batch o LEFT JOIN "
+                "(SELECT order_id, count(*) AS n FROM order_items_all GROUP BY order_id) i "
+                "USING (order_id) WHERE o.num_of_item <> coalesce(i.n, 0)",
+            )
+        )
+        checks.append(
+            (
+                "order_before_signup",
+                "orders",
+                "created_at",
+                "an order cannot precede its user's signup",
+                "SELECT o.* FROM orders_batch o JOIN users_all u ON u.id = o.user_id "
+                "WHERE o.created_at < u.created_at",
+            )
+        )
     if "order_items" in batch_tables:
-        checks.append(("item_order_mismatch", "order_items", "user_id",
-                       "an item's user_id must equal its order's user_id",
-                       "SELECT i.* FROM order_items_batch i JOIN orders_all o USING (order_id) "
-                       "WHERE i.user_id <> o.user_id"))
+        checks.append(
+            (
+                "item_order_mismatch",
+                "order_items",
+                "user_id",
+                "an item's user_id must equal its order's user_id",
+                "SELECT i.* FROM order_items_batch i JOIN orders_all o USING (order_id) "
+                "WHERE i.user_id <> o.user_id",
+            )
+        )
     return checks
 
 
@@ -218,7 +301,8 @@ def check_relations(
     """Cross-table checks over Parquet files: the staged batch against the batch plus the lake."""
     con = connect()
     for name, spec in TABLES.items():
-        empty = f"SELECT * FROM (SELECT {', '.join(f'NULL::{_DUCK_TYPES[c.type]} AS {c.name}' for c in spec.columns)}) WHERE false"
+        nulls = ", ".join(f"NULL::{_DUCK_TYPES[c.type]} AS {c.name}" for c in spec.columns)
+        empty = f"SELECT * FROM (SELECT {nulls}) WHERE false"
         batch = f"SELECT * FROM {scan(batch_files[name])}" if batch_files.get(name) else empty
         lake = f"SELECT * FROM {scan(lake_files[name])}" if lake_files.get(name) else empty
         con.execute(f"CREATE VIEW {name}_batch AS {batch}")
@@ -228,6 +312,7 @@ def check_relations(
         count = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
         if count:
             examples = con.sql(f"SELECT * FROM ({sql}) LIMIT {MAX_EXAMPLES}").to_arrow_table()
-            failures.append(CheckFailure(check, table, column, int(count), message,
-                                         _jsonable(examples.to_pylist())))
+            failures.append(
+                CheckFailure(check, table, column, int(count), message, _jsonable(examples.to_pylist()))
+            )
     return failures
