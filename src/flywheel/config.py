@@ -51,6 +51,53 @@ class SimulateConfig(StrictModel):
     drift: DriftName = Field("none", description="Drift scenario applied to the new period.")
 
 
+class OnlineStoreConfig(StrictModel):
+    """Feast online store: embedded SQLite by default, Redis by configuration."""
+
+    type: Literal["sqlite", "redis"] = "sqlite"
+    connection_string: str = Field("127.0.0.1:6379", description="Redis host:port[,options] (redis only).")
+
+
+class FeaturesConfig(StrictModel):
+    """Feature snapshots (offline store) and their Feast feature view."""
+
+    cadence_days: int = Field(7, ge=1, description="Days between feature snapshots.")
+    anchor: date = Field(date(2023, 1, 2), description="A snapshot date; the others are anchor ± k·cadence.")
+    ttl_days: int = Field(30, ge=0, description="Feature view TTL; 0 means none.")
+    names: list[str] | None = Field(None, description="Features the model uses; default all.")
+    chunk_dates: int = Field(8, ge=1, description="Snapshot dates computed per SQL run (bounds memory).")
+    memory_limit: str = Field("6GB", description="DuckDB memory limit; beyond it DuckDB spills to disk.")
+    online_store: OnlineStoreConfig = OnlineStoreConfig()
+    project: str = Field("flywheel", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
+
+
+class LabelsConfig(StrictModel):
+    """Churn labels: who is scored at each label date, and what counts as churn."""
+
+    horizon_days: int = Field(60, ge=1, description="Churn = no non-cancelled order within this many days.")
+    cadence_days: int = Field(28, ge=1, description="Days between label dates (k × snapshot cadence).")
+    active_days: int = Field(365, ge=1, description="Population: an order within this many days before t.")
+
+    @property
+    def label_column(self) -> str:
+        return f"label_churn_{self.horizon_days}d"
+
+
+class DatasetConfig(StrictModel):
+    """Training set: time-based split by label_timestamp with purge gaps."""
+
+    train_ratio: float = Field(0.7, gt=0, lt=1)
+    valid_ratio: float = Field(0.15, gt=0, lt=1)
+    purge: bool = Field(True, description="Drop label dates within one horizon after each split boundary.")
+
+    @model_validator(mode="after")
+    def _ratios_leave_a_test_split(self) -> DatasetConfig:
+        if self.train_ratio + self.valid_ratio >= 1:
+            total = self.train_ratio + self.valid_ratio
+            raise ValueError(f"train_ratio + valid_ratio must be < 1, got {total}")
+        return self
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -62,6 +109,18 @@ class FlywheelConfig(StrictModel):
     use_case: str = "churn"
     workdir: str = Field(".flywheel", description="Root folder of all state; FLYWHEEL_WORKDIR overrides.")
     data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    labels: LabelsConfig = LabelsConfig()
+    dataset: DatasetConfig = DatasetConfig()
+
+    @model_validator(mode="after")
+    def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:
+        if self.labels.cadence_days % self.features.cadence_days:
+            raise ValueError(
+                f"labels.cadence_days ({self.labels.cadence_days}) must be a multiple of "
+                f"features.cadence_days ({self.features.cadence_days})"
+            )
+        return self
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

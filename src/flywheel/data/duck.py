@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+
+from flywheel.data.schema import TIMESTAMP, TableSpec
+
+DUCK_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", TIMESTAMP: "TIMESTAMPTZ"}
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -15,3 +20,11 @@ def connect() -> duckdb.DuckDBPyConnection:
 def scan(files: list[str]) -> str:
     """SQL reading the given Parquet files; the ``batch=<id>`` folders are not turned into a column."""
     return f"read_parquet({files!r}, hive_partitioning = false)"
+
+
+def select_table(spec: TableSpec, files: list[str]) -> str:
+    """SQL selecting a theLook table from its files (an empty result with its columns when there are none)."""
+    if files:
+        return f"SELECT * FROM {scan(files)}"
+    nulls = ", ".join(f"NULL::{DUCK_TYPES[c.type]} AS {c.name}" for c in spec.columns)
+    return f"SELECT * FROM (SELECT {nulls}) WHERE false"

@@ -25,11 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.data.batches import Batch
+from flywheel.data.duck import connect, select_table
 from flywheel.data.population import STATE_SCHEMA
 from flywheel.data.schema import TABLE_ORDER, TABLES
 from flywheel.data.validation import (
@@ -85,6 +87,16 @@ class Lake:
         if not files:
             return TABLES[table].arrow_schema.empty_table()
         return pa.concat_tables(pq.read_table(f, schema=TABLES[table].arrow_schema) for f in files)
+
+    def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per theLook table over the committed files."""
+        con = connect()
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute(f"SET temp_directory = '{self.workdir.root / '.duckdb_tmp'}'")
+        for name, spec in TABLES.items():
+            con.execute(f"CREATE VIEW {name} AS {select_table(spec, self.files(name))}")
+        return con
 
     def latest_synthetic(self) -> dict[str, Any] | None:
         """The newest batch that carries generator state, or None for a lake of real data."""

@@ -22,12 +22,11 @@ import pandas as pd
 import pandera.pandas as pda
 import pyarrow as pa
 
-from flywheel.data.duck import connect, scan
+from flywheel.data.duck import DUCK_TYPES, connect, select_table
 from flywheel.data.schema import TABLES, TIMESTAMP, TableSpec
 from flywheel.errors import DataError
 
 MAX_EXAMPLES = 5
-_DUCK_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", TIMESTAMP: "TIMESTAMPTZ"}
 
 
 @dataclass
@@ -128,7 +127,7 @@ def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[Che
     selects = []
     for column in spec.columns:
         actual = table.schema.field(column.name).type
-        target = _DUCK_TYPES[column.type]
+        target = DUCK_TYPES[column.type]
         if actual == column.type:
             selects.append(f'"{column.name}"')
             continue
@@ -301,10 +300,8 @@ def check_relations(
     """Cross-table checks over Parquet files: the staged batch against the batch plus the lake."""
     con = connect()
     for name, spec in TABLES.items():
-        nulls = ", ".join(f"NULL::{_DUCK_TYPES[c.type]} AS {c.name}" for c in spec.columns)
-        empty = f"SELECT * FROM (SELECT {nulls}) WHERE false"
-        batch = f"SELECT * FROM {scan(batch_files[name])}" if batch_files.get(name) else empty
-        lake = f"SELECT * FROM {scan(lake_files[name])}" if lake_files.get(name) else empty
+        batch = select_table(spec, batch_files.get(name, []))
+        lake = select_table(spec, lake_files.get(name, []))
         con.execute(f"CREATE VIEW {name}_batch AS {batch}")
         con.execute(f"CREATE VIEW {name}_all AS ({batch}) UNION ALL ({lake})")
     failures = []

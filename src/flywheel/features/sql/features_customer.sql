@@ -1,0 +1,109 @@
+-- features_customer: one row per (customer_id, feature_timestamp) for every snapshot time t in
+-- the table snapshot_dates(feature_timestamp).
+--
+-- Point-in-time rules (tested in tests/data/test_feature_windows.py):
+--   * A window "Nd" at time t covers events with  t - N days < created_at <= t.
+--   * Only events created at or before t are read; a return counts only once returned_at <= t.
+--   * Cancelled orders are not purchases: they count only in cancel_rate_90d. Cancellation is taken
+--     to be known at the order's created_at (theLook has no cancellation timestamp).
+--   * Population at t: customers with at least one non-cancelled order in (t - 365 days, t].
+--   * Revenue of an order is the sum of its items' sale_price (gross of later returns).
+--   * Rates and ratios are NULL where their denominator is zero.
+--
+-- Inputs are views over the lake: users, orders, order_items, products. Dialect: DuckDB; kept to
+-- standard SQL (CASE, CTEs, window-free aggregates) except date_diff, which every engine spells
+-- differently (Spark: datediff / unix_timestamp, BigQuery: TIMESTAMP_DIFF).
+WITH order_revenue AS (
+    SELECT
+        o.order_id,
+        o.user_id AS customer_id,
+        o.created_at,
+        o.returned_at,
+        CASE WHEN o.status = 'Cancelled' THEN 1 ELSE 0 END AS is_cancelled,
+        SUM(i.sale_price) AS revenue
+    FROM orders AS o
+    JOIN order_items AS i ON i.order_id = o.order_id
+    GROUP BY o.order_id, o.user_id, o.created_at, o.returned_at, o.status
+),
+order_windows AS (
+    SELECT
+        s.feature_timestamp,
+        r.*,
+        CASE WHEN r.created_at > s.feature_timestamp - INTERVAL 30 DAY THEN 1 ELSE 0 END AS in_30d,
+        CASE WHEN r.created_at > s.feature_timestamp - INTERVAL 90 DAY THEN 1 ELSE 0 END AS in_90d,
+        CASE WHEN r.returned_at <= s.feature_timestamp THEN 1 ELSE 0 END AS returned_by_t
+    FROM snapshot_dates AS s
+    JOIN order_revenue AS r
+        ON r.created_at <= s.feature_timestamp
+        AND r.created_at > s.feature_timestamp - INTERVAL 365 DAY
+),
+order_features AS (
+    SELECT
+        customer_id,
+        feature_timestamp,
+        SUM(CASE WHEN is_cancelled = 0 AND in_30d = 1 THEN 1 ELSE 0 END) AS orders_30d,
+        SUM(CASE WHEN is_cancelled = 0 AND in_90d = 1 THEN 1 ELSE 0 END) AS orders_90d,
+        SUM(CASE WHEN is_cancelled = 0 THEN 1 ELSE 0 END) AS orders_365d,
+        SUM(CASE WHEN is_cancelled = 0 AND in_30d = 1 THEN revenue ELSE 0 END) AS revenue_30d,
+        SUM(CASE WHEN is_cancelled = 0 AND in_90d = 1 THEN revenue ELSE 0 END) AS revenue_90d,
+        SUM(CASE WHEN is_cancelled = 0 THEN revenue ELSE 0 END) AS revenue_365d,
+        SUM(CASE WHEN is_cancelled = 0 AND in_90d = 1 THEN returned_by_t ELSE 0 END) AS returned_90d,
+        SUM(CASE WHEN in_90d = 1 THEN is_cancelled ELSE 0 END) AS cancelled_90d,
+        SUM(in_90d) AS all_orders_90d,
+        MAX(CASE WHEN is_cancelled = 0 THEN created_at END) AS last_order_at,
+        MIN(CASE WHEN is_cancelled = 0 THEN created_at END) AS first_order_365d_at
+    FROM order_windows
+    GROUP BY customer_id, feature_timestamp
+    HAVING SUM(CASE WHEN is_cancelled = 0 THEN 1 ELSE 0 END) > 0
+),
+item_features AS (
+    SELECT
+        s.feature_timestamp,
+        i.user_id AS customer_id,
+        COUNT(DISTINCT i.product_id) AS distinct_products_90d,
+        COUNT(DISTINCT p.category) AS distinct_categories_90d
+    FROM snapshot_dates AS s
+    JOIN order_items AS i
+        ON i.created_at <= s.feature_timestamp
+        AND i.created_at > s.feature_timestamp - INTERVAL 90 DAY
+    JOIN products AS p ON p.id = i.product_id
+    WHERE i.status <> 'Cancelled'
+    GROUP BY s.feature_timestamp, i.user_id
+),
+first_orders AS (
+    SELECT user_id AS customer_id, MIN(created_at) AS first_order_at
+    FROM orders
+    WHERE status <> 'Cancelled'
+    GROUP BY user_id
+)
+SELECT
+    f.customer_id,
+    f.feature_timestamp,
+    CAST(f.orders_30d AS BIGINT) AS orders_30d,
+    CAST(f.orders_90d AS BIGINT) AS orders_90d,
+    CAST(f.orders_365d AS BIGINT) AS orders_365d,
+    CAST(f.revenue_30d AS DOUBLE) AS revenue_30d,
+    CAST(f.revenue_90d AS DOUBLE) AS revenue_90d,
+    CAST(f.revenue_365d AS DOUBLE) AS revenue_365d,
+    CAST(CASE WHEN f.orders_90d > 0 THEN f.revenue_90d / f.orders_90d END AS DOUBLE) AS avg_order_value_90d,
+    CAST(COALESCE(it.distinct_products_90d, 0) AS BIGINT) AS distinct_products_90d,
+    CAST(COALESCE(it.distinct_categories_90d, 0) AS BIGINT) AS distinct_categories_90d,
+    date_diff('second', f.last_order_at, f.feature_timestamp) / 86400.0 AS days_since_last_order,
+    date_diff('second', fo.first_order_at, f.feature_timestamp) / 86400.0 AS days_since_first_order,
+    date_diff('second', u.created_at, f.feature_timestamp) / 86400.0 AS tenure_days,
+    CAST(CASE WHEN f.orders_90d > 0 THEN f.returned_90d * 1.0 / f.orders_90d END AS DOUBLE) AS return_rate_90d,
+    CAST(CASE WHEN f.all_orders_90d > 0 THEN f.cancelled_90d * 1.0 / f.all_orders_90d END AS DOUBLE)
+        AS cancel_rate_90d,
+    CAST(CASE WHEN f.revenue_90d > 0 THEN f.revenue_30d * 3.0 / f.revenue_90d END AS DOUBLE) AS revenue_trend_30_90,
+    CAST(CASE WHEN f.orders_365d > 1
+        THEN date_diff('second', f.first_order_365d_at, f.last_order_at) / 86400.0 / (f.orders_365d - 1)
+    END AS DOUBLE) AS mean_days_between_orders_365d,
+    CAST(u.age AS BIGINT) AS age,
+    u.gender,
+    u.traffic_source,
+    u.country
+FROM order_features AS f
+JOIN users AS u ON u.id = f.customer_id
+JOIN first_orders AS fo ON fo.customer_id = f.customer_id
+LEFT JOIN item_features AS it
+    ON it.customer_id = f.customer_id AND it.feature_timestamp = f.feature_timestamp
