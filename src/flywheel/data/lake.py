@@ -68,6 +68,9 @@ class Lake:
     def batches(self) -> list[dict[str, Any]]:
         return self.manifest()["batches"]
 
+    def batch_ids(self) -> list[str]:
+        return [b["batch_id"] for b in self.batches()]
+
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         return next((b for b in self.batches() if b["batch_id"] == batch_id), None)
 

@@ -1,0 +1,87 @@
+"""Churn labels: ``labels_customer_churn(customer_id, label_timestamp, label_churn_<h>d)``.
+
+Label dates lie on the snapshot grid every ``labels.cadence_days``, from the first order to the last
+order minus the horizon, so each label's horizon is fully observed in the data; the wall clock plays
+no part. Written whole to ``features/labels_customer_churn.parquet`` (atomic replace) on each build.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flywheel.config import FlywheelConfig
+from flywheel.data.lake import Lake
+from flywheel.errors import DataError
+from flywheel.features.calendar import grid_dates
+from flywheel.features.sql import LABELS_SQL, sql_text
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+LABELS_TABLE = "labels_customer_churn"
+TIMESTAMP_COLUMN = "label_timestamp"
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    path: Path
+    rows: int
+    dates: int
+    positive_rate: float
+
+
+def labels_path(workdir: Workdir) -> Path:
+    return workdir.features / f"{LABELS_TABLE}.parquet"
+
+
+def compute(config: FlywheelConfig, lake: Lake) -> pa.Table:
+    """Labels for every label date the lake's orders fully observe."""
+    con = lake.connect(config.features.memory_limit)
+    first, last = con.execute(
+        "SELECT min(created_at), max(created_at) FROM orders WHERE status <> 'Cancelled'"
+    ).fetchall()[0]
+    if first is None:
+        raise DataError("the lake has no non-cancelled orders; labels need purchase history")
+    horizon = timedelta(days=config.labels.horizon_days)
+    dates = grid_dates(config.features.anchor, config.labels.cadence_days, first, last - horizon)
+    if not dates:
+        raise DataError(
+            f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: too short for a {horizon.days}-day label horizon"
+        )
+    con.execute(
+        f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}", [dates]
+    )
+    query = sql_text(LABELS_SQL).format(
+        active_days=config.labels.active_days,
+        horizon_days=config.labels.horizon_days,
+        label_column=config.labels.label_column,
+    )
+    return con.sql(f"SELECT * FROM ({query}) ORDER BY {TIMESTAMP_COLUMN}, customer_id").to_arrow_table()
+
+
+def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
+    labels = compute(config, Lake(workdir))
+    path = labels_path(workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(labels, tmp, compression="zstd")
+    os.replace(tmp, path)
+    column = labels.column(config.labels.label_column)
+    rate = pc.mean(column).as_py() if labels.num_rows else 0.0
+    dates = len(labels.column(TIMESTAMP_COLUMN).unique())
+    _logger.info("built %d labels over %d dates (positive rate %.3f)", labels.num_rows, dates, rate)
+    return LabelResult(path, labels.num_rows, dates, rate)
+
+
+def read(workdir: Workdir) -> pa.Table:
+    path = labels_path(workdir)
+    if not path.exists():
+        raise DataError(f"no labels in {workdir.features}; run `flywheel features build` first")
+    return pq.read_table(path)
