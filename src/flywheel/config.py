@@ -32,7 +32,7 @@ class GeneratorConfig(StrictModel):
     """Parameters of ``flywheel data generate`` (the first batch of synthetic theLook data)."""
 
     customers: int = Field(20_000, ge=1, description="Users signing up over the period.")
-    start: date = Field(date(2023, 1, 1), description="First day of the generated period.")
+    start: date = Field(date(2022, 1, 1), description="First day of the generated period.")
     end: date = Field(date(2025, 1, 1), description="Exclusive end of the generated period.")
     seed: int = Field(42, description="Seed; equal seeds and parameters give identical tables.")
     products: int = Field(2_000, ge=10, description="Size of the product catalogue.")
@@ -75,7 +75,7 @@ class LabelsConfig(StrictModel):
     """Churn labels: who is scored at each label date, and what counts as churn."""
 
     horizon_days: int = Field(60, ge=1, description="Churn = no non-cancelled order within this many days.")
-    cadence_days: int = Field(28, ge=1, description="Days between label dates (k × snapshot cadence).")
+    cadence_days: int = Field(14, ge=1, description="Days between label dates (k × snapshot cadence).")
     active_days: int = Field(365, ge=1, description="Population: an order within this many days before t.")
 
     @property

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data
+from flywheel.cli import data, features
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -24,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
 
 
 def _version(value: bool) -> None:

@@ -53,7 +53,8 @@ def compute(config: FlywheelConfig, lake: Lake) -> pa.Table:
     dates = grid_dates(config.features.anchor, config.labels.cadence_days, first, last - horizon)
     if not dates:
         raise DataError(
-            f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: too short for a {horizon.days}-day label horizon"
+            f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
+            f"too short for a {horizon.days}-day label horizon"
         )
     con.execute(
         f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}", [dates]

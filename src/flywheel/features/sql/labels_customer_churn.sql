@@ -19,7 +19,7 @@ population AS (
         ON p.created_at <= d.label_timestamp
         AND p.created_at > d.label_timestamp - INTERVAL {active_days} DAY
 ),
-returning AS (
+returned AS (
     SELECT DISTINCT d.label_timestamp, p.customer_id
     FROM label_dates AS d
     JOIN purchases AS p
@@ -31,5 +31,5 @@ SELECT
     pop.label_timestamp,
     CAST(CASE WHEN r.customer_id IS NULL THEN 1 ELSE 0 END AS BIGINT) AS {label_column}
 FROM population AS pop
-LEFT JOIN returning AS r
+LEFT JOIN returned AS r
     ON r.customer_id = pop.customer_id AND r.label_timestamp = pop.label_timestamp

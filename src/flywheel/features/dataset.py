@@ -1,0 +1,239 @@
+"""The training set: labels joined point-in-time to the feature snapshots, split by time.
+
+Split by ``label_timestamp`` (never at random): the earliest label dates holding ``train_ratio`` of
+the rows train, the next ``valid_ratio`` validate, the rest test. With ``purge`` (the default) the
+label dates within one horizon after each boundary are dropped, so no training label's horizon
+reaches into the validation period and no validation label's into the test period.
+
+Writes ``datasets/<id>/{train,valid,test}.parquet`` and ``metadata.json``; the id is a hash of
+everything the rows depend on, and ``datasets/LATEST`` names the newest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flywheel.config import FlywheelConfig
+from flywheel.data.lake import Lake
+from flywheel.errors import ConfigError, DataError
+from flywheel.features import labels as labels_module
+from flywheel.features.pit import point_in_time_join
+from flywheel.features.snapshots import (
+    CREATED_COLUMN,
+    ENTITY,
+    KEY_COLUMNS,
+    TIMESTAMP_COLUMN,
+    read_manifest,
+    require_snapshots,
+)
+from flywheel.features.sql import sql_hash
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    dataset_id: str
+    path: Path
+    metadata: dict[str, Any]
+
+
+def available_features(workdir: Workdir) -> dict[str, pa.DataType]:
+    """Feature columns of the built snapshots and their types."""
+    schema = pq.read_schema(require_snapshots(workdir)[0])
+    return {field.name: field.type for field in schema if field.name not in KEY_COLUMNS}
+
+
+def resolve_features(config: FlywheelConfig, workdir: Workdir) -> list[str]:
+    """The configured feature list (default all), each checked against the built snapshots."""
+    available = available_features(workdir)
+    if config.features.names is None:
+        return list(available)
+    unknown = [name for name in config.features.names if name not in available]
+    if unknown:
+        raise ConfigError(f"features.names: unknown feature(s) {unknown}; available: {', '.join(available)}")
+    return list(config.features.names)
+
+
+def time_split(
+    table: pa.Table, train_ratio: float, valid_ratio: float, gap: timedelta | None
+) -> tuple[dict[str, pa.Table], int]:
+    """Split rows by label date into train/valid/test; returns the splits and the purged row count."""
+    timestamps = table.column(labels_module.TIMESTAMP_COLUMN)
+    counts = pc.value_counts(timestamps)
+    dates = np.array(counts.field("values").to_pylist())
+    order = np.argsort(dates)
+    dates, rows = dates[order], np.asarray(counts.field("counts"))[order]
+    gap = gap or timedelta(0)
+    train_end, valid_end = _boundaries(dates, rows, (train_ratio, valid_ratio), gap)
+    bounds = {
+        "train": (None, train_end),
+        "valid": (train_end + gap, valid_end),
+        "test": (valid_end + gap, None),
+    }
+    splits = {}
+    for name, (after, until) in bounds.items():
+        mask = pa.array(np.ones(table.num_rows, dtype=bool))
+        if after is not None:
+            mask = pc.and_(mask, pc.greater(timestamps, pa.scalar(after, timestamps.type)))
+        if until is not None:
+            mask = pc.and_(mask, pc.less_equal(timestamps, pa.scalar(until, timestamps.type)))
+        splits[name] = table.filter(mask)
+        if splits[name].num_rows == 0:
+            raise DataError(
+                f"the {name} split is empty: {len(dates)} label date(s) are too few for a "
+                f"{train_ratio:.0%}/{valid_ratio:.0%}/rest split with {gap.days}-day purge gaps; "
+                "generate a longer history or lower labels.cadence_days"
+            )
+    purged = table.num_rows - sum(s.num_rows for s in splits.values())
+    return splits, purged
+
+
+def _boundaries(
+    dates: np.ndarray, rows: np.ndarray, ratios: tuple[float, float], gap: timedelta
+) -> tuple[datetime, datetime]:
+    """Last train and last valid label dates whose kept splits come closest to the ratios.
+
+    The ratios apply to the rows kept after the purge gaps, so the gaps do not starve the later splits.
+    """
+    target = np.array([ratios[0], ratios[1], 1.0 - ratios[0] - ratios[1]])
+    cumulative = np.concatenate([[0], np.cumsum(rows)])
+    best, best_error = None, np.inf
+    for train_last in range(len(dates)):
+        valid_first = int(np.searchsorted(dates, dates[train_last] + gap, side="right"))
+        for valid_last in range(valid_first, len(dates)):
+            test_first = int(np.searchsorted(dates, dates[valid_last] + gap, side="right"))
+            if test_first >= len(dates):
+                break
+            kept = np.array(
+                [
+                    cumulative[train_last + 1],
+                    cumulative[valid_last + 1] - cumulative[valid_first],
+                    cumulative[-1] - cumulative[test_first],
+                ]
+            )
+            error = float(np.sum((kept / kept.sum() - target) ** 2))
+            if error < best_error:
+                best, best_error = (dates[train_last], dates[valid_last]), error
+    if best is None:
+        raise DataError(
+            f"{len(dates)} label date(s) are too few for train/valid/test splits with {gap.days}-day purge "
+            "gaps; generate a longer history or lower labels.cadence_days"
+        )
+    return best
+
+
+def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[str]) -> str:
+    payload = json.dumps(
+        {
+            "sql": sql_hash(),
+            "lake": lake_batches,
+            "features": features,
+            "labels": config.labels.model_dump(mode="json"),
+            "dataset": config.dataset.model_dump(mode="json"),
+            "ttl_days": config.features.ttl_days,
+            "snapshots": {
+                k: v
+                for k, v in config.features.model_dump(mode="json").items()
+                if k in ("anchor", "cadence_days")
+            },
+        },
+        sort_keys=True,
+    )
+    return "ds-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _describe(table: pa.Table, label: str) -> dict[str, Any]:
+    timestamps = table.column(labels_module.TIMESTAMP_COLUMN)
+    bounds = pc.min_max(timestamps)
+    return {
+        "rows": table.num_rows,
+        "positive_rate": pc.mean(table.column(label)).as_py(),
+        "label_dates": pc.count_distinct(timestamps).as_py(),
+        "time_range": [bounds["min"].as_py().isoformat(), bounds["max"].as_py().isoformat()],
+    }
+
+
+def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
+    """Join labels to snapshots point-in-time, split by time and write the dataset."""
+    files = require_snapshots(workdir)
+    features = resolve_features(config, workdir)
+    types = available_features(workdir)
+    labels = labels_module.read(workdir)
+    label = config.labels.label_column
+    if label not in labels.column_names:
+        raise DataError(
+            f"labels hold {labels.column_names}, not {label}; rebuild with `flywheel features build`"
+        )
+    ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
+    joined = point_in_time_join(
+        labels,
+        files,
+        entity_key=ENTITY,
+        entity_timestamp=labels_module.TIMESTAMP_COLUMN,
+        feature_timestamp=TIMESTAMP_COLUMN,
+        created_timestamp=CREATED_COLUMN,
+        feature_names=features,
+        ttl=ttl,
+    )
+    if joined.num_rows != labels.num_rows:  # the join's contract; a failure here is a bug, not bad input
+        raise AssertionError(
+            f"point-in-time join changed the row count: {labels.num_rows} → {joined.num_rows}"
+        )
+    gap = timedelta(days=config.labels.horizon_days) if config.dataset.purge else None
+    splits, purged = time_split(joined, config.dataset.train_ratio, config.dataset.valid_ratio, gap)
+
+    lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir).batch_ids()
+    dataset_id = _dataset_id(config, lake_batches, features)
+    target = workdir.datasets / dataset_id
+    staging = workdir.datasets / f".staging-{dataset_id}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, table in splits.items():
+        pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
+    metadata = {
+        "dataset_id": dataset_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "label_column": label,
+        "time_column": labels_module.TIMESTAMP_COLUMN,
+        "entity_column": ENTITY,
+        "features": features,
+        "categorical_features": [name for name in features if pa.types.is_string(types[name])],
+        "splits": {name: _describe(table, label) for name, table in splits.items()},
+        "rows_in": labels.num_rows,
+        "rows_purged": purged,
+        "rows_without_features": int(joined.column(features[0]).null_count) if features else 0,
+        "purge_gap_days": gap.days if gap else 0,
+        "ttl_days": config.features.ttl_days,
+        "lake_batches": lake_batches,
+        "sql_hash": sql_hash(),
+    }
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    (workdir.datasets / "LATEST").write_text(dataset_id + "\n")
+    _logger.info("dataset %s: %s", dataset_id, {n: s["rows"] for n, s in metadata["splits"].items()})
+    return DatasetResult(dataset_id, target, metadata)
+
+
+def latest(workdir: Workdir) -> Path:
+    """The folder of the newest dataset."""
+    pointer = workdir.datasets / "LATEST"
+    if not pointer.exists():
+        raise DataError(f"no dataset in {workdir.datasets}; run `flywheel features dataset` first")
+    return workdir.datasets / pointer.read_text().strip()

@@ -1,0 +1,206 @@
+"""The online side of the feature store: apply the Feast repo, materialize, read, check skew.
+
+Materialization writes each customer's latest snapshot to Feast's online store through
+``FeatureStore.write_to_online_store``, guarded: Feast's SQLite store overwrites without comparing
+event timestamps, so rows older than what the store already holds are dropped before writing. Feast
+does not enforce a feature view's TTL on online reads either; :func:`get` reports the snapshot age
+and marks values older than the TTL as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from flywheel.config import FlywheelConfig
+from flywheel.data.duck import connect, scan
+from flywheel.errors import DataError
+from flywheel.features import repo
+from flywheel.features.dataset import resolve_features
+from flywheel.features.snapshots import (
+    CREATED_COLUMN,
+    ENTITY,
+    FEATURES_TABLE,
+    TIMESTAMP_COLUMN,
+    require_snapshots,
+)
+from flywheel.features.sql import sql_hash
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+WRITE_BATCH = 20_000
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    candidates: int
+    written: int
+    skipped_older: int
+    through: str | None
+
+
+@dataclass
+class SkewReport:
+    checked: int
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    missing_online: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.missing_online
+
+
+def apply(config: FlywheelConfig, workdir: Workdir) -> list[str]:
+    """Generate the repo files from the config and snapshots, and register them with Feast."""
+    files = require_snapshots(workdir)
+    schema = pa.parquet.read_schema(files[-1])
+    repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
+    objects = repo.definitions(workdir)
+    repo.feature_store(workdir).apply(objects)
+    return [f"{type(o).__name__} {o.name}" for o in objects]
+
+
+def _watermark_path(workdir: Workdir):
+    return repo.repo_dir(workdir) / "data" / "materialized.json"
+
+
+def latest_snapshots(
+    workdir: Workdir, after: datetime | None = None, customers: list[int] | None = None
+) -> pa.Table:
+    """Each customer's latest snapshot row (optionally only newer than ``after`` or for some ids)."""
+    con = connect()
+    where = []
+    if after is not None:
+        where.append(f"{TIMESTAMP_COLUMN} > TIMESTAMPTZ '{after.isoformat()}'")
+    if customers is not None:
+        con.register("wanted", pa.table({ENTITY: pa.array(customers, pa.int64())}))
+        where.append(f"{ENTITY} IN (SELECT {ENTITY} FROM wanted)")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    return con.sql(
+        f"SELECT * FROM {scan(require_snapshots(workdir))} {clause} "
+        f"QUALIFY row_number() OVER (PARTITION BY {ENTITY} "
+        f"ORDER BY {TIMESTAMP_COLUMN} DESC, {CREATED_COLUMN} DESC) = 1 ORDER BY {ENTITY}"
+    ).to_arrow_table()
+
+
+def _online_timestamps(store: Any, ids: list[int], probe: str) -> list[int]:
+    """Event timestamps (epoch seconds, 0 when absent) the online store holds for ``ids``."""
+    response = store.get_online_features(
+        features=[f"{FEATURES_TABLE}:{probe}"], entity_rows=[{ENTITY: i} for i in ids]
+    ).to_dict(include_event_timestamps=True)
+    return [int(ts or 0) for ts in response[f"{probe}__ts"]]
+
+
+def materialize(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    incremental: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> MaterializeResult:
+    """Write every customer's latest snapshot (with ``incremental``, only those newer than last time)."""
+    if not (repo.repo_dir(workdir) / "data" / "registry.db").exists():
+        raise DataError(f"no Feast registry in {repo.repo_dir(workdir)}; run `flywheel features apply` first")
+    watermark = _watermark_path(workdir)
+    after = None
+    if incremental and watermark.exists():
+        after = datetime.fromisoformat(json.loads(watermark.read_text())["through"])
+    rows = latest_snapshots(workdir, after=after)
+    store = repo.feature_store(workdir)
+    features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
+    written = skipped = 0
+    for start in range(0, rows.num_rows, WRITE_BATCH):
+        chunk = rows.slice(start, WRITE_BATCH)
+        if progress:
+            progress(f"materialize {start + chunk.num_rows:,}/{rows.num_rows:,}")
+        ids = chunk.column(ENTITY).to_pylist()
+        held = pa.array(_online_timestamps(store, ids, features[0]), pa.int64())
+        new = chunk.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy() // 1_000_000
+        keep = pa.array(new >= held.to_numpy())
+        chunk = chunk.filter(keep)
+        skipped += len(ids) - chunk.num_rows
+        if chunk.num_rows:
+            frame = chunk.select([ENTITY, TIMESTAMP_COLUMN, CREATED_COLUMN, *features]).to_pandas()
+            store.write_to_online_store(feature_view_name=FEATURES_TABLE, df=frame)
+            written += chunk.num_rows
+    through = None
+    if rows.num_rows:
+        through = pa.compute.max(rows.column(TIMESTAMP_COLUMN)).as_py().isoformat()
+        previous = json.loads(watermark.read_text())["through"] if watermark.exists() else None
+        if previous is None or through > previous:
+            watermark.write_text(json.dumps({"through": through, "at": datetime.now(UTC).isoformat()}))
+    _logger.info("materialized %d rows (%d older than the online store skipped)", written, skipped)
+    return MaterializeResult(rows.num_rows, written, skipped, through)
+
+
+def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> list[dict[str, Any]]:
+    """Online feature values per customer, with the snapshot time and whether it is older than the TTL
+    (counted back from the newest snapshot materialized)."""
+    store = repo.feature_store(workdir)
+    features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
+    response = store.get_online_features(
+        features=[f"{FEATURES_TABLE}:{name}" for name in features],
+        entity_rows=[{ENTITY: i} for i in customer_ids],
+    ).to_dict(include_event_timestamps=True)
+    ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
+    # staleness is judged in data time: against the newest snapshot materialized, not the wall clock
+    watermark = _watermark_path(workdir)
+    now = datetime.fromisoformat(json.loads(watermark.read_text())["through"]) if watermark.exists() else None
+    results = []
+    for index, customer in enumerate(customer_ids):
+        seconds = max(int(response[f"{name}__ts"][index] or 0) for name in features)
+        snapshot = datetime.fromtimestamp(seconds, UTC) if seconds else None
+        results.append(
+            {
+                ENTITY: customer,
+                "found": snapshot is not None,
+                TIMESTAMP_COLUMN: snapshot.isoformat() if snapshot else None,
+                "stale": bool(snapshot and ttl and now and snapshot < now - ttl),
+                "features": {name: response[name][index] for name in features},
+            }
+        )
+    return results
+
+
+def _mismatch(customer: int, feature: str, offline: Any, online: Any) -> dict[str, Any]:
+    return {ENTITY: customer, "feature": feature, "offline": offline, "online": online}
+
+
+def check_skew(config: FlywheelConfig, workdir: Workdir, sample: int = 200, seed: int = 0) -> SkewReport:
+    """Compare online values with each sampled customer's latest offline snapshot; they must be equal."""
+    import numpy as np
+
+    offline = latest_snapshots(workdir)
+    if offline.num_rows == 0:
+        raise DataError("the snapshots hold no customers to check")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(offline.num_rows, min(sample, offline.num_rows), replace=False))
+    offline = offline.take(pa.array(picks))
+    ids = offline.column(ENTITY).to_pylist()
+    online = {row[ENTITY]: row for row in get(config, workdir, ids)}
+    report = SkewReport(checked=len(ids))
+    for row in offline.to_pylist():
+        got = online[row[ENTITY]]
+        if not got["found"]:
+            report.missing_online.append(row[ENTITY])
+            continue
+        if got[TIMESTAMP_COLUMN] != row[TIMESTAMP_COLUMN].isoformat():
+            report.mismatches.append(
+                {
+                    ENTITY: row[ENTITY],
+                    "feature": TIMESTAMP_COLUMN,
+                    "offline": row[TIMESTAMP_COLUMN].isoformat(),
+                    "online": got[TIMESTAMP_COLUMN],
+                }
+            )
+        for name, value in got["features"].items():
+            if value != row[name] and not (value is None and row[name] is None):
+                report.mismatches.append(
+                    {ENTITY: row[ENTITY], "feature": name, "offline": row[name], "online": value}
+                )
+    return report
