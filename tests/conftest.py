@@ -57,3 +57,18 @@ def tree_digest(folder: Path) -> str:
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def featured_workdir(
+    tmp_path_factory: pytest.TempPathFactory, generated_workdir: Workdir, small_config: FlywheelConfig
+) -> Workdir:
+    """The generated lake with feature snapshots, labels and a training set built; read-only."""
+    from flywheel.features import dataset, ops as feature_ops
+
+    target = tmp_path_factory.mktemp("featured") / "wd"
+    shutil.copytree(generated_workdir.root, target)
+    workdir = Workdir.at(target)
+    feature_ops.build(small_config, workdir)
+    dataset.build(small_config, workdir)
+    return workdir

@@ -190,6 +190,7 @@ def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
         created_timestamp=CREATED_COLUMN,
         feature_names=features,
         ttl=ttl,
+        matched_timestamp=TIMESTAMP_COLUMN,
     )
     if joined.num_rows != labels.num_rows:  # the join's contract; a failure here is a bug, not bad input
         raise AssertionError(
@@ -212,6 +213,7 @@ def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
         "label_column": label,
         "time_column": labels_module.TIMESTAMP_COLUMN,
         "entity_column": ENTITY,
+        "feature_timestamp_column": TIMESTAMP_COLUMN,
         "features": features,
         "categorical_features": [name for name in features if pa.types.is_string(types[name])],
         "splits": {name: _describe(table, label) for name, table in splits.items()},

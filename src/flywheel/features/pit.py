@@ -31,12 +31,15 @@ def point_in_time_join(
     feature_names: list[str],
     ttl: timedelta | None,
     con: duckdb.DuckDBPyConnection | None = None,
+    matched_timestamp: str | None = None,
 ) -> pa.Table:
     """Entity rows with ``feature_names`` as of each row's timestamp.
 
     Args:
         entities: the entity rows (any extra columns, such as the label, are carried through).
         features: a feature table, or Parquet files holding one.
+        matched_timestamp: also return the matched row's feature timestamp (null when none) under
+            this name, for audits such as leakage tests.
     """
     con = con or connect()
     rows = entities.append_column("_row", pa.array(np.arange(entities.num_rows, dtype=np.int64)))
@@ -48,11 +51,15 @@ def point_in_time_join(
         source = scan(features)
     order = f"{feature_timestamp} DESC" + (f", {created_timestamp} DESC" if created_timestamp else "")
     fetched = ", ".join(f'f."{name}" AS "_f_{name}"' for name in feature_names)
-    if ttl:
-        valid = f"_feature_ts >= {entity_timestamp} - INTERVAL {int(ttl.total_seconds())} SECOND"
-        kept = ", ".join(f'CASE WHEN {valid} THEN "_f_{n}" END AS "{n}"' for n in feature_names)
-    else:
-        kept = ", ".join(f'"_f_{n}" AS "{n}"' for n in feature_names)
+    valid = (
+        f"_feature_ts >= {entity_timestamp} - INTERVAL {int(ttl.total_seconds())} SECOND" if ttl else "true"
+    )
+    columns = [(f"_f_{n}", n) for n in feature_names]
+    if matched_timestamp:
+        columns.append(("_feature_ts", matched_timestamp))
+    kept = ", ".join(
+        f'CASE WHEN {valid} THEN "{source_name}" END AS "{name}"' for source_name, name in columns
+    )
     hidden = ", ".join(["_row", "_feature_ts", *(f'"_f_{n}"' for n in feature_names)])
     query = f"""
         WITH latest AS (

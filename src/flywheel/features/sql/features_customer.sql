@@ -7,7 +7,8 @@
 --   * Cancelled orders are not purchases: they count only in cancel_rate_90d. Cancellation is taken
 --     to be known at the order's created_at (theLook has no cancellation timestamp).
 --   * Population at t: customers with at least one non-cancelled order in (t - 365 days, t].
---   * Revenue of an order is the sum of its items' sale_price (gross of later returns).
+--   * Revenue of an order is the sum of its items' sale_price (gross of later returns), summed as
+--     DECIMAL so that results do not depend on the order of a parallel sum.
 --   * Rates and ratios are NULL where their denominator is zero.
 --
 -- Inputs are views over the lake: users, orders, order_items, products. Dialect: DuckDB; kept to
@@ -20,7 +21,7 @@ WITH order_revenue AS (
         o.created_at,
         o.returned_at,
         CASE WHEN o.status = 'Cancelled' THEN 1 ELSE 0 END AS is_cancelled,
-        SUM(i.sale_price) AS revenue
+        SUM(CAST(i.sale_price AS DECIMAL(18, 2))) AS revenue
     FROM orders AS o
     JOIN order_items AS i ON i.order_id = o.order_id
     GROUP BY o.order_id, o.user_id, o.created_at, o.returned_at, o.status
@@ -85,7 +86,7 @@ SELECT
     CAST(f.revenue_30d AS DOUBLE) AS revenue_30d,
     CAST(f.revenue_90d AS DOUBLE) AS revenue_90d,
     CAST(f.revenue_365d AS DOUBLE) AS revenue_365d,
-    CAST(CASE WHEN f.orders_90d > 0 THEN f.revenue_90d / f.orders_90d END AS DOUBLE) AS avg_order_value_90d,
+    CAST(CASE WHEN f.orders_90d > 0 THEN CAST(f.revenue_90d AS DOUBLE) / f.orders_90d END AS DOUBLE) AS avg_order_value_90d,
     CAST(COALESCE(it.distinct_products_90d, 0) AS BIGINT) AS distinct_products_90d,
     CAST(COALESCE(it.distinct_categories_90d, 0) AS BIGINT) AS distinct_categories_90d,
     date_diff('second', f.last_order_at, f.feature_timestamp) / 86400.0 AS days_since_last_order,
@@ -94,7 +95,7 @@ SELECT
     CAST(CASE WHEN f.orders_90d > 0 THEN f.returned_90d * 1.0 / f.orders_90d END AS DOUBLE) AS return_rate_90d,
     CAST(CASE WHEN f.all_orders_90d > 0 THEN f.cancelled_90d * 1.0 / f.all_orders_90d END AS DOUBLE)
         AS cancel_rate_90d,
-    CAST(CASE WHEN f.revenue_90d > 0 THEN f.revenue_30d * 3.0 / f.revenue_90d END AS DOUBLE) AS revenue_trend_30_90,
+    CAST(CASE WHEN f.revenue_90d > 0 THEN CAST(f.revenue_30d AS DOUBLE) * 3.0 / CAST(f.revenue_90d AS DOUBLE) END AS DOUBLE) AS revenue_trend_30_90,
     CAST(CASE WHEN f.orders_365d > 1
         THEN date_diff('second', f.first_order_365d_at, f.last_order_at) / 86400.0 / (f.orders_365d - 1)
     END AS DOUBLE) AS mean_days_between_orders_365d,

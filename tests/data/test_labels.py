@@ -1,0 +1,68 @@
+"""Churn labels: horizon boundaries, population, and a spine taken from the data, not the clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow.compute as pc
+import pytest
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.data.lake import Lake
+from flywheel.errors import DataError
+from flywheel.features import labels
+from flywheel.workdir import Workdir
+from tests.tiny_lake import DAY, SECOND, T, Order, commit_tiny_lake
+
+ORDERS = [
+    Order(1, T - 10 * DAY),
+    Order(1, T + 60 * DAY),  # returns exactly at the horizon: not churned
+    Order(2, T - 10 * DAY),
+    Order(2, T + 60 * DAY + SECOND),  # one second too late: churned
+    Order(3, T - 400 * DAY),  # last order more than 365 days before T: not in the population
+    Order(3, T + 5 * DAY, status="Cancelled"),
+    Order(1, T + 200 * DAY),  # the last order: label dates stop 60 days before it
+]
+
+
+@pytest.fixture(scope="module")
+def label_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, str], int]:
+    workdir = Workdir.at(tmp_path_factory.mktemp("labels") / "wd")
+    commit_tiny_lake(workdir, ORDERS, period_end=T + 201 * DAY)
+    config = apply_overrides(FlywheelConfig(), {"labels.cadence_days": 7})
+    table = labels.compute(config, Lake(workdir))
+    return {
+        (r["customer_id"], r["label_timestamp"].date().isoformat()): r["label_churn_60d"]
+        for r in table.to_pylist()
+    }
+
+
+def test_horizon_boundary_is_inclusive(label_rows) -> None:
+    day = T.date().isoformat()
+    assert label_rows[(1, day)] == 0
+    assert label_rows[(2, day)] == 1
+
+
+def test_population_needs_a_purchase_within_365_days(label_rows) -> None:
+    assert (3, T.date().isoformat()) not in label_rows
+    assert (3, (T - 42 * DAY).date().isoformat()) in label_rows  # 358 days after its only purchase
+
+
+def test_spine_ends_one_horizon_before_the_last_order(label_rows) -> None:
+    last = max(day for _, day in label_rows)
+    assert last <= (T + 200 * DAY - timedelta(days=60)).date().isoformat()
+    assert last > (T + 200 * DAY - timedelta(days=67)).date().isoformat()  # and not earlier than needed
+
+
+def test_labels_on_generated_data(generated_workdir: Workdir, small_config: FlywheelConfig) -> None:
+    table = labels.compute(small_config, Lake(generated_workdir))
+    rate = pc.mean(table.column("label_churn_60d")).as_py()
+    assert 0.3 < rate < 0.85
+    assert table.num_rows == len({(r["customer_id"], r["label_timestamp"]) for r in table.to_pylist()})
+
+
+def test_too_short_a_history_is_a_clear_error(tmp_path) -> None:
+    workdir = Workdir.at(tmp_path / "wd")
+    commit_tiny_lake(workdir, [Order(1, T), Order(1, T + 10 * DAY)], period_end=T + 11 * DAY)
+    with pytest.raises(DataError, match="too short for a 60-day label horizon"):
+        labels.compute(FlywheelConfig(), Lake(workdir))
