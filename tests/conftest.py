@@ -64,7 +64,8 @@ def featured_workdir(
     tmp_path_factory: pytest.TempPathFactory, generated_workdir: Workdir, small_config: FlywheelConfig
 ) -> Workdir:
     """The generated lake with feature snapshots, labels and a training set built; read-only."""
-    from flywheel.features import dataset, ops as feature_ops
+    from flywheel.features import dataset
+    from flywheel.features import ops as feature_ops
 
     target = tmp_path_factory.mktemp("featured") / "wd"
     shutil.copytree(generated_workdir.root, target)

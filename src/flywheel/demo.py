@@ -1,6 +1,7 @@
 """The one-command demo: the whole loop, as far as it is built, on generated data.
 
-Idempotent: a second run finds its batches already in the lake and only re-checks and summarizes.
+Idempotent: a second run finds its batches already in the lake, rebuilds nothing that is current,
+and re-checks and summarizes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
+from flywheel.features import dataset, online
+from flywheel.features import ops as feature_ops
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 DEMO_BATCH_ID = "demo-batch-1"
+Step = Callable[[str, str], None]
 
 
 @dataclass
@@ -27,7 +31,8 @@ class DemoSummary:
 def run(
     config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None
 ) -> DemoSummary:
-    """generate → validate → simulate a new batch → summary."""
+    """generate → validate → features, labels, training set → Feast apply, materialize, skew check →
+    a new batch → incremental features and materialization → summary."""
     summary = DemoSummary()
 
     def step(name: str, detail: str) -> None:
@@ -42,15 +47,38 @@ def run(
     )
     report = ops.validate(workdir)
     step("validate", report.summary())
+    _features(config, workdir, step)
+    training = dataset.build(config, workdir)
+    splits = ", ".join(f"{name}={s['rows']:,}" for name, s in training.metadata["splits"].items())
+    step("dataset", f"{training.dataset_id} {splits}")
+    step("feast apply", ", ".join(online.apply(config, workdir)))
+    _materialize(config, workdir, step, incremental=False)
+    skew = online.check_skew(config, workdir)
+    step("skew check", f"{skew.checked} customers, {len(skew.mismatches)} mismatches")
+
     simulated = ops.simulate(config, workdir, batch_id=DEMO_BATCH_ID)
     drift = simulated.record["generator"]["drift"]
-    step(
-        "simulate",
-        f"{simulated.batch_id} drift={drift} {_rows(simulated)}"
-        + ("" if simulated.created else " (already there)"),
-    )
+    again = "" if simulated.created else " (already there)"
+    step("new batch", f"{simulated.batch_id} drift={drift} {_rows(simulated)}{again}")
+    _features(config, workdir, step)
+    _materialize(config, workdir, step, incremental=True)
     summary.batches = ops.status(workdir)
     return summary
+
+
+def _features(config: FlywheelConfig, workdir: Workdir, step: Step) -> None:
+    built, labels = feature_ops.build(config, workdir)
+    step(
+        "features",
+        f"{len(built.dates_built)} of {built.dates_total} snapshot dates built, {built.rows_written:,} rows; "
+        f"{labels.rows:,} labels, churn rate {labels.positive_rate:.1%}",
+    )
+
+
+def _materialize(config: FlywheelConfig, workdir: Workdir, step: Step, incremental: bool) -> None:
+    result = online.materialize(config, workdir, incremental=incremental)
+    name = "materialize --incremental" if incremental else "materialize"
+    step(name, f"{result.written:,} customers to the online store, through {result.through}")
 
 
 def _rows(result: ops.CommitResult) -> str:

@@ -10,7 +10,7 @@ import pytest
 from flywheel.config import FlywheelConfig
 from flywheel.features import snapshots
 from flywheel.workdir import Workdir
-from tests.tiny_lake import DAY, SECOND, T, Order, commit_tiny_lake
+from tests.tiny_lake import DAY, SECOND, Order, T, commit_tiny_lake
 
 ORDERS = [
     Order(1, T - 365 * DAY, (7.0,)),  # exactly 365 days before T: outside every window at T

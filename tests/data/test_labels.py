@@ -12,7 +12,7 @@ from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features import labels
 from flywheel.workdir import Workdir
-from tests.tiny_lake import DAY, SECOND, T, Order, commit_tiny_lake
+from tests.tiny_lake import DAY, SECOND, Order, T, commit_tiny_lake
 
 ORDERS = [
     Order(1, T - 10 * DAY),
