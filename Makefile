@@ -23,6 +23,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_pit_join.py
+	$(PY) benchmarks/bench_features_scale.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -6,7 +6,9 @@ for an entity row (key K, time T) take the feature row of K with the greatest
 same feature timestamp the greatest ``created_timestamp`` wins; no match keeps the entity row with
 nulls. Entity rows are never dropped or duplicated, and come back in their input order.
 
-Implemented as one DuckDB ``ASOF LEFT JOIN`` over the features deduplicated on (key, timestamp).
+How: a DuckDB ``ASOF LEFT JOIN`` on the keys alone (key, timestamps, row numbers) finds, for every
+entity row, the position of its feature row; the feature columns are then gathered with one Arrow
+``take``. The wide feature rows never pass through the join, which is what makes it fast.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from datetime import timedelta
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from flywheel.data.duck import connect, scan
+from flywheel.data.duck import connect
 
 
 def point_in_time_join(
@@ -41,39 +44,56 @@ def point_in_time_join(
         matched_timestamp: also return the matched row's feature timestamp (null when none) under
             this name, for audits such as leakage tests.
     """
+    if not isinstance(features, pa.Table):
+        columns = [
+            entity_key,
+            feature_timestamp,
+            *([created_timestamp] if created_timestamp else []),
+            *feature_names,
+        ]
+        features = pa.concat_tables(pq.read_table(path, columns=columns) for path in features)
     con = con or connect()
-    rows = entities.append_column("_row", pa.array(np.arange(entities.num_rows, dtype=np.int64)))
-    con.register("entity_rows", rows)
-    if isinstance(features, pa.Table):
-        con.register("feature_rows", features)
-        source = "feature_rows"
-    else:
-        source = scan(features)
-    order = f"{feature_timestamp} DESC" + (f", {created_timestamp} DESC" if created_timestamp else "")
-    fetched = ", ".join(f'f."{name}" AS "_f_{name}"' for name in feature_names)
-    valid = (
-        f"_feature_ts >= {entity_timestamp} - INTERVAL {int(ttl.total_seconds())} SECOND" if ttl else "true"
-    )
-    columns = [(f"_f_{n}", n) for n in feature_names]
-    if matched_timestamp:
-        columns.append(("_feature_ts", matched_timestamp))
-    kept = ", ".join(
-        f'CASE WHEN {valid} THEN "{source_name}" END AS "{name}"' for source_name, name in columns
-    )
-    hidden = ", ".join(["_row", "_feature_ts", *(f'"_f_{n}"' for n in feature_names)])
-    query = f"""
-        WITH latest AS (
-            SELECT * FROM {source}
-            QUALIFY row_number() OVER (PARTITION BY {entity_key}, {feature_timestamp} ORDER BY {order}) = 1
+    feature_keys = {
+        "k": features.column(entity_key),
+        "ts": features.column(feature_timestamp),
+        "position": pa.array(np.arange(features.num_rows, dtype=np.int64)),
+    }
+    if created_timestamp:
+        feature_keys["created"] = features.column(created_timestamp)
+    con.register("feature_keys", pa.table(feature_keys))
+    con.register(
+        "entity_keys",
+        pa.table(
+            {
+                "k": entities.column(entity_key),
+                "ts": entities.column(entity_timestamp),
+                "row": pa.array(np.arange(entities.num_rows, dtype=np.int64)),
+            }
         ),
-        joined AS (
-            SELECT e.*, f.{feature_timestamp} AS _feature_ts, {fetched}
-            FROM entity_rows e
-            ASOF LEFT JOIN latest f
-                ON e.{entity_key} = f.{entity_key} AND e.{entity_timestamp} >= f.{feature_timestamp}
+    )
+    candidates = "feature_keys"
+    if (
+        created_timestamp
+        and con.execute("SELECT count(*) > count(DISTINCT (k, ts)) FROM feature_keys").fetchall()[0][0]
+    ):
+        # ties on (key, timestamp): only the latest created row may be matched
+        candidates = (
+            "(SELECT * FROM feature_keys QUALIFY row_number() OVER "
+            "(PARTITION BY k, ts ORDER BY created DESC) = 1)"
         )
-        SELECT * EXCLUDE ({hidden}), {kept}
-        FROM joined
-        ORDER BY _row
-    """
-    return con.sql(query).to_arrow_table()
+    valid = f"f.ts >= e.ts - INTERVAL {int(ttl.total_seconds())} SECOND" if ttl else "true"
+    matches = con.sql(
+        f"SELECT CASE WHEN {valid} THEN f.position END AS position, "
+        f"CASE WHEN {valid} THEN f.ts END AS matched_ts "
+        f"FROM entity_keys e ASOF LEFT JOIN {candidates} f ON e.k = f.k AND e.ts >= f.ts ORDER BY e.row"
+    ).to_arrow_table()
+    gathered = features.select(feature_names).take(matches.column("position"))
+    result = entities
+    for name in feature_names:
+        result = result.append_column(gathered.schema.field(name), gathered.column(name))
+    if matched_timestamp:
+        result = result.append_column(
+            matched_timestamp,
+            matches.column("matched_ts").cast(features.schema.field(feature_timestamp).type),
+        )
+    return result
