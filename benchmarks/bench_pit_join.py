@@ -148,7 +148,7 @@ def main() -> None:
         for method in METHODS:
             repeats = 1 if method == "feast-file" else args.repeats  # the dask store takes ~45 s a run
             run = subprocess.run(
-                [sys.executable, "-c", CHILD, method, str(folder), str(args.ttl_days)],
+                [sys.executable, "-c", CHILD, method, str(folder), str(args.ttl_days), str(repeats)],
                 capture_output=True,
                 text=True,
             )
