@@ -81,3 +81,10 @@ def test_the_window_start_day_itself(features) -> None:
 def test_missing_lake_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="is empty; run `flywheel data generate`"):
         snapshots.build(FlywheelConfig(), Workdir.at(tmp_path / "none"))
+
+
+def test_a_lake_without_orders_is_a_clear_error(tmp_path: Path) -> None:
+    workdir = Workdir.at(tmp_path / "wd")
+    commit_tiny_lake(workdir, [], period_end=T)
+    with pytest.raises(Exception, match="has no orders; features need purchase history"):
+        snapshots.build(FlywheelConfig(), workdir)

@@ -84,6 +84,13 @@ def test_generate_validate_simulate_status(tmp_path: Path) -> None:
     assert "appended batch sim-20240901-20241001" in simulated.stdout
     status = flywheel("--workdir", wd, "data", "status", cwd=tmp_path)
     assert "price_shock" in status.stdout and "generate" in status.stdout
+    for command in (["features", "build"], ["features", "apply"], ["features", "materialize"]):
+        result = flywheel("--workdir", wd, *command, cwd=tmp_path)
+        assert result.returncode == 0, (command, result.stderr)
+    got = flywheel("--workdir", wd, "features", "get", "1", "2", cwd=tmp_path)
+    assert got.returncode == 0 and '"customer_id": 2' in got.stdout
+    skew = flywheel("--workdir", wd, "features", "check-skew", cwd=tmp_path)
+    assert skew.returncode == 0 and "online equals the latest offline snapshot" in skew.stdout
 
 
 def test_user_errors_exit_1_with_one_line_and_no_traceback(tmp_path: Path) -> None:
