@@ -38,6 +38,7 @@ from flywheel.features.snapshots import (
     TIMESTAMP_COLUMN,
     read_manifest,
     require_snapshots,
+    table_dir,
 )
 from flywheel.features.sql import sql_hash
 from flywheel.workdir import Workdir
@@ -70,38 +71,25 @@ def resolve_features(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     return list(config.features.names)
 
 
-def time_split(
-    table: pa.Table, train_ratio: float, valid_ratio: float, gap: timedelta | None
-) -> tuple[dict[str, pa.Table], int]:
-    """Split rows by label date into train/valid/test; returns the splits and the purged row count."""
-    timestamps = table.column(labels_module.TIMESTAMP_COLUMN)
-    counts = pc.value_counts(timestamps)
-    dates = np.array(counts.field("values").to_pylist())
-    order = np.argsort(dates)
-    dates, rows = dates[order], np.asarray(counts.field("counts"))[order]
+def split_dates(
+    dates: list[datetime], rows: list[int], train_ratio: float, valid_ratio: float, gap: timedelta | None
+) -> dict[datetime, str | None]:
+    """Assign each label date to train, valid or test (None: purged) by time, from the rows per date."""
+    order = np.argsort(np.array(dates))
+    ordered = np.array(dates)[order]
     gap = gap or timedelta(0)
-    train_end, valid_end = _boundaries(dates, rows, (train_ratio, valid_ratio), gap)
-    bounds = {
-        "train": (None, train_end),
-        "valid": (train_end + gap, valid_end),
-        "test": (valid_end + gap, None),
-    }
-    splits = {}
-    for name, (after, until) in bounds.items():
-        mask = pa.array(np.ones(table.num_rows, dtype=bool))
-        if after is not None:
-            mask = pc.and_(mask, pc.greater(timestamps, pa.scalar(after, timestamps.type)))
-        if until is not None:
-            mask = pc.and_(mask, pc.less_equal(timestamps, pa.scalar(until, timestamps.type)))
-        splits[name] = table.filter(mask)
-        if splits[name].num_rows == 0:
-            raise DataError(
-                f"the {name} split is empty: {len(dates)} label date(s) are too few for a "
-                f"{train_ratio:.0%}/{valid_ratio:.0%}/rest split with {gap.days}-day purge gaps; "
-                "generate a longer history or lower labels.cadence_days"
-            )
-    purged = table.num_rows - sum(s.num_rows for s in splits.values())
-    return splits, purged
+    train_end, valid_end = _boundaries(ordered, np.asarray(rows)[order], (train_ratio, valid_ratio), gap)
+    assigned: dict[datetime, str | None] = {}
+    for date in ordered:
+        if date <= train_end:
+            assigned[date] = "train"
+        elif train_end + gap < date <= valid_end:
+            assigned[date] = "valid"
+        elif date > valid_end + gap:
+            assigned[date] = "test"
+        else:
+            assigned[date] = None
+    return assigned
 
 
 def _boundaries(
@@ -158,20 +146,13 @@ def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[
     return "ds-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _describe(table: pa.Table, label: str) -> dict[str, Any]:
-    timestamps = table.column(labels_module.TIMESTAMP_COLUMN)
-    bounds = pc.min_max(timestamps)
-    return {
-        "rows": table.num_rows,
-        "positive_rate": pc.mean(table.column(label)).as_py(),
-        "label_dates": pc.count_distinct(timestamps).as_py(),
-        "time_range": [bounds["min"].as_py().isoformat(), bounds["max"].as_py().isoformat()],
-    }
+def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int = 8) -> DatasetResult:
+    """Join labels to snapshots point-in-time, split by time and write the dataset.
 
-
-def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
-    """Join labels to snapshots point-in-time, split by time and write the dataset."""
-    files = require_snapshots(workdir)
+    Works through the label dates a few at a time, reading only the snapshot files a chunk can match
+    (those within the TTL before its dates), so memory stays bounded at any scale.
+    """
+    require_snapshots(workdir)
     features = resolve_features(config, workdir)
     types = available_features(workdir)
     labels = labels_module.read(workdir)
@@ -181,23 +162,16 @@ def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
             f"labels hold {labels.column_names}, not {label}; rebuild with `flywheel features build`"
         )
     ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
-    joined = point_in_time_join(
-        labels,
-        files,
-        entity_key=ENTITY,
-        entity_timestamp=labels_module.TIMESTAMP_COLUMN,
-        feature_timestamp=TIMESTAMP_COLUMN,
-        created_timestamp=CREATED_COLUMN,
-        feature_names=features,
-        ttl=ttl,
-        matched_timestamp=TIMESTAMP_COLUMN,
-    )
-    if joined.num_rows != labels.num_rows:  # the join's contract; a failure here is a bug, not bad input
-        raise AssertionError(
-            f"point-in-time join changed the row count: {labels.num_rows} → {joined.num_rows}"
-        )
     gap = timedelta(days=config.labels.horizon_days) if config.dataset.purge else None
-    splits, purged = time_split(joined, config.dataset.train_ratio, config.dataset.valid_ratio, gap)
+    counts = pc.value_counts(labels.column(labels_module.TIMESTAMP_COLUMN))
+    dates = counts.field("values").to_pylist()
+    assigned = split_dates(
+        dates, counts.field("counts").to_pylist(), config.dataset.train_ratio, config.dataset.valid_ratio, gap
+    )
+    snapshot_by_date = {
+        datetime.fromisoformat(day).replace(tzinfo=UTC): str(table_dir(workdir) / entry["file"])
+        for day, entry in read_manifest(workdir)["dates"].items()
+    }
 
     lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir).batch_ids()
     dataset_id = _dataset_id(config, lake_batches, features)
@@ -205,8 +179,62 @@ def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
     staging = workdir.datasets / f".staging-{dataset_id}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name, table in splits.items():
-        pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
+    writers: dict[str, pq.ParquetWriter] = {}
+    stats = {name: {"rows": 0, "positives": 0, "dates": []} for name in SPLITS}
+    unmatched = 0
+    try:
+        kept_dates = sorted(d for d in dates if assigned[d] is not None)
+        for start in range(0, len(kept_dates), label_dates_per_chunk):
+            chunk = kept_dates[start : start + label_dates_per_chunk]
+            entities = labels.filter(
+                pc.is_in(
+                    labels.column(labels_module.TIMESTAMP_COLUMN),
+                    value_set=pa.array(chunk, labels.schema.field(labels_module.TIMESTAMP_COLUMN).type),
+                )
+            )
+            earliest = chunk[0] - ttl if ttl else None
+            files = [
+                f
+                for d, f in sorted(snapshot_by_date.items())
+                if d <= chunk[-1] and (earliest is None or d >= earliest)
+            ]
+            joined = (
+                point_in_time_join(
+                    entities,
+                    files,
+                    entity_key=ENTITY,
+                    entity_timestamp=labels_module.TIMESTAMP_COLUMN,
+                    feature_timestamp=TIMESTAMP_COLUMN,
+                    created_timestamp=CREATED_COLUMN,
+                    feature_names=features,
+                    ttl=ttl,
+                    matched_timestamp=TIMESTAMP_COLUMN,
+                )
+                if files
+                else None
+            )
+            if joined is None or joined.num_rows != entities.num_rows:
+                raise DataError(f"no snapshots cover label dates {chunk[0]:%Y-%m-%d}…; rebuild the features")
+            unmatched += joined.column(TIMESTAMP_COLUMN).null_count
+            when = joined.column(labels_module.TIMESTAMP_COLUMN)
+            for date in chunk:
+                name = assigned[date]
+                part = joined.filter(pc.equal(when, pa.scalar(date, when.type)))
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(
+                        staging / f"{name}.parquet", part.schema, compression="zstd"
+                    )
+                writers[name].write_table(part)
+                stats[name]["rows"] += part.num_rows
+                stats[name]["positives"] += pc.sum(part.column(label)).as_py() or 0
+                stats[name]["dates"].append(date)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    empty = [name for name in SPLITS if stats[name]["rows"] == 0]
+    if empty:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"the {', '.join(empty)} split(s) are empty; generate a longer history")
     metadata = {
         "dataset_id": dataset_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -216,10 +244,18 @@ def build(config: FlywheelConfig, workdir: Workdir) -> DatasetResult:
         "feature_timestamp_column": TIMESTAMP_COLUMN,
         "features": features,
         "categorical_features": [name for name in features if pa.types.is_string(types[name])],
-        "splits": {name: _describe(table, label) for name, table in splits.items()},
+        "splits": {
+            name: {
+                "rows": s["rows"],
+                "positive_rate": s["positives"] / s["rows"],
+                "label_dates": len(s["dates"]),
+                "time_range": [min(s["dates"]).isoformat(), max(s["dates"]).isoformat()],
+            }
+            for name, s in stats.items()
+        },
         "rows_in": labels.num_rows,
-        "rows_purged": purged,
-        "rows_without_features": int(joined.column(features[0]).null_count) if features else 0,
+        "rows_purged": labels.num_rows - sum(s["rows"] for s in stats.values()),
+        "rows_without_features": unmatched,
         "purge_gap_days": gap.days if gap else 0,
         "ttl_days": config.features.ttl_days,
         "lake_batches": lake_batches,
