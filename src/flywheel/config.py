@@ -98,6 +98,57 @@ class DatasetConfig(StrictModel):
         return self
 
 
+ModelType = Literal["logistic_regression", "random_forest", "lightgbm", "xgboost", "catboost"]
+
+
+class TuningConfig(StrictModel):
+    """Hyperparameter search; each trial is a nested MLflow run."""
+
+    method: Literal["none", "grid", "optuna"] = "optuna"
+    trials: int = Field(12, ge=1, description="Optuna trials.")
+    timeout_s: float | None = Field(None, gt=0, description="Optuna stops after this many seconds.")
+    metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {
+            "learning_rate": [0.05, 0.1],
+            "num_leaves": [15, 31],
+            "min_child_samples": [20, 100],
+        },
+        description="Values per parameter for method=grid.",
+    )
+
+
+class TrainingConfig(StrictModel):
+    model_type: ModelType = "lightgbm"
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameters of the model type.")
+    baseline: ModelType = "logistic_regression"
+    seed: int = 42
+    threshold: float | Literal["max_f1"] = Field(
+        "max_f1", description="Decision threshold, or chosen on valid."
+    )
+    tuning: TuningConfig = TuningConfig()
+
+
+class TrackingConfig(StrictModel):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
+    experiment: str = "churn"
+
+
+class GatesConfig(StrictModel):
+    min_roc_auc: float = 0.70
+    min_pr_auc: float = 0.50
+    max_p99_latency_ms: float = 50.0
+    max_artifact_mb: float = 100.0
+
+
+class RegistryConfig(StrictModel):
+    model_name: str = "churn-model"
+    gates: GatesConfig = GatesConfig()
+    min_delta: float = Field(0.002, description="ROC-AUC a challenger must gain over the champion.")
+    bootstrap_samples: int = Field(300, ge=50)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -112,6 +163,9 @@ class FlywheelConfig(StrictModel):
     features: FeaturesConfig = FeaturesConfig()
     labels: LabelsConfig = LabelsConfig()
     dataset: DatasetConfig = DatasetConfig()
+    training: TrainingConfig = TrainingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:

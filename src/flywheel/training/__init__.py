@@ -1,0 +1,1 @@
+"""Training: model types behind one estimator contract, tuning, evaluation, and MLflow tracking."""

@@ -1,0 +1,440 @@
+"""Churn model types behind one contract (scikit-learn style).
+
+Parameters are stored in ``__init__``; ``fit`` learns the preprocessing (categorical levels) and the
+estimator and returns ``self``; ``predict_proba`` returns churn probabilities (1-D). ``save`` writes
+a folder in safe formats only — ``spec.json`` plus the native model file (LightGBM text, XGBoost JSON,
+CatBoost .cbm) or a skops file for scikit-learn pipelines, loaded with an explicit list of trusted
+types — so no pickle is ever loaded. Class imbalance is handled with balanced weights; the boosted
+models stop early on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from flywheel.errors import ConfigError
+
+MISSING = "__missing__"
+
+
+class ChurnModel(ABC):
+    model_type: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        features: list[str],
+        categorical: list[str],
+        params: dict[str, Any] | None = None,
+        seed: int = 42,
+    ):
+        self.features = list(features)
+        self.categorical = [c for c in categorical if c in features]
+        self.params = {**self.defaults, **(params or {})}
+        self.seed = seed
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f for f in self.features if f not in self.categorical]
+
+    # ---- preprocessing shared by every type --------------------------------------------------
+    def _learn_levels(self, X: pd.DataFrame) -> None:
+        self.levels_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.categorical}
+
+    def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [f for f in self.features if f not in X.columns]
+        if missing:
+            raise ValueError(f"input lacks feature column(s) {missing}")
+        frame = X[self.features].copy()
+        for column in self.numeric:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        for column in self.categorical:
+            frame[column] = pd.Categorical(
+                frame[column].astype("object").where(frame[column].notna()), categories=self.levels_[column]
+            )
+        return frame
+
+    def _weights(self, y: np.ndarray) -> np.ndarray:
+        positive = y.mean()
+        return np.where(y == 1, 0.5 / positive, 0.5 / (1 - positive))
+
+    # ---- the contract ------------------------------------------------------------------------
+    def fit(
+        self, X: pd.DataFrame, y: Any, X_valid: pd.DataFrame | None = None, y_valid: Any = None
+    ) -> ChurnModel:
+        self._learn_levels(X)
+        y = np.asarray(y, dtype=int)
+        valid = (self._frame(X_valid), np.asarray(y_valid, dtype=int)) if X_valid is not None else None
+        self._fit(self._frame(X), y, valid)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.clip(np.asarray(self._predict(self._frame(X)), dtype=float), 0.0, 1.0)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "model_type": self.model_type,
+            "features": self.features,
+            "categorical": self.categorical,
+            "levels": self.levels_,
+            "params": self.params,
+            "seed": self.seed,
+        }
+        (folder / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
+        self._save(folder)
+
+    @staticmethod
+    def load(folder: Path) -> ChurnModel:
+        spec = json.loads((folder / "spec.json").read_text())
+        model = MODEL_TYPES[spec["model_type"]](
+            spec["features"], spec["categorical"], spec["params"], spec["seed"]
+        )
+        model.levels_ = spec["levels"]
+        model._load(folder)
+        return model
+
+    @abstractmethod
+    def _fit(self, X: pd.DataFrame, y: np.ndarray, valid: tuple[pd.DataFrame, np.ndarray] | None) -> None: ...
+
+    @abstractmethod
+    def _predict(self, X: pd.DataFrame) -> np.ndarray: ...
+
+    @abstractmethod
+    def _save(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def _load(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def feature_importance(self) -> dict[str, float]: ...
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """Optuna parameters for this type."""
+        return {}
+
+
+class LightGBMModel(ChurnModel):
+    model_type = "lightgbm"
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 50,
+        "n_estimators": 600,
+        "max_depth": -1,
+        "feature_fraction": 0.9,
+        "early_stopping_rounds": 50,
+    }
+
+    def _fit(self, X, y, valid):
+        import lightgbm as lgb
+
+        params = dict(self.params)
+        rounds, patience = params.pop("n_estimators"), params.pop("early_stopping_rounds")
+        params.update(
+            {
+                "objective": "binary",
+                "seed": self.seed,
+                "verbose": -1,
+                "num_threads": 2,
+                "deterministic": True,
+                "force_row_wise": True,
+            }
+        )
+        train = lgb.Dataset(
+            X, y, weight=self._weights(y), categorical_feature=self.categorical or "auto", free_raw_data=False
+        )
+        sets, callbacks = [], []
+        if valid is not None:
+            sets = [lgb.Dataset(valid[0], valid[1], weight=self._weights(valid[1]), reference=train)]
+            callbacks = [lgb.early_stopping(patience, verbose=False)]
+        self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
+
+    def _predict(self, X):
+        return self.booster_.predict(X, num_iteration=self.booster_.best_iteration or None)
+
+    def _save(self, folder):
+        self.booster_.save_model(
+            str(folder / "model.txt"), num_iteration=self.booster_.best_iteration or None
+        )
+
+    def _load(self, folder):
+        import lightgbm as lgb
+
+        self.booster_ = lgb.Booster(model_file=str(folder / "model.txt"))
+
+    def feature_importance(self):
+        gains = self.booster_.feature_importance(importance_type="gain")
+        return dict(zip(self.booster_.feature_name(), map(float, gains), strict=True))
+
+    @staticmethod
+    def search_space(trial):
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 8, 64, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 10, 200, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", 0.6, 1.0),
+        }
+
+
+class XGBoostModel(ChurnModel):
+    model_type = "xgboost"
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 0.05,
+        "max_depth": 6,
+        "n_estimators": 600,
+        "min_child_weight": 5,
+        "subsample": 0.9,
+        "early_stopping_rounds": 50,
+    }
+
+    def _estimator(self):
+        import xgboost as xgb
+
+        return xgb.XGBClassifier(
+            **self.params,
+            tree_method="hist",
+            enable_categorical=True,
+            random_state=self.seed,
+            n_jobs=2,
+            eval_metric="logloss",
+        )
+
+    def _fit(self, X, y, valid):
+        params = dict(self.params)
+        if valid is None:
+            self.params = {k: v for k, v in params.items() if k != "early_stopping_rounds"}
+        self.estimator_ = self._estimator()
+        self.params = params
+        eval_set = [valid] if valid is not None else None
+        self.estimator_.fit(X, y, sample_weight=self._weights(y), eval_set=eval_set, verbose=False)
+
+    def _predict(self, X):
+        return self.estimator_.predict_proba(X)[:, 1]
+
+    def _save(self, folder):
+        self.estimator_.save_model(str(folder / "model.json"))
+
+    def _load(self, folder):
+        self.estimator_ = self._estimator()
+        self.estimator_.load_model(str(folder / "model.json"))
+
+    def feature_importance(self):
+        return {
+            k: float(v) for k, v in self.estimator_.get_booster().get_score(importance_type="gain").items()
+        }
+
+    @staticmethod
+    def search_space(trial):
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+            "max_depth": trial.suggest_int("max_depth", 3, 8),
+            "min_child_weight": trial.suggest_float("min_child_weight", 1, 20, log=True),
+        }
+
+
+class CatBoostModel(ChurnModel):
+    model_type = "catboost"
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 0.08,
+        "depth": 6,
+        "iterations": 500,
+        "early_stopping_rounds": 50,
+    }
+
+    def _strings(self, X):
+        X = X.copy()
+        for column in self.categorical:
+            X[column] = X[column].astype("object").where(X[column].notna(), MISSING).astype(str)
+        return X
+
+    def _fit(self, X, y, valid):
+        from catboost import CatBoostClassifier
+
+        self.estimator_ = CatBoostClassifier(
+            **self.params,
+            random_seed=self.seed,
+            thread_count=2,
+            verbose=False,
+            auto_class_weights="Balanced",
+            cat_features=self.categorical,
+            allow_writing_files=False,
+        )
+        eval_set = (self._strings(valid[0]), valid[1]) if valid is not None else None
+        self.estimator_.fit(self._strings(X), y, eval_set=eval_set, use_best_model=valid is not None)
+
+    def _predict(self, X):
+        return self.estimator_.predict_proba(self._strings(X))[:, 1]
+
+    def _save(self, folder):
+        self.estimator_.save_model(str(folder / "model.cbm"))
+
+    def _load(self, folder):
+        from catboost import CatBoostClassifier
+
+        self.estimator_ = CatBoostClassifier()
+        self.estimator_.load_model(str(folder / "model.cbm"))
+
+    def feature_importance(self):
+        return dict(zip(self.features, map(float, self.estimator_.get_feature_importance()), strict=True))
+
+    @staticmethod
+    def search_space(trial):
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.2, log=True),
+            "depth": trial.suggest_int("depth", 4, 8),
+        }
+
+
+class _SklearnModel(ChurnModel):
+    """A scikit-learn pipeline saved with skops; only the listed types are trusted at load."""
+
+    trusted: ClassVar[list[str]] = []
+
+    @abstractmethod
+    def _pipeline(self) -> Any: ...
+
+    def _frame(self, X):
+        frame = super()._frame(X)
+        for column in self.categorical:  # scikit-learn encoders want plain objects, not pandas categories
+            frame[column] = frame[column].astype("object").where(frame[column].notna(), MISSING)
+        return frame
+
+    def _fit(self, X, y, valid):
+        self.pipeline_ = self._pipeline()
+        last = self.pipeline_.steps[-1][0]
+        self.pipeline_.fit(X, y, **{f"{last}__sample_weight": self._weights(y)})
+
+    def _predict(self, X):
+        return self.pipeline_.predict_proba(X)[:, 1]
+
+    def _save(self, folder):
+        import skops.io as sio
+
+        sio.dump(self.pipeline_, folder / "model.skops")
+
+    def _load(self, folder):
+        import skops.io as sio
+
+        path = folder / "model.skops"
+        unknown = [t for t in sio.get_untrusted_types(file=path) if t not in self.trusted]
+        if unknown:
+            raise ValueError(f"{path} holds types outside the trusted list: {unknown}")
+        self.pipeline_ = sio.load(path, trusted=self.trusted)
+
+    def _columns(self, numeric_steps: list, categorical_encoder: Any) -> Any:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        return ColumnTransformer(
+            [
+                ("numeric", Pipeline(numeric_steps), self.numeric),
+                ("categorical", categorical_encoder, self.categorical),
+            ]
+        )
+
+
+_SKLEARN_COMMON = [
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+    "builtins.slice",
+    "sklearn.compose._column_transformer._RemainderColsList",
+    "pandas.core.arrays.categorical.Categorical",
+    "numpy.float64",
+    "numpy.int64",
+    "builtins.object",
+]
+
+
+class LogisticRegressionModel(_SklearnModel):
+    model_type = "logistic_regression"
+    defaults: ClassVar[dict[str, Any]] = {"C": 1.0, "max_iter": 2000}
+    trusted = _SKLEARN_COMMON
+
+    def _pipeline(self):
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, RobustScaler
+
+        columns = self._columns(
+            [("impute", SimpleImputer(strategy="median", add_indicator=False)), ("scale", RobustScaler())],
+            OneHotEncoder(handle_unknown="ignore"),
+        )
+        return Pipeline(
+            [("columns", columns), ("model", LogisticRegression(**self.params, random_state=self.seed))]
+        )
+
+    def feature_importance(self):
+        names = self.pipeline_[:-1].get_feature_names_out()
+        return dict(zip(names, map(float, np.abs(self.pipeline_[-1].coef_[0])), strict=True))
+
+    @staticmethod
+    def search_space(trial):
+        return {"C": trial.suggest_float("C", 0.01, 10, log=True)}
+
+
+class RandomForestModel(_SklearnModel):
+    model_type = "random_forest"
+    defaults: ClassVar[dict[str, Any]] = {"n_estimators": 200, "max_depth": 10, "min_samples_leaf": 20}
+    trusted = _SKLEARN_COMMON
+
+    def _pipeline(self):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OrdinalEncoder
+
+        columns = self._columns(
+            [("impute", SimpleImputer(strategy="median"))],
+            OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+        )
+        model = RandomForestClassifier(**self.params, random_state=self.seed, n_jobs=2)
+        return Pipeline([("columns", columns), ("model", model)])
+
+    def feature_importance(self):
+        names = self.pipeline_[:-1].get_feature_names_out()
+        return dict(zip(names, map(float, self.pipeline_[-1].feature_importances_), strict=True))
+
+    @staticmethod
+    def search_space(trial):
+        return {
+            "max_depth": trial.suggest_int("max_depth", 4, 16),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 100, log=True),
+        }
+
+
+MODEL_TYPES: dict[str, type[ChurnModel]] = {
+    cls.model_type: cls
+    for cls in (LogisticRegressionModel, RandomForestModel, LightGBMModel, XGBoostModel, CatBoostModel)
+}
+
+
+def make_model(
+    model_type: str,
+    features: list[str],
+    categorical: list[str],
+    params: dict[str, Any] | None = None,
+    seed: int = 42,
+) -> ChurnModel:
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(
+            f"training.model_type: unknown model type '{model_type}'; expected one of {list(MODEL_TYPES)}"
+        )
+    return MODEL_TYPES[model_type](features, categorical, params, seed)
