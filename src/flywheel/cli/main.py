@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features
+from flywheel.cli import data, features, model
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -25,6 +25,10 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
+app.add_typer(model.model_app, name="model")
+app.add_typer(model.experiments_app, name="experiments")
+app.command("train")(model.train_command)
+app.command("evaluate")(model.evaluate_command)
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,56 @@ def train(config: FlywheelConfig, workdir: Workdir, dataset_path: Path | None = 
         tuning_seconds,
         trials,
     )
+
+
+def evaluate_model(
+    config: FlywheelConfig, workdir: Workdir, model_uri: str, threshold: float = 0.5
+) -> dict[str, float]:
+    """Metrics of any logged or registered model on the latest dataset's test split (logged as a run)."""
+    import mlflow
+
+    data = load_dataset(workdir)
+    tracking.setup(config, workdir)
+    X, y = data.xy("test")
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as error:  # MLflow raises several types for a bad URI
+        raise DataError(f"cannot load model {model_uri}: {error}") from None
+    metrics = evaluation.compute_metrics(y, np.asarray(model.predict(X), dtype=float), threshold)
+    with mlflow.start_run(run_name="evaluate"):
+        mlflow.set_tags(
+            {
+                **tracking.run_tags(config, data.metadata),
+                "flywheel.step": "eval",
+                "flywheel.model_uri": model_uri,
+            }
+        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def best_runs(
+    config: FlywheelConfig, workdir: Workdir, metric: str = "test_roc_auc", limit: int = 10
+) -> list[dict]:
+    """Training runs of the experiment, best first by ``metric``."""
+    import mlflow
+
+    tracking.setup(config, workdir)
+    runs = mlflow.search_runs(
+        experiment_names=[config.tracking.experiment],
+        filter_string="tags.`flywheel.step` = 'train'",
+        order_by=[f"metrics.{metric} DESC"],
+        max_results=limit,
+        output_format="list",
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start": datetime.fromtimestamp(r.info.start_time / 1000, UTC),
+            "model_type": r.data.params.get("model_type"),
+            metric: r.data.metrics.get(metric),
+            "baseline": r.data.metrics.get(metric.replace("test_", "baseline_test_")),
+            "dataset_id": r.data.params.get("dataset_id"),
+        }
+        for r in runs
+    ]

@@ -1,0 +1,1 @@
+"""Model registry on MLflow: versions of ``churn-model``, quality gates, aliases, promotion, rollback."""

@@ -1,0 +1,49 @@
+"""The quality gate: each check compares a measured value of a model version with a configured bound."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flywheel.config import GatesConfig
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+
+
+def single_row_latency_p99_ms(model: object, rows: pd.DataFrame, repeats: int = 200) -> float:
+    """p99 of single-row ``predict`` latency in milliseconds (after a warm-up)."""
+    singles = [rows.iloc[[i % len(rows)]] for i in range(repeats)]
+    model.predict(singles[0])
+    timings = []
+    for row in singles:
+        started = time.perf_counter()
+        model.predict(row)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 99))
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024**2
+
+
+def evaluate_gates(
+    gates: GatesConfig, metrics: dict[str, float], latency_ms: float, size_mb: float
+) -> list[GateCheck]:
+    return [
+        GateCheck("roc_auc", metrics["roc_auc"], gates.min_roc_auc, metrics["roc_auc"] >= gates.min_roc_auc),
+        GateCheck("pr_auc", metrics["pr_auc"], gates.min_pr_auc, metrics["pr_auc"] >= gates.min_pr_auc),
+        GateCheck(
+            "p99_latency_ms", latency_ms, gates.max_p99_latency_ms, latency_ms <= gates.max_p99_latency_ms
+        ),
+        GateCheck("artifact_mb", size_mb, gates.max_artifact_mb, size_mb <= gates.max_artifact_mb),
+    ]

@@ -1,0 +1,253 @@
+"""Versions of the registered model, their gates, and the ``challenger``/``champion`` aliases.
+
+Aliases replace MLflow's deprecated stages. Every alias move is recorded as a registered-model tag
+``alias_move.<n>`` holding JSON (when, alias, from version, to version, why, by which run), which
+``describe`` shows and ``rollback`` reads. A failed gate never moves an alias.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flywheel.config import FlywheelConfig
+from flywheel.errors import FlywheelError
+from flywheel.registry.gates import GateCheck, evaluate_gates, folder_size_mb, single_row_latency_p99_ms
+from flywheel.training import evaluation, tracking
+from flywheel.training.train import load_dataset
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+MOVE_PREFIX = "alias_move."
+
+
+class RegistryError(FlywheelError):
+    """A registry request that cannot be honoured (unknown version, nothing to roll back to, …)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: str
+    gate_passed: bool
+    checks: list[GateCheck]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    version: str
+    previous: str | None
+    comparison: dict[str, float] | None = None
+
+
+def _client(config: FlywheelConfig, workdir: Workdir):
+    from mlflow import MlflowClient
+
+    tracking.setup(config, workdir)
+    return MlflowClient()
+
+
+def alias_version(client: Any, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def history(client: Any, name: str) -> list[dict[str, Any]]:
+    model = client.get_registered_model(name)
+    moves = [json.loads(v) for k, v in model.tags.items() if k.startswith(MOVE_PREFIX)]
+    return sorted(moves, key=lambda m: m["seq"])
+
+
+def move_alias(
+    client: Any, name: str, alias: str, version: str, reason: str, run_id: str | None = None
+) -> None:
+    """Point ``alias`` at ``version`` and record the move."""
+    previous = alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, version)
+    seq = len(history(client, name)) + 1
+    move = {
+        "seq": seq,
+        "at": datetime.now(UTC).isoformat(),
+        "alias": alias,
+        "from": previous,
+        "to": version,
+        "reason": reason,
+        "run_id": run_id,
+    }
+    client.set_registered_model_tag(name, f"{MOVE_PREFIX}{seq:05d}", json.dumps(move))
+    _logger.info("%s: %s %s → %s (%s)", name, alias, previous, version, reason)
+
+
+def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: str) -> Registration:
+    """Register a trained candidate, run the quality gate and tag the version; a passing candidate
+    becomes the ``challenger``."""
+    import mlflow
+
+    client = _client(config, workdir)
+    name = config.registry.model_name
+    run = client.get_run(run_id)
+    metrics = {
+        key.removeprefix("test_"): value for key, value in run.data.metrics.items() if key.startswith("test_")
+    }
+    version = mlflow.register_model(model_uri, name).version
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    data = load_dataset(workdir)
+    latency = single_row_latency_p99_ms(model, data.xy("test")[0].head(200))
+    with tempfile.TemporaryDirectory() as tmp:
+        size = folder_size_mb(
+            Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp))
+        )
+    checks = evaluate_gates(config.registry.gates, metrics, latency, size)
+    passed = all(c.passed for c in checks)
+    tags = {
+        "gate.passed": str(passed).lower(),
+        "run_id": run_id,
+        "model_type": run.data.params.get("model_type", ""),
+        "dataset_id": run.data.params.get("dataset_id", ""),
+    }
+    for check in checks:
+        tags[f"gate.{check.name}.value"] = f"{check.value:.6g}"
+        tags[f"gate.{check.name}.threshold"] = f"{check.threshold:.6g}"
+        tags[f"gate.{check.name}.passed"] = str(check.passed).lower()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if passed:
+        move_alias(client, name, CHALLENGER, version, "passed the quality gate", run_id)
+    else:
+        failed = ", ".join(
+            f"{c.name}={c.value:.4g} (bound {c.threshold:.4g})" for c in checks if not c.passed
+        )
+        _logger.warning("version %s failed the quality gate: %s; no alias moved", version, failed)
+    return Registration(version, passed, checks)
+
+
+def _gate_passed(client: Any, name: str, version: str) -> bool:
+    return client.get_model_version(name, version).tags.get("gate.passed") == "true"
+
+
+def compare(config: FlywheelConfig, workdir: Workdir, challenger: str, champion: str) -> dict[str, float]:
+    """ROC-AUC(challenger) − ROC-AUC(champion) on the latest test split, with a bootstrap interval."""
+    import mlflow
+
+    name = config.registry.model_name
+    data = load_dataset(workdir)
+    X, y = data.xy("test")
+    new = mlflow.pyfunc.load_model(f"models:/{name}/{challenger}").predict(X)
+    old = mlflow.pyfunc.load_model(f"models:/{name}/{champion}").predict(X)
+    return evaluation.bootstrap_auc_difference(
+        y, new, old, config.registry.bootstrap_samples, config.registry.confidence, seed=config.training.seed
+    )
+
+
+def promote(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    version: str | None = None,
+    force: bool = False,
+    run_id: str | None = None,
+) -> PromotionDecision:
+    """Apply the promotion policy to ``version`` (default: the challenger).
+
+    Promote when its gate passed and either there is no champion yet, or it beats the champion by at
+    least ``min_delta`` ROC-AUC with the bootstrap interval above zero. ``force`` skips the comparison
+    (never the gate).
+    """
+    client = _client(config, workdir)
+    name = config.registry.model_name
+    version = version or alias_version(client, name, CHALLENGER)
+    if version is None:
+        raise RegistryError(f"{name} has no challenger to promote; train and register a candidate first")
+    _version_exists(client, name, version)
+    champion = alias_version(client, name, CHAMPION)
+    if not _gate_passed(client, name, version):
+        return PromotionDecision(False, f"version {version} did not pass the quality gate", version, champion)
+    if champion == version:
+        return PromotionDecision(False, f"version {version} is already the champion", version, champion)
+    if champion is None or force:
+        reason = "no champion yet" if champion is None else "promoted by hand (--force)"
+        move_alias(client, name, CHAMPION, version, reason, run_id)
+        return PromotionDecision(True, reason, version, champion)
+    result = compare(config, workdir, version, champion)
+    beats = result["delta"] >= config.registry.min_delta and result["ci_low"] > 0
+    reason = (
+        f"ROC-AUC {result['delta']:+.4f} vs champion v{champion} "
+        f"(CI {result['ci_low']:+.4f}..{result['ci_high']:+.4f}, needs ≥ {config.registry.min_delta:+.4f} "
+        "with CI above 0)"
+    )
+    if beats:
+        move_alias(client, name, CHAMPION, version, reason, run_id)
+    return PromotionDecision(beats, reason, version, champion, result)
+
+
+def rollback(config: FlywheelConfig, workdir: Workdir, reason: str = "rollback") -> tuple[str, str]:
+    """Move ``champion`` back to the version it pointed at before its last move."""
+    client = _client(config, workdir)
+    name = config.registry.model_name
+    current = alias_version(client, name, CHAMPION)
+    moves = [m for m in history(client, name) if m["alias"] == CHAMPION and m["to"] == current]
+    if current is None or not moves or moves[-1]["from"] is None:
+        raise RegistryError(f"{name} has no previous champion to roll back to")
+    previous = moves[-1]["from"]
+    move_alias(client, name, CHAMPION, previous, reason)
+    return current, previous
+
+
+def _version_exists(client: Any, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"{name} has no version {version}") from None
+
+
+def list_versions(config: FlywheelConfig, workdir: Workdir) -> list[dict[str, Any]]:
+    client = _client(config, workdir)
+    name = config.registry.model_name
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    rows = []
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        rows.append(
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "gate_passed": v.tags.get("gate.passed"),
+                "model_type": v.tags.get("model_type"),
+                "roc_auc": v.tags.get("gate.roc_auc.value"),
+                "run_id": v.run_id,
+                "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
+            }
+        )
+    return rows
+
+
+def describe(config: FlywheelConfig, workdir: Workdir, version: str) -> dict[str, Any]:
+    client = _client(config, workdir)
+    name = config.registry.model_name
+    _version_exists(client, name, version)
+    v = client.get_model_version(name, version)
+    moves = [m for m in history(client, name) if version in (m["to"], m["from"])]
+    return {
+        "version": v.version,
+        "aliases": list(v.aliases),
+        "run_id": v.run_id,
+        "source": v.source,
+        "tags": dict(sorted(v.tags.items())),
+        "alias_moves": moves,
+    }
