@@ -73,3 +73,21 @@ def featured_workdir(
     feature_ops.build(small_config, workdir)
     dataset.build(small_config, workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def training_config(small_config: FlywheelConfig) -> FlywheelConfig:
+    return apply_overrides(small_config, {"training.tuning.method": "optuna", "training.tuning.trials": 2})
+
+
+@pytest.fixture(scope="session")
+def trained(
+    featured_workdir: Workdir, training_config: FlywheelConfig, tmp_path_factory: pytest.TempPathFactory
+):
+    """A copy of the featured workdir with one LightGBM candidate trained and logged (not registered)."""
+    from flywheel.training import train
+
+    target = tmp_path_factory.mktemp("trained") / "wd"
+    shutil.copytree(featured_workdir.root, target)
+    workdir = Workdir.at(target)
+    return workdir, train.train(training_config, workdir)

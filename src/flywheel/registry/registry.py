@@ -58,13 +58,18 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
 def history(client: Any, name: str) -> list[dict[str, Any]]:
-    model = client.get_registered_model(name)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return []
     moves = [json.loads(v) for k, v in model.tags.items() if k.startswith(MOVE_PREFIX)]
     return sorted(moves, key=lambda m: m["seq"])
 
@@ -100,7 +105,7 @@ def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: s
     metrics = {
         key.removeprefix("test_"): value for key, value in run.data.metrics.items() if key.startswith("test_")
     }
-    version = mlflow.register_model(model_uri, name).version
+    version = str(mlflow.register_model(model_uri, name).version)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     data = load_dataset(workdir)
     latency = single_row_latency_p99_ms(model, data.xy("test")[0].head(200))
@@ -222,10 +227,11 @@ def list_versions(config: FlywheelConfig, workdir: Workdir) -> list[dict[str, An
     except MlflowException:
         return []
     rows = []
-    for v in sorted(versions, key=lambda v: int(v.version)):
+    for found in sorted(versions, key=lambda found: int(found.version)):
+        v = client.get_model_version(name, found.version)  # search results leave aliases out
         rows.append(
             {
-                "version": v.version,
+                "version": str(v.version),
                 "aliases": list(v.aliases),
                 "gate_passed": v.tags.get("gate.passed"),
                 "model_type": v.tags.get("model_type"),
@@ -244,7 +250,7 @@ def describe(config: FlywheelConfig, workdir: Workdir, version: str) -> dict[str
     v = client.get_model_version(name, version)
     moves = [m for m in history(client, name) if version in (m["to"], m["from"])]
     return {
-        "version": v.version,
+        "version": str(v.version),
         "aliases": list(v.aliases),
         "run_id": v.run_id,
         "source": v.source,

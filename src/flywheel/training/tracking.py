@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
     import mlflow
 
     warnings.filterwarnings("ignore", module="mlflow")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     workdir.root.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(config, workdir)
     mlflow.set_tracking_uri(uri)

@@ -1,0 +1,96 @@
+"""The registry against a fresh sqlite tracking store per test: gates, promotion, rollback, history."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.registry import registry
+from flywheel.registry.registry import CHALLENGER, CHAMPION, RegistryError
+from flywheel.training import train
+from flywheel.workdir import Workdir
+
+
+@pytest.fixture
+def workdir(trained, tmp_path: Path) -> Workdir:
+    """The trained workdir (one logged candidate) copied, so each test owns its sqlite store."""
+    source, _ = trained
+    shutil.copytree(source.root, tmp_path / "wd")
+    return Workdir.at(tmp_path / "wd")
+
+
+def _aliases(config: FlywheelConfig, workdir: Workdir) -> dict[str, list[str]]:
+    return {row["version"]: row["aliases"] for row in registry.list_versions(config, workdir)}
+
+
+def test_a_failed_gate_moves_no_alias(workdir: Workdir, trained, training_config: FlywheelConfig) -> None:
+    _, result = trained
+    strict = apply_overrides(training_config, {"registry.gates.min_roc_auc": 0.999})
+    registration = registry.register(strict, workdir, result.run_id, result.model_uri)
+    assert not registration.gate_passed
+    assert [c.name for c in registration.checks if not c.passed] == ["roc_auc"]
+    assert _aliases(strict, workdir) == {registration.version: []}
+    described = registry.describe(strict, workdir, registration.version)
+    assert described["tags"]["gate.passed"] == "false"
+    assert described["tags"]["gate.roc_auc.threshold"] == "0.999"
+    decision = registry.promote(strict, workdir, registration.version)
+    assert not decision.promoted and "did not pass" in decision.reason
+    assert _aliases(strict, workdir) == {registration.version: []}
+
+
+def test_promote_compare_and_rollback(workdir: Workdir, trained, training_config: FlywheelConfig) -> None:
+    _, result = trained
+    first = registry.register(training_config, workdir, result.run_id, result.model_uri)
+    assert first.gate_passed and _aliases(training_config, workdir)[first.version] == [CHALLENGER]
+    decision = registry.promote(training_config, workdir)
+    assert decision.promoted and decision.reason == "no champion yet"
+
+    # the same model registered again cannot beat itself: no promotion, champion unchanged
+    second = registry.register(training_config, workdir, result.run_id, result.model_uri)
+    decision = registry.promote(training_config, workdir, second.version)
+    assert not decision.promoted and decision.comparison["delta"] == pytest.approx(0.0)
+    assert CHAMPION in _aliases(training_config, workdir)[first.version]
+
+    # a forced promotion, then a rollback to the previous champion
+    assert registry.promote(training_config, workdir, second.version, force=True).promoted
+    assert CHAMPION in _aliases(training_config, workdir)[second.version]
+    assert registry.rollback(training_config, workdir, reason="bad canary") == (second.version, first.version)
+    assert CHAMPION in _aliases(training_config, workdir)[first.version]
+
+    moves = registry.describe(training_config, workdir, second.version)["alias_moves"]
+    champion_moves = [(m["from"], m["to"], m["reason"]) for m in moves if m["alias"] == CHAMPION]
+    assert champion_moves == [
+        (first.version, second.version, "promoted by hand (--force)"),
+        (second.version, first.version, "bad canary"),
+    ]
+    assert all(m["at"] for m in moves)
+
+
+def test_rollback_without_a_previous_champion_is_a_clear_error(workdir: Workdir, training_config) -> None:
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback(training_config, workdir)
+
+
+def test_a_better_challenger_is_promoted(workdir: Workdir, training_config: FlywheelConfig) -> None:
+    weak_config = apply_overrides(
+        training_config,
+        {
+            "training.model_type": "logistic_regression",
+            "training.tuning.method": "none",
+            "training.params": {"C": 0.0005},
+            "registry.gates.min_roc_auc": 0.5,
+            "registry.gates.min_pr_auc": 0.5,
+        },
+    )
+    weak = train.train(weak_config, workdir)
+    weak_version = registry.register(weak_config, workdir, weak.run_id, weak.model_uri).version
+    assert registry.promote(weak_config, workdir, weak_version).promoted
+    strong = train.train(training_config, workdir)
+    assert strong.test_metrics["roc_auc"] > weak.test_metrics["roc_auc"] + 0.01
+    strong_version = registry.register(training_config, workdir, strong.run_id, strong.model_uri).version
+    decision = registry.promote(training_config, workdir, strong_version)
+    assert decision.promoted and decision.comparison["ci_low"] > 0
+    assert CHAMPION in _aliases(training_config, workdir)[strong_version]

@@ -1,0 +1,86 @@
+"""One conformance suite for every model type: the estimator contract, safe saving, MLflow round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel.config import FlywheelConfig
+from flywheel.training import tracking
+from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
+from flywheel.training.train import Dataset, load_dataset, log_model
+from flywheel.workdir import Workdir
+
+SMALL_PARAMS = {
+    "random_forest": {"n_estimators": 20},
+    "lightgbm": {"n_estimators": 60},
+    "xgboost": {"n_estimators": 60},
+    "catboost": {"iterations": 60},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(featured_workdir: Workdir) -> tuple[Dataset, pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    data = load_dataset(featured_workdir)
+    X, y = data.xy("train")
+    rows = np.random.default_rng(0).choice(len(X), 1500, replace=False)
+    Xv, yv = data.xy("valid")
+    return data, X.iloc[rows], y[rows], Xv.head(500), yv[:500]
+
+
+def _fit(model_type: str, tiny, seed: int = 7) -> ChurnModel:
+    data, X, y, Xv, yv = tiny
+    model = make_model(
+        model_type, data.features, data.metadata["categorical_features"], SMALL_PARAMS.get(model_type), seed
+    )
+    return model.fit(X, y, Xv, yv)
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_contract_probabilities_save_load_and_determinism(model_type: str, tiny, tmp_path: Path) -> None:
+    Xv = tiny[3]
+    model = _fit(model_type, tiny)
+    p = model.predict_proba(Xv)
+    assert p.shape == (len(Xv),) and np.all((p >= 0) & (p <= 1)) and p.std() > 0.01
+    model.save(tmp_path / "m")
+    assert not list((tmp_path / "m").rglob("*.pkl")) and not list((tmp_path / "m").rglob("*.pickle"))
+    reloaded = ChurnModel.load(tmp_path / "m")
+    np.testing.assert_allclose(reloaded.predict_proba(Xv), p, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_fit(model_type, tiny).predict_proba(Xv), p, rtol=0, atol=1e-12)  # same seed
+    # columns in another order, and extra columns, change nothing
+    shuffled = Xv[list(reversed(Xv.columns))].assign(first_name="Ann")
+    np.testing.assert_allclose(model.predict_proba(shuffled), p, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_mlflow_round_trip_returns_the_same_probabilities(
+    model_type: str, tiny, tmp_path: Path, small_config: FlywheelConfig
+) -> None:
+    Xv = tiny[3]
+    model = _fit(model_type, tiny)
+    tracking.setup(small_config, Workdir.at(tmp_path / "wd"))
+    with mlflow.start_run():
+        uri = log_model(model, Xv)
+    loaded = mlflow.pyfunc.load_model(uri)
+    np.testing.assert_allclose(np.asarray(loaded.predict(Xv)), model.predict_proba(Xv), rtol=0, atol=1e-12)
+
+
+def test_unknown_categories_and_missing_values_are_handled(tiny) -> None:
+    Xv = tiny[3]
+    model = _fit("lightgbm", tiny)
+    odd = Xv.head(20).copy()
+    odd["country"] = "Atlantis"
+    odd["return_rate_90d"] = np.nan
+    p = model.predict_proba(odd)
+    assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))
+
+
+def test_missing_feature_column_is_named(tiny) -> None:
+    Xv = tiny[3]
+    model = _fit("logistic_regression", tiny)
+    with pytest.raises(ValueError, match="lacks feature column"):
+        model.predict_proba(Xv.drop(columns=["orders_30d"]))
