@@ -15,6 +15,8 @@ from flywheel.config import FlywheelConfig
 from flywheel.data import ops
 from flywheel.features import dataset, online
 from flywheel.features import ops as feature_ops
+from flywheel.registry import registry
+from flywheel.training import train
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ def run(
     config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None
 ) -> DemoSummary:
     """generate → validate → features, labels, training set → Feast apply, materialize, skew check →
-    a new batch → incremental features and materialization → summary."""
+    train (tuning, baseline) → register (gate) → promote → a new batch → incremental features and
+    materialization → summary."""
     summary = DemoSummary()
 
     def step(name: str, detail: str) -> None:
@@ -55,6 +58,23 @@ def run(
     _materialize(config, workdir, step, incremental=False)
     skew = online.check_skew(config, workdir)
     step("skew check", f"{skew.checked} customers, {len(skew.mismatches)} mismatches")
+    trained = train.train(config, workdir)
+    step(
+        "train",
+        f"{trained.model_type} test ROC-AUC {trained.test_metrics['roc_auc']:.4f} vs baseline "
+        f"{config.training.baseline} {trained.baseline_test_metrics['roc_auc']:.4f} "
+        f"({len(trained.trials)} tuning trials, {trained.tuning_seconds:.1f}s)",
+    )
+    registration = registry.register(config, workdir, trained.run_id, trained.model_uri)
+    gate = "passed" if registration.gate_passed else "failed"
+    step("register", f"{config.registry.model_name} v{registration.version}, gate {gate}")
+    if registration.gate_passed:
+        decision = registry.promote(config, workdir, registration.version, run_id=trained.run_id)
+        step(
+            "promote",
+            f"v{decision.version} {'is champion' if decision.promoted else 'not promoted'}: "
+            f"{decision.reason}",
+        )
 
     simulated = ops.simulate(config, workdir, batch_id=DEMO_BATCH_ID)
     drift = simulated.record["generator"]["drift"]
