@@ -176,7 +176,12 @@ def _requirements(model_type: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def train(config: FlywheelConfig, workdir: Workdir, dataset_path: Path | None = None) -> TrainResult:
+def train(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    dataset_path: Path | None = None,
+    pipeline_run_id: str | None = None,
+) -> TrainResult:
     """Tune and train the configured model type and the baseline; log everything to one MLflow run."""
     import mlflow
 
@@ -189,6 +194,7 @@ def train(config: FlywheelConfig, workdir: Workdir, dataset_path: Path | None = 
                 **tracking.run_tags(config, data.metadata),
                 "flywheel.step": "train",
                 "flywheel.model_type": training.model_type,
+                **({"flywheel.pipeline_run_id": pipeline_run_id} if pipeline_run_id else {}),
             }
         )
         for split, frame in data.splits.items():
@@ -267,12 +273,16 @@ def train(config: FlywheelConfig, workdir: Workdir, dataset_path: Path | None = 
 
 
 def evaluate_model(
-    config: FlywheelConfig, workdir: Workdir, model_uri: str, threshold: float = 0.5
+    config: FlywheelConfig,
+    workdir: Workdir,
+    model_uri: str,
+    threshold: float = 0.5,
+    dataset_path: Path | None = None,
 ) -> dict[str, float]:
-    """Metrics of any logged or registered model on the latest dataset's test split (logged as a run)."""
+    """Metrics of a logged or registered model on a test split (default: the latest dataset), logged as a run."""
     import mlflow
 
-    data = load_dataset(workdir)
+    data = load_dataset(workdir, dataset_path)
     tracking.setup(config, workdir)
     X, y = data.xy("test")
     try:

@@ -1,0 +1,66 @@
+"""The wiring of the pipeline: which step feeds which input of which other step.
+
+validate → features → data_load → train → eval → model_upload → promote, with ``data_load`` also
+feeding ``eval`` (the test split) and ``train`` feeding ``model_upload`` (as in seed 000), and the
+whole training path conditional on ``validate.passed`` (seed 001).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from flywheel.pipeline.steps import data_load, eval, features, model_upload, promote, train, validate
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    module: ModuleType
+    # input name → (upstream step, output name)
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def run(self) -> Callable[..., dict[str, str]]:
+        return self.module.run
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({source for source, _ in self.inputs.values()})
+
+
+PIPELINE: tuple[Step, ...] = (
+    Step("validate", validate),
+    Step("features", features, {"passed": ("validate", "passed")}),
+    Step("data_load", data_load, {"labels": ("features", "labels")}),
+    Step("train", train, {"dataset": ("data_load", "dataset")}),
+    Step("eval", eval, {"model_uri": ("train", "model_uri"), "test": ("data_load", "test")}),
+    Step(
+        "model_upload",
+        model_upload.run,
+        {"run_id": ("train", "run_id"), "model_uri": ("train", "model_uri"), "metrics": ("eval", "metrics")},
+    ),
+    Step(
+        "promote",
+        promote.run,
+        {"version": ("model_upload", "version"), "gate_passed": ("model_upload", "gate_passed")},
+    ),
+)
+STEPS = {step.name: step for step in PIPELINE}
+
+# Seed 000's parameter table → config keys; `--param name=value` overrides one per run.
+PARAMETERS = {
+    "label_column": None,  # derived from labels.horizon_days; shown, not settable
+    "time_column": None,
+    "train_ratio": "dataset.train_ratio",
+    "valid_ratio": "dataset.valid_ratio",
+    "horizon_days": "labels.horizon_days",
+    "model_type": "training.model_type",
+    "n_estimators": "training.params.n_estimators",
+    "max_depth": "training.params.max_depth",
+    "tuning": "training.tuning.method",
+    "trials": "training.tuning.trials",
+    "experiment_name": "tracking.experiment",
+    "model_display_name": "registry.model_name",
+}

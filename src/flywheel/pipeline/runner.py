@@ -1,0 +1,204 @@
+"""The in-process runner: executes the DAG in order, records every state change, resumes.
+
+Ctrl-C marks the run and its running step ``CANCELLED``; an exception marks the step ``FAILED``
+(with the error) and every step after it ``SKIPPED``; a step raising ``StepSkipped`` is ``SKIPPED``
+and so is everything downstream of it. ``resume`` reuses the outputs of succeeded steps and runs the
+rest. Only the ``promote`` step moves the champion alias, so a failed or cancelled run never does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.errors import ConfigError, FlywheelError
+from flywheel.pipeline import runs
+from flywheel.pipeline.context import StepContext, StepSkipped
+from flywheel.pipeline.dag import PARAMETERS, PIPELINE, STEPS, Step
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+
+
+def apply_params(config: FlywheelConfig, params: dict[str, Any]) -> FlywheelConfig:
+    """Apply seed-000-style pipeline parameters (``train_ratio=0.8``) to the config."""
+    overrides: dict[str, Any] = {}
+    model_params = dict(config.training.params)
+    for name, value in params.items():
+        if name not in PARAMETERS or PARAMETERS[name] is None:
+            settable = sorted(k for k, v in PARAMETERS.items() if v)
+            raise ConfigError(
+                f"--param {name}: unknown or read-only pipeline parameter; settable: {settable}"
+            )
+        key = PARAMETERS[name]
+        if key.startswith("training.params."):
+            model_params[key.removeprefix("training.params.")] = value
+        else:
+            overrides[key] = value
+    if model_params != config.training.params:
+        overrides["training.params"] = model_params
+    return apply_overrides(config, overrides)
+
+
+def describe_params(config: FlywheelConfig) -> dict[str, str]:
+    values = {"label_column": config.labels.label_column, "time_column": "label_timestamp"}
+    dumped = config.model_dump(mode="json")
+    for name, key in PARAMETERS.items():
+        if key is None:
+            continue
+        node: Any = dumped
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[name] = "" if node is None else str(node)
+    return values
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, store: runs.Store, run_id: str):
+        super().__init__(daemon=True)
+        self.store, self.run_id, self.stopped = store, run_id, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(runs.HEARTBEAT_EVERY):
+            try:
+                self.store.set(self.run_id, heartbeat=time.time())
+            except Exception:  # a missed beat is not worth failing the pipeline for
+                _logger.debug("heartbeat failed", exc_info=True)
+
+
+def run_pipeline(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    params: dict[str, Any] | None = None,
+    resume: str | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+) -> runs.PipelineRecord:
+    """Run the pipeline (or resume ``resume``) and return its final record."""
+    params = params or {}
+    config = apply_params(config, params)
+    store = runs.Store(config, workdir)
+    outputs: dict[str, dict[str, str]] = {}
+    if resume:
+        previous = store.get(resume)
+        if previous.status == runs.RUNNING:
+            raise FlywheelError(f"pipeline run {resume} is still running")
+        run_id = resume
+        step_ids = store.step_runs(run_id)
+        for step in previous.steps:
+            if step.status == runs.SUCCEEDED:
+                outputs[step.name] = step.outputs
+        store.set(
+            run_id,
+            status=runs.RUNNING,
+            heartbeat=time.time(),
+            ended=None,
+            error=None,
+            pid=__import__("os").getpid(),
+            resumed_at=time.time(),
+        )
+        store.client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = store.create(describe_params(config), [s.name for s in PIPELINE])
+        step_ids = store.step_runs(run_id)
+    ctx = StepContext(config, workdir, run_id)
+    heartbeat = _Heartbeat(store, run_id)
+    heartbeat.start()
+    status, error = runs.SUCCEEDED, None
+    try:
+        blocked: set[str] = set()
+        for step in PIPELINE:
+            child = step_ids[step.name]
+            if step.name in outputs:
+                _emit(on_event, step.name, "reused")
+                continue
+            if any(up in blocked for up in step.upstream):
+                store.finish(
+                    child,
+                    runs.SKIPPED,
+                    error=f"upstream {', '.join(sorted(blocked & set(step.upstream)))} did not succeed",
+                )
+                blocked.add(step.name)
+                _emit(on_event, step.name, runs.SKIPPED)
+                continue
+            result = _run_step(store, child, step, ctx, outputs, on_event)
+            if result == runs.SUCCEEDED:
+                continue
+            blocked.add(step.name)
+            if result == runs.FAILED:
+                status, error = runs.FAILED, f"step {step.name} failed"
+    except KeyboardInterrupt:
+        status, error = runs.CANCELLED, "cancelled by the user (Ctrl-C)"
+        for name, child in step_ids.items():
+            if name not in outputs:
+                record = store.client.get_run(child).data.tags.get("flywheel.status")
+                if record in (runs.RUNNING, runs.PENDING):
+                    store.finish(
+                        child, runs.CANCELLED if record == runs.RUNNING else runs.SKIPPED, error=error
+                    )
+        raise
+    finally:
+        heartbeat.stopped.set()
+        store.finish(run_id, status, error=error)
+    return store.get(run_id)
+
+
+def _run_step(
+    store: runs.Store,
+    child: str,
+    step: Step,
+    ctx: StepContext,
+    outputs: dict[str, dict[str, str]],
+    on_event: Callable[[str, str], None] | None,
+) -> str:
+    inputs = {name: outputs[source][output] for name, (source, output) in step.inputs.items()}
+    store.set(child, status=runs.RUNNING, started=time.time(), inputs=json.dumps(inputs))
+    store.client.update_run(child, status="RUNNING")
+    _emit(on_event, step.name, runs.RUNNING)
+    try:
+        result = step.run(ctx, **inputs)
+    except StepSkipped as skipped:
+        store.finish(child, runs.SKIPPED, error=str(skipped))
+        _emit(on_event, step.name, runs.SKIPPED)
+        return runs.SKIPPED
+    except KeyboardInterrupt:
+        store.finish(child, runs.CANCELLED, error="cancelled by the user (Ctrl-C)")
+        _emit(on_event, step.name, runs.CANCELLED)
+        raise
+    except Exception as exc:  # any failure of a step is recorded, not raised
+        message = f"{type(exc).__name__}: {exc}"
+        store.finish(child, runs.FAILED, error=message[:4000], traceback=traceback.format_exc()[-4000:])
+        _emit(on_event, step.name, runs.FAILED)
+        _logger.error("step %s failed: %s", step.name, message)
+        return runs.FAILED
+    outputs[step.name] = result
+    store.finish(child, runs.SUCCEEDED, outputs=json.dumps(result))
+    _emit(on_event, step.name, runs.SUCCEEDED)
+    return runs.SUCCEEDED
+
+
+def run_single_step(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    name: str,
+    inputs: dict[str, str],
+    pipeline_run_id: str | None = None,
+) -> dict[str, str]:
+    """Run one step outside the runner: the contract ``flywheel step`` gives every orchestrator."""
+    if name not in STEPS:
+        raise ConfigError(f"unknown step '{name}'; expected one of {list(STEPS)}")
+    step = STEPS[name]
+    missing = [key for key in step.inputs if key not in inputs]
+    if missing:
+        raise ConfigError(f"step {name} needs input(s) {missing} (--input NAME=VALUE)")
+    return step.run(StepContext(config, workdir, pipeline_run_id), **{k: inputs[k] for k in step.inputs})
+
+
+def _emit(on_event: Callable[[str, str], None] | None, step: str, status: str) -> None:
+    if on_event:
+        on_event(step, status)
