@@ -149,6 +149,15 @@ class RegistryConfig(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
+class PipelineConfig(StrictModel):
+    """How compiled pipelines run on real orchestrators."""
+
+    image: str = Field("flywheel-mlops:latest", description="Container image with flywheel installed.")
+    schedule: str = Field("@weekly", description="Airflow schedule of the training DAG.")
+    retries: int = Field(2, ge=0)
+    workdir: str | None = Field(None, description="Workdir the tasks share (default: this one).")
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -166,6 +175,7 @@ class FlywheelConfig(StrictModel):
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")
     def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:

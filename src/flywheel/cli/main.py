@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features, model
+from flywheel.cli import data, features, model, pipeline
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -29,6 +29,8 @@ app.add_typer(model.model_app, name="model")
 app.add_typer(model.experiments_app, name="experiments")
 app.command("train")(model.train_command)
 app.command("evaluate")(model.evaluate_command)
+app.add_typer(pipeline.app, name="pipeline")
+app.command("step")(pipeline.step_command)
 
 
 def _version(value: bool) -> None:

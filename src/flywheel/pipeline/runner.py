@@ -182,21 +182,42 @@ def _run_step(
     return runs.SUCCEEDED
 
 
+def resolve_inputs(step: Step, explicit: dict[str, str], upstream: list[dict[str, str]]) -> dict[str, str]:
+    """A step's inputs from ``--input name=value`` pairs and upstream outputs (each carrying ``_step``)."""
+    by_step = {outputs.get("_step"): outputs for outputs in upstream}
+    inputs = {}
+    for name, (source, output) in step.inputs.items():
+        if name in explicit:
+            inputs[name] = explicit[name]
+        elif source in by_step and output in by_step[source]:
+            inputs[name] = by_step[source][output]
+    missing = [name for name in step.inputs if name not in inputs]
+    if missing:
+        raise ConfigError(
+            f"step {step.name} needs input(s) {missing}: pass --input NAME=VALUE or the "
+            f"outputs of {sorted({step.inputs[m][0] for m in missing})} with --upstream-json"
+        )
+    return inputs
+
+
 def run_single_step(
     config: FlywheelConfig,
     workdir: Workdir,
     name: str,
-    inputs: dict[str, str],
+    explicit: dict[str, str],
+    upstream: list[dict[str, str]],
     pipeline_run_id: str | None = None,
 ) -> dict[str, str]:
-    """Run one step outside the runner: the contract ``flywheel step`` gives every orchestrator."""
+    """Run one step outside the runner: the contract ``flywheel step`` gives every orchestrator.
+
+    Raises:
+        StepSkipped: the step's condition does not hold (the CLI exits 99, which Airflow reads as skip).
+    """
     if name not in STEPS:
         raise ConfigError(f"unknown step '{name}'; expected one of {list(STEPS)}")
     step = STEPS[name]
-    missing = [key for key in step.inputs if key not in inputs]
-    if missing:
-        raise ConfigError(f"step {name} needs input(s) {missing} (--input NAME=VALUE)")
-    return step.run(StepContext(config, workdir, pipeline_run_id), **{k: inputs[k] for k in step.inputs})
+    inputs = resolve_inputs(step, explicit, upstream)
+    return {"_step": name, **step.run(StepContext(config, workdir, pipeline_run_id), **inputs)}
 
 
 def _emit(on_event: Callable[[str, str], None] | None, step: str, status: str) -> None:

@@ -279,7 +279,7 @@ def evaluate_model(
     threshold: float = 0.5,
     dataset_path: Path | None = None,
 ) -> dict[str, float]:
-    """Metrics of a logged or registered model on a test split (default: the latest dataset), logged as a run."""
+    """Metrics of a logged or registered model on a test split (default: the latest dataset), as a run."""
     import mlflow
 
     data = load_dataset(workdir, dataset_path)
