@@ -2,8 +2,6 @@
 and Airflow. Every task runs ``flywheel step NAME`` in the configured image, against a workdir the
 tasks share, and hands its outputs (JSON with artifact URIs) to the tasks downstream."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from kfp import dsl
@@ -55,15 +53,12 @@ def kfp_pipeline(image: str, workdir: str, config: str, steps: list[str] | None 
     )
     def pipeline() -> None:
         tasks: dict[str, object] = {}
-        first = chosen[0]
-        tasks[first.name] = component(step=first.name, workdir=workdir, config=config)
-        tasks[first.name].set_display_name(first.name)
-        with dsl.If(tasks[first.name].outputs["proceed"] == "true", name="validation-passed"):
-            for step in chosen[1:]:
-                upstream = [tasks[name].outputs["outputs"] for name in step.upstream if name in tasks]
-                kwargs = {f"up{i + 1}": value for i, value in enumerate(upstream)}
-                tasks[step.name] = component(step=step.name, workdir=workdir, config=config, **kwargs)
-                tasks[step.name].set_display_name(step.name)
+        for step in chosen:
+            upstream = [tasks[name].outputs["outputs"] for name in step.upstream if name in tasks]
+            kwargs = {f"up{i + 1}": value for i, value in enumerate(upstream)}
+            tasks[step.name] = component(step=step.name, workdir=workdir, config=config, **kwargs)
+            tasks[step.name].set_display_name(step.name)
+            tasks[step.name].set_caching_options(False)
 
     return pipeline
 

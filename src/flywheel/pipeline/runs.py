@@ -184,16 +184,15 @@ class Store:
         return record
 
     def _stale(self, tags: dict[str, str]) -> bool:
-        beat = _float(tags.get("flywheel.heartbeat")) or 0
-        if time.time() - beat < STALE_AFTER:
-            return False
+        """A run is stale when its runner's process is gone (same host) or its heartbeat is too old."""
         if tags.get("flywheel.host") == socket.gethostname():
             try:
                 os.kill(int(tags.get("flywheel.pid", "0")), 0)
-                return False  # alive but slow to beat: not stale yet
             except (OSError, ValueError):
                 return True
-        return True
+            # the pid is alive, but it may have been reused by another process: trust the heartbeat
+        beat = _float(tags.get("flywheel.heartbeat")) or 0
+        return time.time() - beat > STALE_AFTER
 
     def _mark_stale(self, record: PipelineRecord) -> None:
         reason = "the runner stopped sending heartbeats (process killed?)"
