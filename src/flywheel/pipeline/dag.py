@@ -38,12 +38,12 @@ PIPELINE: tuple[Step, ...] = (
     Step("eval", eval, {"model_uri": ("train", "model_uri"), "test": ("data_load", "test")}),
     Step(
         "model_upload",
-        model_upload.run,
+        model_upload,
         {"run_id": ("train", "run_id"), "model_uri": ("train", "model_uri"), "metrics": ("eval", "metrics")},
     ),
     Step(
         "promote",
-        promote.run,
+        promote,
         {"version": ("model_upload", "version"), "gate_passed": ("model_upload", "gate_passed")},
     ),
 )

@@ -1,0 +1,200 @@
+"""The pipeline: wiring, parameters, a full local run, failure, resume, SIGKILL, KFP and Airflow."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.errors import ConfigError
+from flywheel.pipeline import runs
+from flywheel.pipeline.compile import airflow_dag, compile_kfp
+from flywheel.pipeline.dag import PIPELINE, STEPS
+from flywheel.pipeline.runner import apply_params, run_pipeline
+from flywheel.registry import registry
+from flywheel.workdir import Workdir
+
+EDGES = {
+    ("validate", "features"),
+    ("features", "data_load"),
+    ("data_load", "train"),
+    ("train", "eval"),
+    ("data_load", "eval"),
+    ("eval", "model_upload"),
+    ("train", "model_upload"),
+    ("model_upload", "promote"),
+}
+
+
+@pytest.fixture
+def pipeline_config(training_config: FlywheelConfig) -> FlywheelConfig:
+    return apply_overrides(training_config, {"training.tuning.method": "none"})
+
+
+@pytest.fixture
+def workdir(featured_workdir: Workdir, tmp_path: Path) -> Workdir:
+    shutil.copytree(featured_workdir.root, tmp_path / "wd")
+    return Workdir.at(tmp_path / "wd")
+
+
+def test_wiring_follows_the_seed_dag() -> None:
+    names = [step.name for step in PIPELINE]
+    assert names == ["validate", "features", "data_load", "train", "eval", "model_upload", "promote"]
+    assert {(up, step.name) for step in PIPELINE for up in step.upstream} == EDGES
+    for step in PIPELINE:  # every upstream runs before the step, and every step is a step module
+        assert all(names.index(up) < names.index(step.name) for up in step.upstream)
+        assert step.module.__name__ == f"flywheel.pipeline.steps.{step.name}" and callable(step.run)
+
+
+def test_parameters_override_the_config(pipeline_config: FlywheelConfig) -> None:
+    config = apply_params(pipeline_config, {"train_ratio": 0.8, "n_estimators": 50, "model_type": "xgboost"})
+    assert config.dataset.train_ratio == 0.8
+    assert config.training.params["n_estimators"] == 50
+    assert config.training.model_type == "xgboost"
+    with pytest.raises(ConfigError, match="--param label_column: unknown or read-only"):
+        apply_params(pipeline_config, {"label_column": "x"})
+    with pytest.raises(ConfigError, match="--param nope"):
+        apply_params(pipeline_config, {"nope": 1})
+
+
+def test_a_full_run_registers_a_champion(workdir: Workdir, pipeline_config: FlywheelConfig) -> None:
+    events = []
+    record = run_pipeline(
+        pipeline_config, workdir, on_event=lambda step, status: events.append((step, status))
+    )
+    assert record.status == runs.SUCCEEDED
+    assert [s.status for s in record.steps] == [runs.SUCCEEDED] * len(PIPELINE)
+    assert ("train", runs.RUNNING) in events
+    version = record.steps[-2].outputs["version"]
+    assert record.steps[-1].outputs["promoted"] == "true"
+    assert registry.describe(pipeline_config, workdir, version)["aliases"] == ["challenger", "champion"]
+    listed = runs.Store(pipeline_config, workdir).list()
+    assert listed[0].run_id == record.run_id and listed[0].params["train_ratio"] == "0.7"
+
+
+def test_a_failed_step_skips_the_rest_and_resume_finishes(
+    workdir: Workdir, pipeline_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ctx, dataset):
+        raise RuntimeError("out of memory while training")
+
+    monkeypatch.setattr(STEPS["train"].module, "run", broken)
+    failed = run_pipeline(pipeline_config, workdir)
+    statuses = {s.name: s.status for s in failed.steps}
+    assert failed.status == runs.FAILED
+    assert statuses == {
+        "validate": runs.SUCCEEDED,
+        "features": runs.SUCCEEDED,
+        "data_load": runs.SUCCEEDED,
+        "train": runs.FAILED,
+        "eval": runs.SKIPPED,
+        "model_upload": runs.SKIPPED,
+        "promote": runs.SKIPPED,
+    }
+    assert "out of memory while training" in failed.steps[3].error
+    assert registry.list_versions(pipeline_config, workdir) == []  # nothing registered, no champion
+
+    monkeypatch.undo()
+    started = {s.name: s.started for s in failed.steps}
+    resumed = run_pipeline(pipeline_config, workdir, resume=failed.run_id)
+    assert resumed.run_id == failed.run_id and resumed.status == runs.SUCCEEDED
+    for step in resumed.steps[:3]:  # reused, not rerun
+        assert step.started == started[step.name]
+    assert resumed.steps[-1].outputs["promoted"] == "true"
+
+
+def test_a_killed_runner_shows_as_failed_not_running(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flywheel",
+            "--config",
+            str(config_file),
+            "--workdir",
+            str(workdir.root),
+            "pipeline",
+            "run",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = runs.Store(pipeline_config, workdir)
+    deadline = time.monotonic() + 240
+    run_id = None
+    while time.monotonic() < deadline:
+        records = store.list(1)
+        if records and any(s.name == "train" and s.status == runs.RUNNING for s in records[0].steps):
+            run_id = records[0].run_id
+            break
+        time.sleep(0.5)
+    assert run_id, "the pipeline never reached train"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    record = store.get(run_id)
+    assert record.status == runs.FAILED and "heartbeats" in record.error
+    assert {s.name: s.status for s in record.steps}["train"] == runs.FAILED
+    assert registry.list_versions(pipeline_config, workdir) == []
+
+
+def test_kfp_compile_has_the_dag(tmp_path: Path) -> None:
+    path = compile_kfp(tmp_path / "p.yaml", "registry.example/flywheel:1", "/shared/wd", "configs/churn.yaml")
+    spec = yaml.safe_load(path.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    name_of = {key: task["taskInfo"]["name"] for key, task in tasks.items()}
+    edges = {
+        (name_of[dep], name_of[key]) for key, task in tasks.items() for dep in task.get("dependentTasks", [])
+    }
+    assert set(name_of.values()) == set(STEPS) and edges == EDGES
+    executor = next(iter(spec["deploymentSpec"]["executors"].values()))
+    assert executor["container"]["image"] == "registry.example/flywheel:1"
+    assert "flywheel" in json.dumps(executor["container"])
+
+
+def test_a_compiled_pipeline_runs_under_kfp_local(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    from kfp import local
+
+    from flywheel.pipeline.compile import kfp_pipeline
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root"))
+    pipeline = kfp_pipeline(
+        "unused", str(workdir.root), str(config_file), steps=["validate", "features", "data_load"]
+    )
+    pipeline()
+    outputs = [json.loads(p.read_text()) for p in (tmp_path / "kfp-root").rglob("outputs") if p.is_file()]
+    steps = {o["_step"]: o for o in outputs}
+    assert set(steps) == {"validate", "features", "data_load"}
+    assert Path(steps["data_load"]["dataset"], "train.parquet").exists()
+
+
+def test_airflow_dag_defines_the_tasks_and_edges() -> None:
+    source = airflow_dag("/shared/wd", "configs/churn.yaml", "@weekly", retries=3)
+    tree = ast.parse(source)
+    calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"
+    ]
+    task_ids = {kw.value.value for c in calls for kw in c.keywords if kw.arg == "task_id"}
+    assert task_ids == set(STEPS)
+    shifts = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
+    edges = {(n.left.id.removesuffix("_task"), n.right.id.removesuffix("_task")) for n in shifts}
+    assert edges == EDGES
+    assert "'retries': 3" in source.replace('"', "'") and "schedule='@weekly'" in source
+    assert "flywheel --config configs/churn.yaml --workdir /shared/wd step" in source
