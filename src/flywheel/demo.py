@@ -13,10 +13,11 @@ from typing import Any
 
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
-from flywheel.features import dataset, online
+from flywheel.errors import FlywheelError
+from flywheel.features import online
 from flywheel.features import ops as feature_ops
+from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
-from flywheel.training import train
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -28,14 +29,16 @@ Step = Callable[[str, str], None]
 class DemoSummary:
     steps: list[tuple[str, str]] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
+    pipeline_run_id: str | None = None
+    champion: str | None = None
 
 
 def run(
     config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None
 ) -> DemoSummary:
-    """generate → validate → features, labels, training set → Feast apply, materialize, skew check →
-    train (tuning, baseline) → register (gate) → promote → a new batch → incremental features and
-    materialization → summary."""
+    """generate → validate → features and labels → Feast apply, materialize, skew check → the
+    pipeline (validate → features → data_load → train → eval → model_upload → promote) → a new batch →
+    incremental features and materialization → summary."""
     summary = DemoSummary()
 
     def step(name: str, detail: str) -> None:
@@ -51,30 +54,34 @@ def run(
     report = ops.validate(workdir)
     step("validate", report.summary())
     _features(config, workdir, step)
-    training = dataset.build(config, workdir)
-    splits = ", ".join(f"{name}={s['rows']:,}" for name, s in training.metadata["splits"].items())
-    step("dataset", f"{training.dataset_id} {splits}")
     step("feast apply", ", ".join(online.apply(config, workdir)))
     _materialize(config, workdir, step, incremental=False)
     skew = online.check_skew(config, workdir)
     step("skew check", f"{skew.checked} customers, {len(skew.mismatches)} mismatches")
-    trained = train.train(config, workdir)
-    step(
-        "train",
-        f"{trained.model_type} test ROC-AUC {trained.test_metrics['roc_auc']:.4f} vs baseline "
-        f"{config.training.baseline} {trained.baseline_test_metrics['roc_auc']:.4f} "
-        f"({len(trained.trials)} tuning trials, {trained.tuning_seconds:.1f}s)",
+
+    record = run_pipeline(
+        config,
+        workdir,
+        on_event=lambda name, status: (
+            on_step and status != "RUNNING" and on_step(f"  pipeline step {name}: {status}")
+        ),
     )
-    registration = registry.register(config, workdir, trained.run_id, trained.model_uri)
-    gate = "passed" if registration.gate_passed else "failed"
-    step("register", f"{config.registry.model_name} v{registration.version}, gate {gate}")
-    if registration.gate_passed:
-        decision = registry.promote(config, workdir, registration.version, run_id=trained.run_id)
-        step(
-            "promote",
-            f"v{decision.version} {'is champion' if decision.promoted else 'not promoted'}: "
-            f"{decision.reason}",
+    summary.pipeline_run_id = record.run_id
+    outputs = {s.name: s.outputs for s in record.steps}
+    if record.status != "SUCCEEDED":
+        failed = next((s for s in record.steps if s.status == "FAILED"), None)
+        raise FlywheelError(
+            f"pipeline run {record.run_id} {record.status}: {failed.error if failed else record.error}"
         )
+    train_out, upload, promoted = outputs["train"], outputs["model_upload"], outputs["promote"]
+    step(
+        "pipeline",
+        f"run {record.run_id} SUCCEEDED; {config.training.model_type} test ROC-AUC "
+        f"{float(train_out['test_roc_auc']):.4f} vs baseline {config.training.baseline} "
+        f"{float(train_out['baseline_test_roc_auc']):.4f}; v{upload['version']} gate "
+        f"{'passed' if upload['gate_passed'] == 'true' else 'failed'}; {promoted.get('reason', '')}",
+    )
+    summary.champion = registry.champion_version(config, workdir)
 
     simulated = ops.simulate(config, workdir, batch_id=DEMO_BATCH_ID)
     drift = simulated.record["generator"]["drift"]

@@ -28,4 +28,14 @@ def run_demo() -> None:
             *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
         )
     console.print(table)
+    name = config.registry.model_name
+    console.print(f"champion: {name} v{summary.champion}   pipeline run: {summary.pipeline_run_id}")
+    console.print(
+        f"workdir {workdir.root}: lake/, features/, datasets/, feature_repo/, mlflow.db, mlartifacts/"
+    )
+    console.print(
+        "next: flywheel pipeline monitor --latest | flywheel model list | "
+        f"mlflow ui --backend-store-uri sqlite:///{workdir.mlflow_db} | "
+        f"(cd {workdir.feature_repo} && feast ui)"
+    )
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s")

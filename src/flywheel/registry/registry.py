@@ -63,6 +63,11 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
+def champion_version(config: FlywheelConfig, workdir: Workdir) -> str | None:
+    """The version the ``champion`` alias points at, or None."""
+    return alias_version(_client(config, workdir), config.registry.model_name, CHAMPION)
+
+
 def history(client: Any, name: str) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
