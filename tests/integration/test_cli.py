@@ -32,6 +32,12 @@ COMMANDS = [
     ["model", "describe"],
     ["model", "promote"],
     ["model", "rollback"],
+    ["pipeline"],
+    ["pipeline", "run"],
+    ["pipeline", "list"],
+    ["pipeline", "monitor"],
+    ["pipeline", "compile"],
+    ["step"],
     ["config"],
     ["demo"],
 ]

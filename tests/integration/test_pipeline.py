@@ -198,3 +198,105 @@ def test_airflow_dag_defines_the_tasks_and_edges() -> None:
     assert edges == EDGES
     assert "'retries': 3" in source.replace('"', "'") and "schedule='@weekly'" in source
     assert "flywheel --config configs/churn.yaml --workdir /shared/wd step" in source
+
+
+def _start_cli_run(config: FlywheelConfig, workdir: Workdir, tmp_path: Path) -> subprocess.Popen:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flywheel",
+            "--config",
+            str(config_file),
+            "--workdir",
+            str(workdir.root),
+            "pipeline",
+            "run",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_for_step(store: runs.Store, name: str) -> str:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        records = store.list(1)
+        if records and any(s.name == name and s.status == runs.RUNNING for s in records[0].steps):
+            return records[0].run_id
+        time.sleep(0.3)
+    raise AssertionError(f"the pipeline never reached {name}")
+
+
+def test_ctrl_c_cancels_the_run(workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path) -> None:
+    process = _start_cli_run(pipeline_config, workdir, tmp_path)
+    store = runs.Store(pipeline_config, workdir)
+    run_id = _wait_for_step(store, "train")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) != 0
+    record = store.get(run_id)
+    statuses = {s.name: s.status for s in record.steps}
+    assert record.status == runs.CANCELLED
+    assert statuses["train"] == runs.CANCELLED and statuses["promote"] == runs.SKIPPED
+    assert registry.champion_version(pipeline_config, workdir) is None
+
+
+def test_step_command_is_the_orchestrator_contract(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
+    base = [
+        sys.executable,
+        "-m",
+        "flywheel",
+        "--config",
+        str(config_file),
+        "--workdir",
+        str(workdir.root),
+        "step",
+    ]
+    validated = subprocess.run([*base, "validate"], capture_output=True, text=True, timeout=300)
+    assert validated.returncode == 0, validated.stderr
+    outputs = json.loads(validated.stdout.strip().splitlines()[-1])
+    assert outputs["_step"] == "validate" and outputs["passed"] == "true"
+    skipped = subprocess.run(
+        [*base, "features", "--input", "passed=false"], capture_output=True, text=True, timeout=300
+    )
+    assert skipped.returncode == 99 and "skipped" in skipped.stderr
+    missing = subprocess.run([*base, "train"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "needs input(s) ['dataset']" in missing.stderr
+
+
+def test_monitor_shows_a_finished_run(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        STEPS["data_load"].module, "run", lambda ctx, labels: (_ for _ in ()).throw(OSError("disk full"))
+    )
+    record = run_pipeline(pipeline_config, workdir)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flywheel",
+            "--config",
+            str(config_file),
+            "--workdir",
+            str(workdir.root),
+            "pipeline",
+            "monitor",
+            "--latest",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 1  # the run failed
+    assert record.run_id in shown.stdout and "FAILED" in shown.stdout and "OSError: disk full" in shown.stdout
