@@ -27,6 +27,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's config or workdir by accident."""
     monkeypatch.delenv("FLYWHEEL_CONFIG", raising=False)
     monkeypatch.delenv("FLYWHEEL_WORKDIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flywheel.errors import ConfigError
 
@@ -132,6 +132,11 @@ class TrainingConfig(StrictModel):
 class TrackingConfig(StrictModel):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
     experiment: str = "churn"
+
+    @field_validator("uri")
+    @classmethod
+    def _empty_means_default(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class GatesConfig(StrictModel):
