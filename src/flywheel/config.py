@@ -163,6 +163,31 @@ class PipelineConfig(StrictModel):
     workdir: str | None = Field(None, description="Workdir the tasks share (default: this one).")
 
 
+class ServingConfig(StrictModel):
+    """The online prediction service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    risk_bands: dict[str, float] = Field(
+        default_factory=lambda: {"low": 0.0, "medium": 0.4, "high": 0.7},
+        description="Band name → lowest churn probability in it.",
+    )
+    poll_seconds: float = Field(10.0, gt=0, description="How often the champion alias is checked.")
+    admin_token: str | None = Field(None, description="Bearer token of /v1/admin/*; unset: admin disabled.")
+    max_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    cold_start: bool = Field(
+        False, description="Score unknown customers from default features instead of 404."
+    )
+    log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_token_means_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -181,6 +206,7 @@ class FlywheelConfig(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:

@@ -77,6 +77,10 @@ class ChurnModel(ABC):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return np.clip(np.asarray(self._predict(self._frame(X)), dtype=float), 0.0, 1.0)
 
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Probabilities for feature dicts (the serving path); equal to ``predict_proba`` on a frame."""
+        return self.predict_proba(pd.DataFrame.from_records(records, columns=self.features))
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {
@@ -159,6 +163,25 @@ class LightGBMModel(ChurnModel):
 
     def _predict(self, X):
         return self.booster_.predict(X, num_iteration=self.booster_.best_iteration or None)
+
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The fast path: a float matrix (categories as their level codes, NaN when unknown) straight
+        into the booster, which is what LightGBM does with the pandas categoricals of ``_frame``."""
+        if not hasattr(self, "_codes"):
+            self._codes = {
+                c: {level: float(i) for i, level in enumerate(self.levels_[c])} for c in self.categorical
+            }
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float64)
+        for i, record in enumerate(records):
+            for j, name in enumerate(self.features):
+                value = record.get(name)
+                if name in self._codes:
+                    matrix[i, j] = self._codes[name].get(value, np.nan) if value is not None else np.nan
+                else:
+                    matrix[i, j] = np.nan if value is None else value
+        return np.clip(
+            self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None), 0.0, 1.0
+        )
 
     def _save(self, folder):
         self.booster_.save_model(

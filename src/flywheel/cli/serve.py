@@ -1,0 +1,56 @@
+"""``flywheel serve`` (the prediction service) and ``flywheel predict batch`` (offline scoring)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flywheel.cli.context import STATE, console, progress
+
+predict_app = typer.Typer(help="Offline scoring with the champion.", no_args_is_help=True)
+
+
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default serving.host).", show_default=False)
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serving.port).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.", show_default=False)] = None,
+) -> None:
+    """Serve churn predictions over HTTP (FastAPI on uvicorn) from the champion and the online store."""
+    import uvicorn
+
+    config = STATE.config(**{"serving.host": host, "serving.port": port, "serving.workers": workers})
+    workdir = STATE.workdir_for(config)
+    # worker processes rebuild the app from the environment (uvicorn imports the factory by name)
+    os.environ["FLYWHEEL_WORKDIR"] = str(workdir.root)
+    if STATE.config_path:
+        os.environ["FLYWHEEL_CONFIG"] = str(STATE.config_path)
+    for key, value in STATE.overrides.items():
+        os.environ[f"FLYWHEEL_SET__{key}"] = str(value)
+    console.print(f"serving on http://{config.serving.host}:{config.serving.port} (docs at /docs)")
+    uvicorn.run(
+        "flywheel.serving.factory:app",
+        factory=True,
+        host=config.serving.host,
+        port=config.serving.port,
+        workers=config.serving.workers,
+        log_level="warning",
+    )
+
+
+@predict_app.command("batch")
+def predict_batch(
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+) -> None:
+    """Score every customer's latest offline snapshot with the champion (vectorized)."""
+    from flywheel.serving.batch import score_latest
+
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    with progress("batch scoring"):
+        result = score_latest(config, workdir, out)
+    console.print(f"scored {result.rows:,} customers with v{result.version} in {result.seconds:.1f}s → {out}")

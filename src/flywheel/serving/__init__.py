@@ -1,0 +1,1 @@
+"""Online serving: the FastAPI prediction service, its champion loader, online features and the log."""

@@ -1,0 +1,49 @@
+"""The served model: the version behind the ``champion`` alias, loaded from its MLflow artifacts.
+
+The service scores with the model's own fast path (``predict_records``), which is tested to give
+the same probabilities as the logged MLflow pyfunc.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flywheel.config import FlywheelConfig
+from flywheel.registry import registry
+from flywheel.training.models import ChurnModel
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    model: ChurnModel
+    loaded_at: datetime
+
+    @property
+    def features(self) -> list[str]:
+        return self.model.features
+
+    def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
+        return self.model.predict_records(records)
+
+
+def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> LoadedModel:
+    """Download a registered version's artifacts, load it, and check it with a smoke prediction."""
+    import mlflow
+
+    registry.champion_version(config, workdir)  # points MLflow at the configured store
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{config.registry.model_name}/{version}"))
+    model = ChurnModel.load(folder / "artifacts" / "churn_model")
+    probe = model.predict_records([{}])  # all features missing: must still give a probability
+    if probe.shape != (1,) or not np.isfinite(probe[0]):
+        raise ValueError(f"version {version} failed its smoke prediction: {probe}")
+    return LoadedModel(version, model, datetime.now(UTC))

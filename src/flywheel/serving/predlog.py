@@ -1,0 +1,92 @@
+"""The prediction log: every served prediction, appended by a background writer to SQLite (WAL).
+
+Requests only put a tuple on a queue; the writer thread inserts in batches every
+``flush_seconds`` and on ``close``. SQLite's WAL journal keeps the file consistent if the process
+is killed; at most the last flush interval of predictions is then missing.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    predicted_at TEXT NOT NULL,
+    customer_id INTEGER,
+    model_version TEXT NOT NULL,
+    churn_probability REAL NOT NULL,
+    features TEXT NOT NULL,
+    endpoint TEXT NOT NULL
+)
+"""
+
+
+class PredictionLog:
+    def __init__(self, path: Path, flush_seconds: float = 0.5):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.flush_seconds = path, flush_seconds
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        with sqlite3.connect(path) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(SCHEMA)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(
+        self,
+        request_id: str,
+        predicted_at: str,
+        customer_id: int | None,
+        model_version: str,
+        probability: float,
+        features: dict[str, Any],
+        endpoint: str,
+    ) -> None:
+        self._queue.put(
+            (
+                request_id,
+                predicted_at,
+                customer_id,
+                model_version,
+                probability,
+                json.dumps(features, default=str),
+                endpoint,
+            )
+        )
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        con = sqlite3.connect(self.path)
+        con.execute("PRAGMA synchronous=NORMAL")
+        stopping = False
+        while not stopping:
+            batch = []
+            try:
+                item = self._queue.get(timeout=self.flush_seconds)
+                while True:
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if batch:
+                with con:
+                    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+        con.close()
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as con:
+        con.row_factory = sqlite3.Row
+        return [dict(row) for row in con.execute("SELECT * FROM predictions ORDER BY rowid")]
