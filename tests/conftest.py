@@ -92,3 +92,22 @@ def trained(
     shutil.copytree(featured_workdir.root, target)
     workdir = Workdir.at(target)
     return workdir, train.train(training_config, workdir)
+
+
+@pytest.fixture(scope="session")
+def served_workdir(
+    trained, training_config: FlywheelConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Workdir:
+    """The trained workdir with its candidate registered and promoted, and the online store filled."""
+    from flywheel.features import online
+    from flywheel.registry import registry
+
+    source, result = trained
+    target = tmp_path_factory.mktemp("served") / "wd"
+    shutil.copytree(source.root, target)
+    workdir = Workdir.at(target)
+    online.apply(training_config, workdir)
+    online.materialize(training_config, workdir)
+    registry.register(training_config, workdir, result.run_id, result.model_uri)
+    registry.promote(training_config, workdir)
+    return workdir

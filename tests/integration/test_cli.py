@@ -38,6 +38,8 @@ COMMANDS = [
     ["pipeline", "monitor"],
     ["pipeline", "compile"],
     ["step"],
+    ["serve"],
+    ["predict", "batch"],
     ["config"],
     ["demo"],
 ]

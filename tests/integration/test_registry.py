@@ -94,3 +94,18 @@ def test_a_better_challenger_is_promoted(workdir: Workdir, training_config: Flyw
     decision = registry.promote(training_config, workdir, strong_version)
     assert decision.promoted and decision.comparison["ci_low"] > 0
     assert CHAMPION in _aliases(training_config, workdir)[strong_version]
+
+
+def test_runs_and_artifacts_stay_in_the_workdir(
+    trained, training_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """Regression: runs once went to MLflow's Default experiment with artifacts in ./mlruns."""
+    import mlflow
+
+    workdir, result = trained
+    run = mlflow.MlflowClient(f"sqlite:///{workdir.mlflow_db}").get_run(result.run_id)
+    experiment = mlflow.MlflowClient(f"sqlite:///{workdir.mlflow_db}").get_experiment(run.info.experiment_id)
+    assert experiment.name == training_config.tracking.experiment
+    assert experiment.artifact_location.startswith(workdir.artifacts.as_uri())
+    assert run.info.artifact_uri.startswith(workdir.artifacts.as_uri())
+    assert train.best_runs(training_config, workdir)[0]["run_id"] == result.run_id

@@ -7,6 +7,7 @@ the same probabilities as the logged MLflow pyfunc.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,14 @@ def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> Load
     import mlflow
 
     registry.champion_version(config, workdir)  # points MLflow at the configured store
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{config.registry.model_name}/{version}"))
+    cache = workdir.root / ".model_cache" / version
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{config.registry.model_name}/{version}", dst_path=str(cache)
+        )
+    )
     model = ChurnModel.load(folder / "artifacts" / "churn_model")
     probe = model.predict_records([{}])  # all features missing: must still give a probability
     if probe.shape != (1,) or not np.isfinite(probe[0]):

@@ -29,10 +29,13 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = workdir.artifacts.as_uri() if config.tracking.uri is None else None
-    return mlflow.create_experiment(config.tracking.experiment, artifact_location=location)
+    if experiment is None:
+        location = workdir.artifacts.as_uri() if config.tracking.uri is None else None
+        experiment_id = mlflow.create_experiment(config.tracking.experiment, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
+    return experiment_id
 
 
 def git_commit() -> str | None:

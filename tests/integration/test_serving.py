@@ -1,0 +1,271 @@
+"""The prediction service on a real uvicorn on 127.0.0.1: endpoints, bad input, parity with the MLflow
+model, hot swap, a broken version, admin auth, and the prediction log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.features import snapshots
+from flywheel.registry import registry
+from flywheel.serving.champion import load_version
+from flywheel.serving.predlog import read_log
+from flywheel.training.train import log_model
+from flywheel.workdir import Workdir
+from tests.servers import free_port
+
+TOKEN = "test-token"
+
+
+def call(
+    base: str,
+    method: str,
+    path: str,
+    body: object | None = None,
+    headers: dict | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict | str]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@contextmanager
+def service(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    config_file = tmp_path / "serve.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flywheel",
+            "--config",
+            str(config_file),
+            "--workdir",
+            str(workdir.root),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call(base, "GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"service did not become ready: {process.stderr.read() if process.poll() else ''}"
+                )
+            time.sleep(0.3)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+@pytest.fixture
+def workdir(served_workdir: Workdir, tmp_path: Path) -> Workdir:
+    shutil.copytree(served_workdir.root, tmp_path / "wd")
+    return Workdir.at(tmp_path / "wd")
+
+
+@pytest.fixture
+def config(training_config: FlywheelConfig) -> FlywheelConfig:
+    return apply_overrides(
+        training_config,
+        {"serving.admin_token": TOKEN, "serving.poll_seconds": 3600, "serving.max_batch": 600},
+    )
+
+
+def active_customers(workdir: Workdir, n: int) -> list[int]:
+    latest = pq.read_table(snapshots.snapshot_files(workdir)[-1])
+    return latest.column("customer_id").to_pylist()[:n]
+
+
+def test_endpoints_and_bad_input(workdir: Workdir, config: FlywheelConfig, tmp_path: Path) -> None:
+    customer = active_customers(workdir, 1)[0]
+    with service(workdir, config, tmp_path) as (base, _):
+        status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
+        assert status == 200 and 0 <= body["churn_probability"] <= 1 and body["model_version"] == "1"
+        assert body["risk_band"] in config.serving.risk_bands and len(body["request_id"]) == 32
+        assert "features" not in body
+        status, body = call(base, "POST", "/v1/predict?explain=features", {"customer_id": customer})
+        assert status == 200 and body["features"]["orders_365d"] >= 1
+        status, body = call(base, "POST", "/v1/predict/batch", {"customer_ids": [customer, 10**9]})
+        assert status == 200 and len(body["predictions"]) == 1 and body["not_found"] == [10**9]
+        features = call(base, "POST", "/v1/predict?explain=features", {"customer_id": customer})[1][
+            "features"
+        ]
+        status, body = call(base, "POST", "/v1/score", {"features": features})
+        assert status == 200 and "customer_id" not in body and 0 <= body["churn_probability"] <= 1
+        assert call(base, "GET", "/v1/model")[1]["version"] == "1"
+        assert call(base, "GET", "/health") == (200, {"status": "ok"})
+        status, metrics = call(base, "GET", "/metrics")
+        assert status == 200 and 'flywheel_model_info{version="1"} 1.0' in metrics
+        assert 'flywheel_requests_total{endpoint="/v1/predict",status="200"}' in metrics
+        assert "flywheel_churn_probability_bucket" in metrics
+        openapi = call(base, "GET", "/openapi.json")[1]
+        assert {
+            "/v1/predict",
+            "/v1/predict/batch",
+            "/v1/score",
+            "/v1/model",
+            "/health",
+            "/ready",
+            "/metrics",
+            "/v1/admin/reload",
+        } <= set(openapi["paths"])
+
+        # bad input: status codes and messages that name the problem, never a 500
+        status, body = call(base, "POST", "/v1/predict", {"customer_id": 10**9})
+        assert status == 404 and f"customer {10**9} has no online features" in body["detail"]
+        status, body = call(base, "POST", "/v1/predict", {"customer": 1})
+        assert status == 422 and {p["field"] for p in body["detail"]} == {"customer_id", "customer"}
+        status, body = call(base, "POST", "/v1/predict", raw=b"{not json")
+        assert status == 422
+        status, body = call(base, "POST", "/v1/predict", {"customer_id": "abc"})
+        assert status == 422 and body["detail"][0]["field"] == "customer_id"
+        status, body = call(base, "POST", "/v1/predict/batch", {"customer_ids": list(range(601))})
+        assert status == 413 and "exceed the batch limit of 600" in body["detail"]
+        status, body = call(
+            base, "POST", "/v1/predict/batch", raw=b'{"customer_ids": [' + b"1," * 12_000 + b"1]}"
+        )
+        assert status == 413
+        status, body = call(base, "POST", "/v1/score", {"features": {"orders_30d": 1}})
+        assert status == 422 and any(p["field"] == "features.orders_90d" for p in body["detail"])
+        bad = {**features, "orders_30d": "many"}
+        status, body = call(base, "POST", "/v1/score", {"features": bad})
+        assert status == 422 and body["detail"][0]["field"] == "features.orders_30d"
+        assert call(base, "POST", "/v1/admin/reload")[0] == 401
+        assert call(base, "POST", "/v1/admin/reload", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_served_probabilities_equal_the_mlflow_model(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    customers = active_customers(workdir, 500)
+    with service(workdir, config, tmp_path) as (base, _):
+        status, body = call(base, "POST", "/v1/predict/batch?explain=features", {"customer_ids": customers})
+    assert status == 200 and len(body["predictions"]) == len(customers)
+    registry.champion_version(config, workdir)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
+    frame = pd.DataFrame([p["features"] for p in body["predictions"]])
+    expected = np.asarray(pyfunc.predict(frame))
+    served = np.array([p["churn_probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-12)
+
+
+def test_hot_swap_under_traffic_and_a_broken_version(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    customers = active_customers(workdir, 50)
+    client_config = config
+    failures, served_versions, stop = [], set(), threading.Event()
+    with service(workdir, config, tmp_path) as (base, _):
+
+        def traffic() -> None:
+            while not stop.is_set():
+                for customer in customers:
+                    status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
+                    if status != 200:
+                        failures.append((status, body))
+                    else:
+                        served_versions.add(body["model_version"])
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        # a second version of the same model, promoted by hand, swapped in during traffic
+        run_id = mlflow.MlflowClient().get_model_version(config.registry.model_name, "1").run_id
+        source = mlflow.MlflowClient().get_model_version(config.registry.model_name, "1").source
+        second = registry.register(client_config, workdir, run_id, source).version
+        assert registry.promote(client_config, workdir, second, force=True).promoted
+        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and body["changed"] and body["version"] == second
+        time.sleep(1)
+
+        # a third version whose files are broken: the service keeps serving the second
+        X = pd.DataFrame(
+            [call(base, "POST", "/v1/predict?explain=features", {"customer_id": customers[0]})[1]["features"]]
+        )
+        with mlflow.start_run():
+            uri = log_model(load_version(config, workdir, "1").model, X)
+        third = str(mlflow.register_model(uri, config.registry.model_name).version)
+        location = mlflow.MlflowClient().get_model_version_download_uri(config.registry.model_name, third)
+        (Path(urlparse(location).path) / "artifacts" / "churn_model" / "spec.json").write_text("{broken")
+        registry.move_alias(mlflow.MlflowClient(), config.registry.model_name, "champion", third, "test")
+        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and not body["changed"] and body["version"] == second
+        assert f"version {third} failed to load" in body["last_error"]
+        ready = call(base, "GET", "/ready")
+        assert ready[0] == 200 and "failed to load" in ready[1]["warning"]
+        assert "flywheel_model_reload_failures_total 1.0" in call(base, "GET", "/metrics")[1]
+        stop.set()
+        worker.join()
+    assert failures == []
+    assert served_versions == {"1", second}
+
+
+def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    customers = active_customers(workdir, 200)
+    acknowledged = []
+    with service(workdir, config, tmp_path) as (base, process):
+        for customer in customers:
+            status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
+            assert status == 200
+            acknowledged.append(body["request_id"])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (
+            0,
+            -signal.SIGTERM,
+        )  # uvicorn re-raises SIGTERM after a graceful stop
+    logged = read_log(workdir.predictions / "predictions.db")
+    assert {row["request_id"] for row in logged} >= set(acknowledged)
+    row = next(r for r in logged if r["request_id"] == acknowledged[0])
+    assert row["customer_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
+    assert os.path.getsize(workdir.predictions / "predictions.db") > 0
