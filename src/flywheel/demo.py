@@ -31,6 +31,7 @@ class DemoSummary:
     batches: list[dict[str, Any]] = field(default_factory=list)
     pipeline_run_id: str | None = None
     champion: str | None = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run(
@@ -89,8 +90,55 @@ def run(
     step("new batch", f"{simulated.batch_id} drift={drift} {_rows(simulated)}{again}")
     _features(config, workdir, step)
     _materialize(config, workdir, step, incremental=True)
+    summary.predictions = _serve_briefly(config, workdir)
+    step("serve", f"started the service, {len(summary.predictions)} predictions answered, stopped")
     summary.batches = ops.status(workdir)
     return summary
+
+
+def _serve_briefly(config: FlywheelConfig, workdir: Workdir, customers: int = 5) -> list[dict[str, Any]]:
+    """Start uvicorn with the service on a free loopback port, ask for a few predictions, stop it."""
+    import json
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    import pyarrow.parquet as pq
+    import uvicorn
+
+    from flywheel.features.snapshots import snapshot_files
+    from flywheel.serving.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, workdir), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise FlywheelError("the prediction service did not start")
+            time.sleep(0.1)
+        ids = pq.read_table(snapshot_files(workdir)[-1]).column("customer_id").to_pylist()[:customers]
+        answers = []
+        for customer in ids:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/predict",
+                data=json.dumps({"customer_id": customer}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers.append(json.loads(response.read()))
+        return answers
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _features(config: FlywheelConfig, workdir: Workdir, step: Step) -> None:

@@ -28,13 +28,26 @@ def run_demo() -> None:
             *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
         )
     console.print(table)
+    answers = Table(
+        "customer_id", "churn_probability", "risk_band", "model_version", title="POST /v1/predict"
+    )
+    for answer in summary.predictions:
+        answers.add_row(
+            str(answer["customer_id"]),
+            f"{answer['churn_probability']:.3f}",
+            answer["risk_band"],
+            answer["model_version"],
+        )
+    console.print(answers)
     name = config.registry.model_name
     console.print(f"champion: {name} v{summary.champion}   pipeline run: {summary.pipeline_run_id}")
     console.print(
         f"workdir {workdir.root}: lake/, features/, datasets/, feature_repo/, mlflow.db, mlartifacts/"
     )
     console.print(
-        "next: flywheel pipeline monitor --latest | flywheel model list | "
+        "next: flywheel serve  →  curl -X POST localhost:8000/v1/predict -H 'content-type: application/json' "
+        f"-d '{{\"customer_id\": {summary.predictions[0]['customer_id'] if summary.predictions else 1}}}' | "
+        "flywheel pipeline monitor --latest | flywheel model list | "
         f"mlflow ui --backend-store-uri sqlite:///{workdir.mlflow_db} | "
         f"(cd {workdir.feature_repo} && feast ui)"
     )
