@@ -47,7 +47,8 @@ class PromotionDecision:
     comparison: dict[str, float] | None = None
 
 
-def _client(config: FlywheelConfig, workdir: Workdir):
+def mlflow_client(config: FlywheelConfig, workdir: Workdir):
+    """An MLflow client on the configured tracking store and registry."""
     from mlflow import MlflowClient
 
     tracking.setup(config, workdir)
@@ -65,7 +66,7 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
 
 def champion_version(config: FlywheelConfig, workdir: Workdir) -> str | None:
     """The version the ``champion`` alias points at, or None."""
-    return alias_version(_client(config, workdir), config.registry.model_name, CHAMPION)
+    return alias_version(mlflow_client(config, workdir), config.registry.model_name, CHAMPION)
 
 
 def history(client: Any, name: str) -> list[dict[str, Any]]:
@@ -104,7 +105,7 @@ def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: s
     becomes the ``challenger``."""
     import mlflow
 
-    client = _client(config, workdir)
+    client = mlflow_client(config, workdir)
     name = config.registry.model_name
     run = client.get_run(run_id)
     metrics = {
@@ -173,7 +174,7 @@ def promote(
     least ``min_delta`` ROC-AUC with the bootstrap interval above zero. ``force`` skips the comparison
     (never the gate).
     """
-    client = _client(config, workdir)
+    client = mlflow_client(config, workdir)
     name = config.registry.model_name
     version = version or alias_version(client, name, CHALLENGER)
     if version is None:
@@ -202,7 +203,7 @@ def promote(
 
 def rollback(config: FlywheelConfig, workdir: Workdir, reason: str = "rollback") -> tuple[str, str]:
     """Move ``champion`` back to the version it pointed at before its last move."""
-    client = _client(config, workdir)
+    client = mlflow_client(config, workdir)
     name = config.registry.model_name
     current = alias_version(client, name, CHAMPION)
     moves = [m for m in history(client, name) if m["alias"] == CHAMPION and m["to"] == current]
@@ -223,7 +224,7 @@ def _version_exists(client: Any, name: str, version: str) -> None:
 
 
 def list_versions(config: FlywheelConfig, workdir: Workdir) -> list[dict[str, Any]]:
-    client = _client(config, workdir)
+    client = mlflow_client(config, workdir)
     name = config.registry.model_name
     from mlflow.exceptions import MlflowException
 
@@ -249,7 +250,7 @@ def list_versions(config: FlywheelConfig, workdir: Workdir) -> list[dict[str, An
 
 
 def describe(config: FlywheelConfig, workdir: Workdir, version: str) -> dict[str, Any]:
-    client = _client(config, workdir)
+    client = mlflow_client(config, workdir)
     name = config.registry.model_name
     _version_exists(client, name, version)
     v = client.get_model_version(name, version)

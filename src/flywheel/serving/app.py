@@ -91,6 +91,7 @@ class State:
     model: LoadedModel | None = None
     online: OnlineFeatures | None = None
     log: PredictionLog | None = None
+    client: Any = None  # one MLflow client for the poller: building one costs a tracking-store setup
     last_error: str | None = None
     bands: list[tuple[float, str]] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +143,11 @@ async def check_champion(state: State, metrics: Metrics) -> bool:
     """Load the champion if its alias moved; returns whether the served model changed."""
     loop = asyncio.get_running_loop()
     try:
-        version = await loop.run_in_executor(None, registry.champion_version, state.config, state.workdir)
+        if state.client is None:
+            state.client = await loop.run_in_executor(None, registry.mlflow_client, state.config, state.workdir)
+        version = await loop.run_in_executor(
+            None, registry.alias_version, state.client, state.config.registry.model_name, registry.CHAMPION
+        )
     except Exception as error:  # the registry is unreachable: keep serving what we have
         state.last_error = f"registry unreachable: {error}"
         return False
@@ -201,23 +206,47 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     )
     app.state.flywheel = state
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > config.serving.max_body_bytes:
-            metrics.requests.labels(request.url.path, "413").inc()
-            return JSONResponse(
-                {"detail": f"body of {length} bytes exceeds {config.serving.max_body_bytes}"}, status_code=413
-            )
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # never a stack trace to the client
-            _logger.exception("unhandled error on %s", request.url.path)
-            response = JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
-        metrics.latency.labels(request.url.path).observe(time.perf_counter() - started)
-        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
+    class Observe:
+        """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs more than the whole prediction):
+        rejects oversized bodies with 413, times requests, counts them by endpoint and status."""
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            path = scope["path"]
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+            if length.isdigit() and int(length) > config.serving.max_body_bytes:
+                metrics.requests.labels(path, "413").inc()
+                response = JSONResponse(
+                    {"detail": f"body of {int(length)} bytes exceeds {config.serving.max_body_bytes}"},
+                    status_code=413,
+                )
+                await response(scope, receive, send)
+                return
+            status = [500]
+
+            async def sending(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            started = time.perf_counter()
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                metrics.latency.labels(path).observe(time.perf_counter() - started)
+                metrics.requests.labels(path, str(status[0])).inc()
+
+    app.add_middleware(Observe)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:  # never a stack trace
+        _logger.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -246,7 +275,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         missing: list[bool],
         explain: bool,
         endpoint: str,
-    ) -> list[Prediction]:
+    ) -> list[dict[str, Any]]:
         probabilities = model.predict(rows)
         now = datetime.now(UTC).isoformat()
         out = []
@@ -255,17 +284,19 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             value = float(p)
             metrics.probability.observe(value)
             state.log.append(request_id, now, customer, model.version, value, row, endpoint)
-            out.append(
-                Prediction(
-                    customer_id=customer,
-                    churn_probability=value,
-                    risk_band=_band(state, value),
-                    model_version=model.version,
-                    request_id=request_id,
-                    features_missing=gone,
-                    features=row if explain else None,
-                )
-            )
+            answer = {
+                "customer_id": customer,
+                "churn_probability": value,
+                "risk_band": _band(state, value),
+                "model_version": model.version,
+                "request_id": request_id,
+                "features_missing": gone,
+            }
+            if explain:
+                answer["features"] = row
+            if customer is None:
+                del answer["customer_id"]
+            out.append(answer)
         return out
 
     def lookup(ids: list[int], model: LoadedModel) -> tuple[list[dict[str, Any] | None], list[bool]]:
@@ -290,7 +321,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             503: {"description": "No model or online store"},
         },
     )
-    async def predict(body: PredictRequest, model: Served, explain: Explain = None) -> Prediction:
+    async def predict(body: PredictRequest, model: Served, explain: Explain = None) -> JSONResponse:
         """Churn probability of one customer, from their online features."""
         rows, missing = lookup([body.customer_id], model)
         if rows[0] is None:
@@ -299,7 +330,9 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
                 f"customer {body.customer_id} has no online features "
                 "(unknown, or not active within the feature TTL)",
             )
-        return respond(model, [body.customer_id], rows, missing, explain == "features", "predict")[0]
+        return JSONResponse(
+            respond(model, [body.customer_id], rows, missing, explain == "features", "predict")[0]
+        )
 
     @app.post(
         "/v1/predict/batch",
@@ -307,7 +340,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         response_model_exclude_none=True,
         responses={413: {"description": "More ids than serving.max_batch"}},
     )
-    async def predict_batch(body: BatchRequest, model: Served, explain: Explain = None) -> BatchPrediction:
+    async def predict_batch(body: BatchRequest, model: Served, explain: Explain = None) -> JSONResponse:
         """Churn probabilities of many customers in one call (unknown ones are listed in not_found)."""
         if len(body.customer_ids) > config.serving.max_batch:
             raise HTTPException(
@@ -327,13 +360,11 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             if found
             else []
         )
-        return BatchPrediction(
-            predictions=predictions,
-            not_found=[c for c, row in zip(body.customer_ids, rows, strict=True) if row is None],
-        )
+        not_found = [c for c, row in zip(body.customer_ids, rows, strict=True) if row is None]
+        return JSONResponse({"predictions": predictions, "not_found": not_found})
 
     @app.post("/v1/score", response_model=Prediction, response_model_exclude_none=True)
-    async def score(body: ScoreRequest, model: Served) -> Prediction:
+    async def score(body: ScoreRequest, model: Served) -> JSONResponse:
         """Churn probability from a full feature vector the client already holds."""
         absent = [name for name in model.features if name not in body.features]
         unknown = [name for name in body.features if name not in model.features]
@@ -348,7 +379,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
                 raise HTTPException(
                     422, [{"field": f"features.{name}", "message": "expected a number or null"}]
                 )
-        return respond(model, [None], [body.features], [False], False, "score")[0]
+        return JSONResponse(respond(model, [None], [body.features], [False], False, "score")[0])
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
