@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from flywheel.config import FlywheelConfig, apply_overrides
-from flywheel.features import snapshots
+from flywheel.features import online, snapshots
 from flywheel.registry import registry
 from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
@@ -191,6 +191,10 @@ def test_served_probabilities_equal_the_mlflow_model(
     with service(workdir, config, tmp_path) as (base, _):
         status, body = call(base, "POST", "/v1/predict/batch?explain=features", {"customer_ids": customers})
     assert status == 200 and len(body["predictions"]) == len(customers)
+    # the service's own reading of the online store equals Feast's SDK reading
+    sdk = {row["customer_id"]: row["features"] for row in online.get(config, workdir, customers)}
+    for prediction in body["predictions"]:
+        assert prediction["features"] == sdk[prediction["customer_id"]]
     registry.champion_version(config, workdir)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
     frame = pd.DataFrame([p["features"] for p in body["predictions"]])

@@ -20,9 +20,8 @@ class OnlineFeatures:
     def __init__(self, config: FlywheelConfig, workdir: Workdir):
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
 
-        self._entity_key, self._value, self._to_python = EntityKey, Value, feast_value_type_to_python_type
+        self._entity_key, self._value = EntityKey, Value
         self.store = repo.feature_store(workdir)
         self.view = self.store.get_feature_view(FEATURES_TABLE)
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
@@ -49,11 +48,17 @@ class OnlineFeatures:
             ):
                 result.append(None)
                 continue
-            result.append(
-                {name: self._to_python(values[name]) if name in values else None for name in self.names}
-            )
+            result.append({name: _scalar(values.get(name)) for name in self.names})
         return result
 
     def ping(self) -> None:
         """Raise if the online store cannot be read."""
         self.read([0])
+
+
+def _scalar(value: Any) -> Any:
+    """A Feast ``Value`` proto as a Python scalar; Feast's own converter costs ~10 µs a value."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(value, kind)
