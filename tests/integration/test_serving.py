@@ -273,3 +273,22 @@ def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
     row = next(r for r in logged if r["request_id"] == acknowledged[0])
     assert row["customer_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
     assert os.path.getsize(workdir.predictions / "predictions.db") > 0
+
+
+def test_batch_scoring_scores_every_latest_snapshot(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    from flywheel.features.online import latest_snapshots
+    from flywheel.serving.batch import score_latest
+
+    result = score_latest(config, workdir, tmp_path / "scores.parquet")
+    scores = pq.read_table(tmp_path / "scores.parquet").to_pandas()
+    latest = latest_snapshots(workdir).to_pandas()
+    assert result.rows == len(scores) == len(latest) and result.version == "1"
+    assert scores["customer_id"].is_unique and scores["churn_probability"].between(0, 1).all()
+    registry.champion_version(config, workdir)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
+    sample = latest.head(200)
+    expected = np.asarray(pyfunc.predict(sample[load_version(config, workdir, "1").features]))
+    got = scores.set_index("customer_id").loc[sample["customer_id"], "churn_probability"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

@@ -146,7 +146,7 @@ async def check_champion(state: State, metrics: Metrics) -> bool:
         if state.client is None:
             state.client = await loop.run_in_executor(
                 None, registry.mlflow_client, state.config, state.workdir
-            )  # noqa: E501
+            )
         version = await loop.run_in_executor(
             None, registry.alias_version, state.client, state.config.registry.model_name, registry.CHAMPION
         )
