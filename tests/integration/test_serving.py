@@ -292,3 +292,31 @@ def test_batch_scoring_scores_every_latest_snapshot(
     expected = np.asarray(pyfunc.predict(sample[load_version(config, workdir, "1").features]))
     got = scores.set_index("customer_id").loc[sample["customer_id"], "churn_probability"].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_cold_start_scores_unknown_customers_when_configured(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    cold = apply_overrides(config, {"serving.cold_start": True})
+    with service(workdir, cold, tmp_path) as (base, _):
+        status, body = call(base, "POST", "/v1/predict", {"customer_id": 10**9})
+    assert status == 200 and body["features_missing"] is True and 0 <= body["churn_probability"] <= 1
+
+
+def test_a_sigkill_loses_at_most_the_last_flush_and_never_corrupts_the_log(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    customers = active_customers(workdir, 100)
+    with service(workdir, config, tmp_path) as (base, process):
+        acknowledged = [
+            call(base, "POST", "/v1/predict", {"customer_id": c})[1]["request_id"] for c in customers
+        ]
+        time.sleep(config.serving.log_flush_seconds * 3)  # older than the flush interval: must be durable
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    path = workdir.predictions / "predictions.db"
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert {row["request_id"] for row in read_log(path)} >= set(acknowledged)
