@@ -116,33 +116,9 @@ def test_a_failed_step_skips_the_rest_and_resume_finishes(
 def test_a_killed_runner_shows_as_failed_not_running(
     workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "--config",
-            str(config_file),
-            "--workdir",
-            str(workdir.root),
-            "pipeline",
-            "run",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _start_cli_run(pipeline_config, workdir, tmp_path)
     store = runs.Store(pipeline_config, workdir)
-    deadline = time.monotonic() + 240
-    run_id = None
-    while time.monotonic() < deadline:
-        records = store.list(1)
-        if records and any(s.name == "train" and s.status == runs.RUNNING for s in records[0].steps):
-            run_id = records[0].run_id
-            break
-        time.sleep(0.5)
-    assert run_id, "the pipeline never reached train"
+    run_id = _wait_for_step(store, "train")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     record = store.get(run_id)

@@ -143,15 +143,9 @@ def validate() -> None:
         raise typer.Exit(1)
 
 
-@app.command()
-def status() -> None:
-    """List the committed batches."""
-    workdir = STATE.workdir_for(STATE.config())
-    rows = ops.status(workdir)
-    if not rows:
-        console.print(f"{workdir.lake} is empty")
-        return
-    table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items")
+def batches_table(rows: list[dict], title: str | None = None) -> Table:
+    """The committed batches as a table (``flywheel data status`` and the demo)."""
+    table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items", title=title)
     for row in rows:
         counts = row["rows"]
         table.add_row(
@@ -161,4 +155,15 @@ def status() -> None:
             row["drift"] or "",
             *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
         )
-    console.print(table)
+    return table
+
+
+@app.command()
+def status() -> None:
+    """List the committed batches."""
+    workdir = STATE.workdir_for(STATE.config())
+    rows = ops.status(workdir)
+    if not rows:
+        console.print(f"{workdir.lake} is empty")
+        return
+    console.print(batches_table(rows))

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from flywheel import demo
 from flywheel.cli.context import STATE, console, progress
+from flywheel.cli.data import batches_table
 
 
 def run_demo() -> None:
@@ -17,17 +18,7 @@ def run_demo() -> None:
     console.print(f"Flywheel demo in {workdir.root}")
     with progress("demo") as stage:
         summary = demo.run(config, workdir, on_step=lambda line: (console.print(f"  ✓ {line}"), stage(line)))
-    table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items", title="lake")
-    for row in summary.batches:
-        counts = row["rows"]
-        table.add_row(
-            row["batch_id"],
-            row["kind"],
-            f"{row['period_start'][:10]} → {row['period_end'][:10]}",
-            row["drift"] or "",
-            *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
-        )
-    console.print(table)
+    console.print(batches_table(summary.batches, title="lake"))
     answers = Table(
         "customer_id", "churn_probability", "risk_band", "model_version", title="POST /v1/predict"
     )
