@@ -116,8 +116,8 @@ def test_a_failed_step_skips_the_rest_and_resume_finishes(
 def test_a_killed_runner_shows_as_failed_not_running(
     workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
 ) -> None:
+    store = runs.Store(pipeline_config, workdir)  # before the child, so the two never race to create it
     process = _start_cli_run(pipeline_config, workdir, tmp_path)
-    store = runs.Store(pipeline_config, workdir)
     run_id = _wait_for_step(store, "train")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -207,8 +207,8 @@ def _wait_for_step(store: runs.Store, name: str) -> str:
 
 
 def test_ctrl_c_cancels_the_run(workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path) -> None:
+    store = runs.Store(pipeline_config, workdir)  # before the child, so the two never race to create it
     process = _start_cli_run(pipeline_config, workdir, tmp_path)
-    store = runs.Store(pipeline_config, workdir)
     run_id = _wait_for_step(store, "train")
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) != 0

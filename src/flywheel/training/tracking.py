@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -30,10 +31,13 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
     mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
     if experiment is None:
+        from mlflow.exceptions import MlflowException
+
         location = workdir.artifacts.as_uri() if config.tracking.uri is None else None
-        experiment_id = mlflow.create_experiment(config.tracking.experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+        with contextlib.suppress(MlflowException):  # another process may have created it first
+            mlflow.create_experiment(config.tracking.experiment, artifact_location=location)
+        experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
     return experiment_id
 
