@@ -1,0 +1,1 @@
+"""Monitoring: reference profiles of training data and drift statistics against them."""

@@ -1,0 +1,100 @@
+"""Drift of current data against a reference profile: per column, for the prediction, and overall."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flywheel.monitoring.stattests import PSI_MAJOR, STATTESTS, default_test
+
+
+@dataclass
+class ColumnDrift:
+    column: str
+    kind: str
+    test: str
+    score: float
+    threshold: float
+    drifted: bool
+    psi: float | None
+    rows: int
+
+
+@dataclass
+class DriftReport:
+    reference_rows: int
+    current_rows: int
+    columns: list[ColumnDrift] = field(default_factory=list)
+    prediction: ColumnDrift | None = None
+    share_threshold: float = 0.5
+
+    @property
+    def drifted_share(self) -> float:
+        return sum(c.drifted for c in self.columns) / max(len(self.columns), 1)
+
+    @property
+    def dataset_drift(self) -> bool:
+        return self.drifted_share >= self.share_threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "dataset_drift": self.dataset_drift,
+            "drifted_share": self.drifted_share,
+            "share_threshold": self.share_threshold,
+            "prediction": asdict(self.prediction) if self.prediction else None,
+            "columns": [asdict(c) for c in self.columns],
+        }
+
+
+def _column(name: str, reference: dict[str, Any], values: np.ndarray, test_name: str | None) -> ColumnDrift:
+    kind = reference["kind"]
+    present = values if kind == "categorical" else np.asarray(values, dtype=float)
+    rows = int(np.sum(~pd.isna(present)))
+    test = STATTESTS[test_name] if test_name else default_test(kind, rows)
+    score, drifted = test(reference, present)
+    psi = STATTESTS["psi"](reference, present)[0] if kind == "numeric" else None
+    return ColumnDrift(name, kind, test.name, score, test.threshold, drifted, psi, rows)
+
+
+def compare(
+    profile: dict[str, Any],
+    current: pd.DataFrame,
+    probabilities: np.ndarray | None = None,
+    share_threshold: float = 0.5,
+    tests: dict[str, str] | None = None,
+) -> DriftReport:
+    """Drift of ``current`` (and its predicted probabilities) against ``profile``.
+
+    Args:
+        tests: optional column → statistic name; the default is chosen by column type and size.
+    """
+    tests = tests or {}
+    report = DriftReport(profile["rows"], len(current), share_threshold=share_threshold)
+    for name, reference in profile["columns"].items():
+        if name not in current.columns or reference.get("n", 0) == 0:
+            continue
+        values = (
+            current[name].to_numpy()
+            if reference["kind"] == "categorical"
+            else pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=float)
+        )
+        report.columns.append(_column(name, reference, values, tests.get(name)))
+    if probabilities is not None and profile.get("prediction", {}).get("n"):
+        report.prediction = _column(
+            "churn_probability",
+            profile["prediction"],
+            np.asarray(probabilities),
+            tests.get("churn_probability"),
+        )
+    return report
+
+
+def psi_level(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "major" if value >= PSI_MAJOR else "minor" if value >= STATTESTS["psi"].threshold else "none"
