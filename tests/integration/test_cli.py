@@ -40,6 +40,8 @@ COMMANDS = [
     ["step"],
     ["serve"],
     ["predict", "batch"],
+    ["monitor"],
+    ["monitor", "drift"],
     ["config"],
     ["demo"],
 ]

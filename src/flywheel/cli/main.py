@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features, model, pipeline, serve
+from flywheel.cli import data, features, model, monitor, pipeline, serve
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -33,6 +33,7 @@ app.add_typer(pipeline.app, name="pipeline")
 app.command("step")(pipeline.step_command)
 app.command("serve")(serve.serve_command)
 app.add_typer(serve.predict_app, name="predict")
+app.add_typer(monitor.app, name="monitor")
 
 
 def _version(value: bool) -> None:

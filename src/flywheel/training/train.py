@@ -23,12 +23,14 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
+from flywheel.monitoring.profile import build_profile
 from flywheel.training import evaluation, tracking
 from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PROFILE_ARTIFACT = "reference_profile.json"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -251,6 +253,12 @@ def train(
                 )
             )
             mlflow.log_artifact(str(metrics_file))
+            # the reference profile drift monitoring compares against (fixed size, no training rows)
+            X, _ = data.xy("train")
+            profile = build_profile(X, model.categorical, model.predict_proba(X))
+            profile_file = Path(tmp) / PROFILE_ARTIFACT
+            profile_file.write_text(json.dumps(profile))
+            mlflow.log_artifact(str(profile_file))
         model_uri = log_model(model, Xt)
     _logger.info(
         "run %s: test roc_auc %.4f (baseline %.4f)",

@@ -1,0 +1,100 @@
+"""``flywheel monitor drift``: the champion's reference profile against current data.
+
+Current data is a feature snapshot date from the offline store (default: the newest), scored by the
+champion for prediction drift, or the served traffic recorded in the prediction log over a window.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from flywheel.config import FlywheelConfig
+from flywheel.errors import FlywheelError
+from flywheel.features import snapshots
+from flywheel.monitoring.drift import DriftReport, compare
+from flywheel.registry import registry
+from flywheel.serving.champion import load_version
+from flywheel.serving.predlog import read_log
+from flywheel.training.train import PROFILE_ARTIFACT
+from flywheel.workdir import Workdir
+
+
+def champion_profile(config: FlywheelConfig, workdir: Workdir) -> tuple[str, dict[str, Any]]:
+    import mlflow
+
+    client = registry.mlflow_client(config, workdir)
+    version = registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
+    if version is None:
+        raise FlywheelError(
+            f"no {config.registry.model_name}@champion to compare against; run the pipeline first"
+        )
+    run_id = client.get_model_version(config.registry.model_name, version).run_id
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=PROFILE_ARTIFACT,
+            dst_path=str(workdir.root / ".model_cache" / f"profile-{version}"),
+        )
+    except Exception as error:  # MLflow raises several types for a missing artifact
+        raise FlywheelError(f"champion v{version} has no reference profile ({error}); retrain it") from None
+    return version, json.loads(Path(path).read_text())
+
+
+def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.DataFrame]:
+    manifest = snapshots.read_manifest(workdir)
+    if not manifest or not manifest["dates"]:
+        raise FlywheelError("no feature snapshots; run `flywheel features build` first")
+    day = day or max(manifest["dates"])
+    if day not in manifest["dates"]:
+        raise FlywheelError(
+            f"no snapshot on {day}; built dates run {min(manifest['dates'])} … {max(manifest['dates'])}"
+        )
+    return day, pq.read_table(snapshots.table_dir(workdir) / manifest["dates"][day]["file"]).to_pandas()
+
+
+def log_frame(workdir: Workdir, days: int) -> pd.DataFrame:
+    path = workdir.predictions / "predictions.db"
+    if not path.exists():
+        raise FlywheelError(f"no prediction log at {path}; serve some traffic first")
+    since = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    rows = [r for r in read_log(path) if r["predicted_at"] >= since]
+    if not rows:
+        raise FlywheelError(f"the prediction log has no predictions in the last {days} days")
+    frame = pd.DataFrame([json.loads(r["features"]) for r in rows])
+    frame["churn_probability"] = [r["churn_probability"] for r in rows]
+    return frame
+
+
+def drift(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    source: str = "snapshot",
+    day: str | None = None,
+    window_days: int = 30,
+) -> tuple[DriftReport, dict[str, Any], Path]:
+    """Compare current data with the champion's reference profile; write the JSON report."""
+    version, profile = champion_profile(config, workdir)
+    if source == "log":
+        frame = log_frame(workdir, window_days)
+        probabilities = frame.pop("churn_probability").to_numpy()
+        label = f"prediction log, last {window_days} days"
+    else:
+        day, frame = snapshot_frame(workdir, day)
+        model = load_version(config, workdir, version)
+        probabilities = model.model.predict_proba(frame[model.features])
+        label = f"snapshot {day}"
+    report = compare(
+        profile, frame[[c for c in profile["columns"] if c in frame.columns]], np.asarray(probabilities)
+    )
+    meta = {"champion_version": version, "current": label, "created_at": datetime.now(UTC).isoformat()}
+    workdir.reports.mkdir(parents=True, exist_ok=True)
+    path = workdir.reports / f"drift-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json"
+    path.write_text(json.dumps({**meta, **report.to_dict()}, indent=2))
+    return report, meta, path
