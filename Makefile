@@ -22,9 +22,12 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_pit_join.py
 	$(PY) benchmarks/bench_features_scale.py
+	$(PY) benchmarks/bench_serving.py
+	$(PY) benchmarks/bench_drift.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -14,6 +14,7 @@ Needs a workdir with a champion and a materialized online store (run `make demo`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -255,10 +256,8 @@ def main() -> None:
         wrk_constant = wrk(ports["constant"], args.connections, int(args.seconds), customers[0])
     finally:
         for process in processes:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for process in processes:
             process.wait(timeout=60)
 
