@@ -117,3 +117,28 @@ def mlflow_server(folder: Path) -> Iterator[str]:
 
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def write_config(config, folder: Path) -> Path:
+    """``config`` as a YAML file in ``folder``, for processes that load it."""
+    import yaml
+
+    path = folder / "flywheel-config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
+def flywheel_command(config, workdir, folder: Path, *args: str) -> list[str]:
+    """argv of the real CLI run with ``config`` against ``workdir``."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "flywheel",
+        "--config",
+        str(write_config(config, folder)),
+        "--workdir",
+        str(workdir.root),
+        *args,
+    ]

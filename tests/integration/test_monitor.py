@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-
-import yaml
 
 from flywheel.config import FlywheelConfig
 from flywheel.monitoring import monitor
 from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir
+from tests.servers import flywheel_command
 
 
 def test_the_profile_round_trips_through_mlflow(
@@ -33,20 +31,8 @@ def test_monitor_drift_command_reports_every_feature(
 ) -> None:
     workdir = Workdir.at(tmp_path / "wd")
     shutil.copytree(served_workdir.root, workdir.root)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(training_config.model_dump(mode="json")))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "--config",
-            str(config_file),
-            "--workdir",
-            str(workdir.root),
-            "monitor",
-            "drift",
-        ],
+        flywheel_command(training_config, workdir, tmp_path, "monitor", "drift"),
         capture_output=True,
         text=True,
         timeout=300,

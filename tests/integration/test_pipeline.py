@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from flywheel.pipeline.dag import PIPELINE, STEPS
 from flywheel.pipeline.runner import apply_params, run_pipeline
 from flywheel.registry import registry
 from flywheel.workdir import Workdir
+from tests.servers import flywheel_command, write_config
 
 EDGES = {
     ("validate", "features"),
@@ -148,8 +148,7 @@ def test_a_compiled_pipeline_runs_under_kfp_local(
 
     from flywheel.pipeline.compile import kfp_pipeline
 
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
+    config_file = write_config(pipeline_config, tmp_path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root"))
     pipeline = kfp_pipeline(
         "unused", str(workdir.root), str(config_file), steps=["validate", "features", "data_load"]
@@ -177,20 +176,17 @@ def test_airflow_dag_defines_the_tasks_and_edges() -> None:
 
 
 def _start_cli_run(config: FlywheelConfig, workdir: Workdir, tmp_path: Path) -> subprocess.Popen:
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    """A CLI pipeline run whose train step lasts long enough (many tuning trials) to be interrupted."""
+    slow = apply_overrides(
+        config,
+        {
+            "training.tuning.method": "optuna",
+            "training.tuning.trials": 1000,
+            "training.tuning.timeout_s": 300,
+        },
+    )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "--config",
-            str(config_file),
-            "--workdir",
-            str(workdir.root),
-            "pipeline",
-            "run",
-        ],
+        flywheel_command(slow, workdir, tmp_path, "pipeline", "run"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -222,18 +218,7 @@ def test_ctrl_c_cancels_the_run(workdir: Workdir, pipeline_config: FlywheelConfi
 def test_step_command_is_the_orchestrator_contract(
     workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
-    base = [
-        sys.executable,
-        "-m",
-        "flywheel",
-        "--config",
-        str(config_file),
-        "--workdir",
-        str(workdir.root),
-        "step",
-    ]
+    base = flywheel_command(pipeline_config, workdir, tmp_path, "step")
     validated = subprocess.run([*base, "validate"], capture_output=True, text=True, timeout=300)
     assert validated.returncode == 0, validated.stderr
     outputs = json.loads(validated.stdout.strip().splitlines()[-1])
@@ -253,22 +238,8 @@ def test_monitor_shows_a_finished_run(
         STEPS["data_load"].module, "run", lambda ctx, labels: (_ for _ in ()).throw(OSError("disk full"))
     )
     record = run_pipeline(pipeline_config, workdir)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(pipeline_config.model_dump(mode="json")))
     shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "--config",
-            str(config_file),
-            "--workdir",
-            str(workdir.root),
-            "pipeline",
-            "monitor",
-            "--latest",
-            "--no-color",
-        ],
+        flywheel_command(pipeline_config, workdir, tmp_path, "pipeline", "monitor", "--latest", "--no-color"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import online, snapshots
@@ -32,7 +30,7 @@ from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.workdir import Workdir
-from tests.servers import free_port
+from tests.servers import flywheel_command, free_port
 
 TOKEN = "test-token"
 
@@ -65,22 +63,9 @@ def call(
 def service(
     workdir: Workdir, config: FlywheelConfig, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    config_file = tmp_path / "serve.yaml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "--config",
-            str(config_file),
-            "--workdir",
-            str(workdir.root),
-            "serve",
-            "--port",
-            str(port),
-        ],
+        flywheel_command(config, workdir, tmp_path, "serve", "--port", str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
