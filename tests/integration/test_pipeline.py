@@ -202,17 +202,37 @@ def _wait_for_step(store: runs.Store, name: str) -> str:
     raise AssertionError(f"the pipeline never reached {name}")
 
 
-def test_ctrl_c_cancels_the_run(workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path) -> None:
-    store = runs.Store(pipeline_config, workdir)  # before the child, so the two never race to create it
-    process = _start_cli_run(pipeline_config, workdir, tmp_path)
-    run_id = _wait_for_step(store, "train")
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) != 0
-    record = store.get(run_id)
+def test_ctrl_c_cancels_the_run(
+    workdir: Workdir, pipeline_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches Python as KeyboardInterrupt in whatever step is running; here, in train."""
+
+    def interrupted(ctx, dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(STEPS["train"].module, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(pipeline_config, workdir)
+    record = runs.Store(pipeline_config, workdir).list(1)[0]
     statuses = {s.name: s.status for s in record.steps}
-    assert record.status == runs.CANCELLED
-    assert statuses["train"] == runs.CANCELLED and statuses["promote"] == runs.SKIPPED
+    assert record.status == runs.CANCELLED and "Ctrl-C" in record.error
+    assert statuses["train"] == runs.CANCELLED and statuses["eval"] == statuses["promote"] == runs.SKIPPED
     assert registry.champion_version(pipeline_config, workdir) is None
+
+
+def test_a_broken_runner_records_failed_not_succeeded(
+    workdir: Workdir, pipeline_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: an error outside any step (here, in the event callback) once left the run SUCCEEDED."""
+
+    def broken(step: str, status: str) -> None:
+        if step == "data_load" and status == runs.RUNNING:
+            raise SystemExit("terminal went away")
+
+    with pytest.raises(SystemExit):
+        run_pipeline(pipeline_config, workdir, on_event=broken)
+    record = runs.Store(pipeline_config, workdir).list(1)[0]
+    assert record.status == runs.FAILED and "runner error" in record.error
 
 
 def test_step_command_is_the_orchestrator_contract(

@@ -134,13 +134,11 @@ def run_pipeline(
                 status, error = runs.FAILED, f"step {step.name} failed"
     except KeyboardInterrupt:
         status, error = runs.CANCELLED, "cancelled by the user (Ctrl-C)"
-        for name, child in step_ids.items():
-            if name not in outputs:
-                record = store.client.get_run(child).data.tags.get("flywheel.status")
-                if record in (runs.RUNNING, runs.PENDING):
-                    store.finish(
-                        child, runs.CANCELLED if record == runs.RUNNING else runs.SKIPPED, error=error
-                    )
+        _close_unfinished(store, step_ids, outputs, runs.CANCELLED, error)
+        raise
+    except BaseException as exc:  # the runner itself broke: never leave the run marked as succeeded
+        status, error = runs.FAILED, f"runner error: {type(exc).__name__}: {exc}"
+        _close_unfinished(store, step_ids, outputs, runs.FAILED, error)
         raise
     finally:
         heartbeat.stopped.set()
@@ -198,6 +196,21 @@ def resolve_inputs(step: Step, explicit: dict[str, str], upstream: list[dict[str
             f"outputs of {sorted({step.inputs[m][0] for m in missing})} with --upstream-json"
         )
     return inputs
+
+
+def _close_unfinished(
+    store: runs.Store, step_ids: dict[str, str], outputs: dict[str, dict[str, str]], status: str, error: str
+) -> None:
+    """Give every step that had not finished a final status: the running one ``status``, the rest SKIPPED."""
+    for name, child in step_ids.items():
+        if name in outputs:
+            continue
+        try:
+            current = store.client.get_run(child).data.tags.get("flywheel.status")
+        except Exception:  # the store may be unusable after an interrupt: assume the step was running
+            current = runs.RUNNING
+        if current in (runs.RUNNING, runs.PENDING):
+            store.finish(child, status if current == runs.RUNNING else runs.SKIPPED, error=error)
 
 
 def run_single_step(
