@@ -143,3 +143,17 @@ def test_the_feast_cli_sees_the_repo(online_workdir: Workdir) -> None:
         timeout=300,
     )
     assert "churn_model" in services.stdout
+
+
+def test_online_reads_before_apply_are_a_clear_error(
+    featured_copy: Workdir, small_config: FlywheelConfig
+) -> None:
+    from flywheel.errors import DataError
+
+    for action in (
+        lambda: online.get(small_config, featured_copy, [1]),
+        lambda: online.materialize(small_config, featured_copy),
+        lambda: online.check_skew(small_config, featured_copy),
+    ):
+        with pytest.raises(DataError, match="run `flywheel features apply` first"):
+            action()

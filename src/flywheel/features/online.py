@@ -58,11 +58,13 @@ class SkewReport:
 
 def apply(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     """Generate the repo files from the config and snapshots, and register them with Feast."""
+    from feast import FeatureStore
+
     files = require_snapshots(workdir)
     schema = pa.parquet.read_schema(files[-1])
     repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
     objects = repo.definitions(workdir)
-    repo.feature_store(workdir).apply(objects)
+    FeatureStore(repo_path=str(repo.repo_dir(workdir))).apply(objects)  # creates the registry
     return [f"{type(o).__name__} {o.name}" for o in objects]
 
 
@@ -104,8 +106,6 @@ def materialize(
     progress: Callable[[str], None] | None = None,
 ) -> MaterializeResult:
     """Write every customer's latest snapshot (with ``incremental``, only those newer than last time)."""
-    if not (repo.repo_dir(workdir) / "data" / "registry.db").exists():
-        raise DataError(f"no Feast registry in {repo.repo_dir(workdir)}; run `flywheel features apply` first")
     watermark = _watermark_path(workdir)
     after = None
     if incremental and watermark.exists():

@@ -18,7 +18,7 @@ import pyarrow as pa
 import yaml
 
 from flywheel.config import FlywheelConfig
-from flywheel.errors import ConfigError
+from flywheel.errors import ConfigError, DataError
 from flywheel.features.snapshots import CREATED_COLUMN, ENTITY, FEATURES_TABLE, TIMESTAMP_COLUMN, table_dir
 from flywheel.workdir import Workdir
 
@@ -144,6 +144,9 @@ def definitions(workdir: Workdir) -> list[Any]:
 
 
 def feature_store(workdir: Workdir):  # -> feast.FeatureStore (imported lazily: feast is slow to import)
+    """The applied Feast store; a clear error (not Feast's traceback) when nothing was applied yet."""
     from feast import FeatureStore
 
+    if not (repo_dir(workdir) / "data" / "registry.db").exists():
+        raise DataError(f"no Feast registry in {repo_dir(workdir)}; run `flywheel features apply` first")
     return FeatureStore(repo_path=str(repo_dir(workdir)))

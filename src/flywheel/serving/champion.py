@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from flywheel.config import FlywheelConfig
-from flywheel.registry import registry
+from flywheel.training import tracking
 from flywheel.training.models import ChurnModel
 from flywheel.workdir import Workdir
 
@@ -41,7 +41,7 @@ def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> Load
     """Download a registered version's artifacts, load it, and check it with a smoke prediction."""
     import mlflow
 
-    registry.champion_version(config, workdir)  # points MLflow at the configured store
+    tracking.setup(config, workdir)
     cache = workdir.root / ".model_cache" / version
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
