@@ -152,6 +152,9 @@ class RegistryConfig(StrictModel):
     min_delta: float = Field(0.002, description="ROC-AUC a challenger must gain over the champion.")
     bootstrap_samples: int = Field(300, ge=50)
     confidence: float = Field(0.95, gt=0.5, lt=1)
+    promotion: Literal["auto", "manual"] = Field(
+        "auto", description="auto: a challenger that beats the champion is promoted; manual: it waits."
+    )
 
 
 class PipelineConfig(StrictModel):
@@ -188,6 +191,41 @@ class ServingConfig(StrictModel):
         return value or None
 
 
+class MonitoringConfig(StrictModel):
+    """Drift and delayed-label performance monitoring."""
+
+    drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted columns that is dataset drift.")
+    window_days: int = Field(30, ge=1, description="Prediction-log window of `monitor drift --source log`.")
+    tests: dict[str, str] = Field(
+        default_factory=dict, description="Column → statistic, overriding the choice by type and size."
+    )
+    period_days: int = Field(7, ge=1, description="Period of `monitor performance`, in data time.")
+
+
+class RetrainConfig(StrictModel):
+    """Triggers of `flywheel retrain` and the loop; any one fired starts a retrain."""
+
+    min_roc_auc: float = Field(0.75, description="Performance trigger: labelled ROC-AUC below this.")
+    performance_days: int = Field(28, ge=1, description="Newest labelled data-time days the trigger uses.")
+    min_labelled: int = Field(200, ge=1, description="Fewer labelled predictions: no performance verdict.")
+    on_drift: bool = Field(True, description="Dataset drift of the newest snapshot starts a retrain.")
+    schedule_days: float | None = Field(30, gt=0, description="Retrain when the champion is this old.")
+    min_new_batches: int | None = Field(1, ge=1, description="Lake batches newer than the champion's data.")
+    cooldown_hours: float = Field(24, ge=0, description="No automatic retrain this soon after the last one.")
+
+
+class AlertsConfig(StrictModel):
+    """Alerts on drift, performance drops, failed gates and failed retrains."""
+
+    webhook_url: str | None = Field(None, description="Slack-compatible webhook; unset: log only.")
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _empty_url_means_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -207,6 +245,9 @@ class FlywheelConfig(StrictModel):
     registry: RegistryConfig = RegistryConfig()
     pipeline: PipelineConfig = PipelineConfig()
     serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,21 +42,29 @@ def labels_path(workdir: Workdir) -> Path:
     return workdir.features / f"{LABELS_TABLE}.parquet"
 
 
-def compute(config: FlywheelConfig, lake: Lake) -> pa.Table:
-    """Labels for every label date the lake's orders fully observe."""
-    con = lake.connect(config.features.memory_limit)
+def observed_range(con: Any) -> tuple[datetime, datetime]:
+    """First and last non-cancelled order in the lake: labels are observable up to the last."""
     first, last = con.execute(
         "SELECT min(created_at), max(created_at) FROM orders WHERE status <> 'Cancelled'"
     ).fetchall()[0]
     if first is None:
         raise DataError("the lake has no non-cancelled orders; labels need purchase history")
-    horizon = timedelta(days=config.labels.horizon_days)
-    dates = grid_dates(config.features.anchor, config.labels.cadence_days, first, last - horizon)
-    if not dates:
-        raise DataError(
-            f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
-            f"too short for a {horizon.days}-day label horizon"
-        )
+    return first, last
+
+
+def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = None) -> pa.Table:
+    """Labels for every label date the lake's orders fully observe (or for the given ``dates``,
+    which the caller has checked are observed: ``date + horizon <= last order``)."""
+    con = lake.connect(config.features.memory_limit)
+    if dates is None:
+        first, last = observed_range(con)
+        horizon = timedelta(days=config.labels.horizon_days)
+        dates = grid_dates(config.features.anchor, config.labels.cadence_days, first, last - horizon)
+        if not dates:
+            raise DataError(
+                f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
+                f"too short for a {horizon.days}-day label horizon"
+            )
     con.execute(
         f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}", [dates]
     )

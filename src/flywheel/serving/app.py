@@ -32,7 +32,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.registry import registry
 from flywheel.serving.champion import LoadedModel, load_version
 from flywheel.serving.online_features import OnlineFeatures
-from flywheel.serving.predlog import PredictionLog
+from flywheel.serving.predlog import PredictionLog, utc_iso
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class ScoreRequest(BaseModel):
     )
     features: dict[str, Any] = Field(
         ..., description="Feature name → value; every model feature is required."
+    )
+    customer_id: int | None = Field(None, ge=0, description="Recorded in the prediction log.")
+    as_of: datetime | None = Field(
+        None, description="Data time of the features (for delayed-label performance)."
     )
 
 
@@ -277,15 +281,16 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         missing: list[bool],
         explain: bool,
         endpoint: str,
+        as_of: list[str | None],
     ) -> list[dict[str, Any]]:
         probabilities = model.predict(rows)
         now = datetime.now(UTC).isoformat()
         out = []
-        for customer, row, gone, p in zip(customers, rows, missing, probabilities, strict=True):
+        for customer, row, gone, p, when in zip(customers, rows, missing, probabilities, as_of, strict=True):
             request_id = uuid.uuid4().hex
             value = float(p)
             metrics.probability.observe(value)
-            state.log.append(request_id, now, customer, model.version, value, row, endpoint)
+            state.log.append(request_id, now, customer, model.version, value, row, endpoint, when)
             answer = {
                 "customer_id": customer,
                 "churn_probability": value,
@@ -301,14 +306,16 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             out.append(answer)
         return out
 
-    def lookup(ids: list[int], model: LoadedModel) -> tuple[list[dict[str, Any] | None], list[bool]]:
-        rows = online().read(ids)
+    def lookup(
+        ids: list[int], model: LoadedModel
+    ) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None]]:
+        rows, times = online().read_timed(ids)
         missing = [row is None for row in rows]
         if any(missing):
             metrics.missing.inc(sum(missing))
         if config.serving.cold_start:
             rows = [row if row is not None else {} for row in rows]
-        return rows, missing
+        return rows, missing, times
 
     Explain = Annotated[
         str | None, Query(description="`features` adds the feature values used.", pattern="^features$")
@@ -325,7 +332,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     )
     async def predict(body: PredictRequest, model: Served, explain: Explain = None) -> JSONResponse:
         """Churn probability of one customer, from their online features."""
-        rows, missing = lookup([body.customer_id], model)
+        rows, missing, times = lookup([body.customer_id], model)
         if rows[0] is None:
             raise HTTPException(
                 404,
@@ -333,7 +340,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
                 "(unknown, or not active within the feature TTL)",
             )
         return JSONResponse(
-            respond(model, [body.customer_id], rows, missing, explain == "features", "predict")[0]
+            respond(model, [body.customer_id], rows, missing, explain == "features", "predict", times)[0]
         )
 
     @app.post(
@@ -348,7 +355,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             raise HTTPException(
                 413, f"{len(body.customer_ids)} ids exceed the batch limit of {config.serving.max_batch}"
             )
-        rows, missing = lookup(body.customer_ids, model)
+        rows, missing, times = lookup(body.customer_ids, model)
         found = [i for i, row in enumerate(rows) if row is not None]
         predictions = (
             respond(
@@ -358,6 +365,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
                 [missing[i] for i in found],
                 explain == "features",
                 "predict_batch",
+                [times[i] for i in found],
             )
             if found
             else []
@@ -381,7 +389,9 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
                 raise HTTPException(
                     422, [{"field": f"features.{name}", "message": "expected a number or null"}]
                 )
-        return JSONResponse(respond(model, [None], [body.features], [False], False, "score")[0])
+        as_of = utc_iso(body.as_of)
+        answer = respond(model, [body.customer_id], [body.features], [False], False, "score", [as_of])
+        return JSONResponse(answer[0])
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:

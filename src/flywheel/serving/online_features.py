@@ -13,6 +13,7 @@ from typing import Any
 from flywheel.config import FlywheelConfig
 from flywheel.features import repo
 from flywheel.features.snapshots import ENTITY, FEATURES_TABLE
+from flywheel.serving.predlog import utc_iso
 from flywheel.workdir import Workdir
 
 
@@ -36,20 +37,27 @@ class OnlineFeatures:
 
     def read(self, customer_ids: list[int]) -> list[dict[str, Any] | None]:
         """Feature dicts per customer (None: unknown, or older than the TTL)."""
+        return self.read_timed(customer_ids)[0]
+
+    def read_timed(self, customer_ids: list[int]) -> tuple[list[dict[str, Any] | None], list[str | None]]:
+        """Feature dicts per customer and the data time (ISO) of each row."""
         keys = [
             self._entity_key(join_keys=[ENTITY], entity_values=[self._value(int64_val=int(i))])
             for i in customer_ids
         ]
         rows = self.provider.online_read(config=self.store.config, table=self.view, entity_keys=keys)
         result: list[dict[str, Any] | None] = []
+        times: list[str | None] = []
         for timestamp, values in rows:
             if values is None or (
                 self.oldest is not None and timestamp is not None and timestamp < self.oldest
             ):
                 result.append(None)
+                times.append(None)
                 continue
             result.append({name: _scalar(values.get(name)) for name in self.names})
-        return result
+            times.append(utc_iso(timestamp))
+        return result, times
 
     def ping(self) -> None:
         """Raise if the online store cannot be read."""

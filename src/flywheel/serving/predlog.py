@@ -1,5 +1,8 @@
 """The prediction log: every served prediction, appended by a background writer to SQLite (WAL).
 
+``as_of`` is the data time of the features a prediction used (the online row's snapshot time, or the
+time a ``/v1/score`` client gives); delayed-label performance joins labels on it.
+
 Requests only put a tuple on a queue; the writer thread inserts in batches every
 ``flush_seconds`` and on ``close``. SQLite's WAL journal keeps the file consistent if the process
 is killed; at most the last flush interval of predictions is then missing.
@@ -11,6 +14,7 @@ import json
 import queue
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     model_version TEXT NOT NULL,
     churn_probability REAL NOT NULL,
     features TEXT NOT NULL,
-    endpoint TEXT NOT NULL
+    endpoint TEXT NOT NULL,
+    as_of TEXT
 )
 """
 
@@ -35,6 +40,9 @@ class PredictionLog:
         with sqlite3.connect(path) as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
+            if "as_of" not in columns:  # a log written before as_of existed
+                con.execute("ALTER TABLE predictions ADD COLUMN as_of TEXT")
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -47,6 +55,7 @@ class PredictionLog:
         probability: float,
         features: dict[str, Any],
         endpoint: str,
+        as_of: str | None = None,
     ) -> None:
         self._queue.put(
             (
@@ -57,6 +66,7 @@ class PredictionLog:
                 probability,
                 json.dumps(features, default=str),
                 endpoint,
+                as_of,
             )
         )
 
@@ -82,7 +92,7 @@ class PredictionLog:
                 pass
             if batch:
                 with con:
-                    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+                    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
         con.close()
 
 
@@ -90,3 +100,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(path) as con:
         con.row_factory = sqlite3.Row
         return [dict(row) for row in con.execute("SELECT * FROM predictions ORDER BY rowid")]
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    """``as_of`` as stored: ISO 8601 in UTC (a naive time is taken to be UTC)."""
+    if moment is None:
+        return None
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)).isoformat()

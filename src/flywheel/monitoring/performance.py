@@ -1,0 +1,147 @@
+"""Performance with delayed labels: logged predictions joined with the churn labels that newer lake
+data has made observable.
+
+A prediction made on features as of data time ``t`` (the log's ``as_of``) is labelled by the same
+rule as training labels (``labels_customer_churn.sql``): churn when the customer places no
+non-cancelled order in ``(t, t + horizon]``, for customers in the label population at ``t``. The
+label is observable once the lake's last order is at or after ``t + horizon``; until then the
+prediction is *pending* — never counted as a zero. Periods are ``monitoring.period_days`` of data
+time on the snapshot grid.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from flywheel.config import FlywheelConfig
+from flywheel.data.lake import Lake
+from flywheel.errors import FlywheelError
+from flywheel.features import labels as labels_module
+from flywheel.workdir import Workdir
+
+
+@dataclass
+class Period:
+    start: str
+    end: str
+    predictions: int
+    observable: int
+    labelled: int
+    status: str  # observed | partial | pending
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    brier: float | None = None
+    mean_probability: float | None = None
+    churn_rate: float | None = None
+
+
+@dataclass
+class PerformanceReport:
+    horizon_days: int
+    observed_until: str
+    predictions: int
+    without_as_of: int
+    outside_population: int
+    periods: list[Period] = field(default_factory=list)
+    labelled: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    def recent(self, days: int) -> tuple[int, float | None]:
+        """Labelled predictions over the newest ``days`` of labelled data time, and their ROC-AUC."""
+        if self.labelled.empty:
+            return 0, None
+        frame = self.labelled[self.labelled["as_of"] > self.labelled["as_of"].max() - pd.Timedelta(days=days)]
+        return len(frame), _metrics(frame)["roc_auc"]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("labelled", "periods")}
+        return {**out, "periods": [asdict(p) for p in self.periods]}
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
+    with sqlite3.connect(path) as con:
+        frame = pd.read_sql_query(
+            "SELECT customer_id, as_of, churn_probability, model_version FROM predictions", con
+        )
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True, format="ISO8601")
+    return frame
+
+
+def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
+    y, p = frame["label"].to_numpy(), frame["churn_probability"].to_numpy()
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
+        "mean_probability": float(p.mean()) if len(y) else None,
+        "churn_rate": float(y.mean()) if len(y) else None,
+    }
+
+
+def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None = None) -> PerformanceReport:
+    """Per-period performance of the logged predictions whose labels the lake now observes."""
+    period = timedelta(days=period_days or config.monitoring.period_days)
+    horizon = timedelta(days=config.labels.horizon_days)
+    log = read_predictions(workdir.predictions / "predictions.db")
+    dated = log.dropna(subset=["as_of", "customer_id"]).copy()
+    lake = Lake(workdir)
+    _, last = labels_module.observed_range(lake.connect(config.features.memory_limit))
+    last = pd.Timestamp(last).tz_convert(UTC) if pd.Timestamp(last).tzinfo else pd.Timestamp(last, tz=UTC)
+    dated["observable"] = dated["as_of"] + horizon <= last
+    observable_dates = sorted(dated.loc[dated["observable"], "as_of"].unique())
+    labelled = dated.iloc[0:0].assign(label=pd.Series(dtype="int64"))
+    if observable_dates:
+        truth = labels_module.compute(
+            config, lake, [pd.Timestamp(d).to_pydatetime() for d in observable_dates]
+        ).to_pandas()
+        truth = truth.rename(
+            columns={labels_module.TIMESTAMP_COLUMN: "as_of", config.labels.label_column: "label"}
+        )
+        truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
+        dated["customer_id"] = dated["customer_id"].astype("int64")
+        labelled = dated[dated["observable"]].merge(truth, on=["customer_id", "as_of"], how="inner")
+    anchor = pd.Timestamp(config.features.anchor, tz=UTC)
+    dated["period"] = anchor + ((dated["as_of"] - anchor) // period) * period
+    labelled = labelled.assign(period=anchor + ((labelled["as_of"] - anchor) // period) * period)
+    report = PerformanceReport(
+        horizon_days=horizon.days,
+        observed_until=last.isoformat(),
+        predictions=len(log),
+        without_as_of=len(log) - len(dated),
+        outside_population=int(dated["observable"].sum()) - len(labelled),
+        labelled=labelled,
+    )
+    for start, rows in dated.groupby("period", sort=True):
+        observable = int(rows["observable"].sum())
+        status = "pending" if observable == 0 else "observed" if observable == len(rows) else "partial"
+        period_rows = labelled[labelled["period"] == start]
+        report.periods.append(
+            Period(
+                start=f"{start:%Y-%m-%d}",
+                end=f"{start + period:%Y-%m-%d}",
+                predictions=len(rows),
+                observable=observable,
+                labelled=len(period_rows),
+                status=status,
+                **(_metrics(period_rows) if len(period_rows) else {}),
+            )
+        )
+    return report
+
+
+def write(report: PerformanceReport, workdir: Workdir) -> Path:
+    workdir.reports.mkdir(parents=True, exist_ok=True)
+    path = workdir.reports / f"performance-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2))
+    return path
