@@ -212,6 +212,16 @@ class RetrainConfig(StrictModel):
     schedule_days: float | None = Field(30, gt=0, description="Retrain when the champion is this old.")
     min_new_batches: int | None = Field(1, ge=1, description="Lake batches newer than the champion's data.")
     cooldown_hours: float = Field(24, ge=0, description="No automatic retrain this soon after the last one.")
+    cron: str = Field("0 2 * * *", description="Schedule of `flywheel loop` ticks (cron syntax, UTC).")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (expected e.g. '0 2 * * *')")
+        return value
 
 
 class AlertsConfig(StrictModel):

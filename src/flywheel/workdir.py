@@ -60,3 +60,8 @@ class Workdir:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def inbox(self) -> Path:
+        """New batches for `flywheel loop`: one folder of table files per batch."""
+        return self.root / "inbox"

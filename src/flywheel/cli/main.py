@@ -34,6 +34,9 @@ app.command("step")(pipeline.step_command)
 app.command("serve")(serve.serve_command)
 app.add_typer(serve.predict_app, name="predict")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(monitor.simulate_app, name="simulate")
+app.command("retrain")(monitor.retrain_command)
+app.command("loop")(monitor.loop_command)
 
 
 def _version(value: bool) -> None:

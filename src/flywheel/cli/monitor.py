@@ -1,33 +1,32 @@
-"""``flywheel monitor``: drift of current data against the champion's reference profile."""
+"""``flywheel monitor``, ``simulate traffic``, ``retrain`` and ``loop``: watching the champion and
+retraining it."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from flywheel.cli.context import STATE, console
-from flywheel.monitoring import monitor
-from flywheel.monitoring.drift import psi_level
+from flywheel.cli.context import STATE, console, progress
+from flywheel.monitoring import loop, monitor, performance, retrain, traffic
+from flywheel.monitoring.drift import DriftReport, psi_level
 
-app = typer.Typer(help="Drift monitoring against the champion's training data.", no_args_is_help=True)
+app = typer.Typer(help="Drift and delayed-label performance of the champion.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Simulated activity for trying the loop.", no_args_is_help=True)
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]
 
 
-@app.command()
-def drift(
-    source: Annotated[
-        str, typer.Option(help="snapshot (offline store) or log (served traffic).")
-    ] = "snapshot",
-    date: Annotated[str | None, typer.Option(help="Snapshot date YYYY-MM-DD (default: the newest).")] = None,
-    window: Annotated[int, typer.Option(help="Days of the prediction log, with --source log.")] = 30,
-) -> None:
-    """Per-feature and prediction drift; exits 1 on dataset drift."""
-    if source not in ("snapshot", "log"):
-        raise typer.BadParameter(f"unknown source {source!r}; expected snapshot or log")
-    config = STATE.config()
-    workdir = STATE.workdir_for(config)
-    report, meta, path = monitor.drift(config, workdir, source, date, window)
+def _days(value: str) -> int:
+    match = re.fullmatch(r"(\d+)d?", value.strip())
+    if not match or int(match.group(1)) == 0:
+        raise typer.BadParameter(f"expected a number of days such as 30d, got {value!r}")
+    return int(match.group(1))
+
+
+def show_drift(report: DriftReport, meta: dict, path) -> None:
     table = Table(
         "column",
         "test",
@@ -35,23 +34,217 @@ def drift(
         "threshold",
         "drifted",
         "PSI",
-        title=(f"{meta['current']} vs champion v{meta['champion_version']} training data"),
+        title=f"{meta['current']} vs champion v{meta['champion_version']} training data",
     )
-    rows = [*report.columns, *([report.prediction] if report.prediction else [])]
-    for c in rows:
+    for c in [*report.columns, *([report.prediction] if report.prediction else [])]:
         psi = f"{c.psi:.3f} ({psi_level(c.psi)})" if c.psi is not None else ""
-        table.add_row(
-            c.column,
-            c.test,
-            f"{c.score:.4g}",
-            f"{c.threshold:g}",
-            "[red]yes[/red]" if c.drifted else "no",
-            psi,
-        )
+        drifted = "[red]yes[/red]" if c.drifted else "no"
+        table.add_row(c.column, c.test, f"{c.score:.4g}", f"{c.threshold:g}", drifted, psi)
     console.print(table)
     console.print(
         f"dataset drift: {'YES' if report.dataset_drift else 'no'} ({report.drifted_share:.0%} of "
-        f"columns drifted, threshold {report.share_threshold:.0%}); report: {path}"
+        f"columns drifted, threshold {report.share_threshold:.0%}); report: {path} "
+        f"and {path.with_suffix('.html')}"
     )
+
+
+@app.command()
+def drift(
+    source: Annotated[
+        str, typer.Option(help="snapshot (offline store) or log (served traffic).")
+    ] = "snapshot",
+    date_: Annotated[
+        str | None, typer.Option("--date", help="Snapshot date YYYY-MM-DD (default: the newest).")
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(help="Prediction-log window such as 30d (default: monitoring.window_days).")
+    ] = None,
+    from_: Annotated[
+        datetime | None, typer.Option("--from", formats=DATE_FORMATS, help="Log window start (UTC).")
+    ] = None,
+    to: Annotated[datetime | None, typer.Option(formats=DATE_FORMATS, help="Log window end (UTC).")] = None,
+) -> None:
+    """Per-feature and prediction drift against the champion's reference profile; exits 1 on
+    dataset drift. Writes a JSON and a static HTML report."""
+    if source not in ("snapshot", "log"):
+        raise typer.BadParameter(f"unknown source {source!r}; expected snapshot or log")
+    if source == "snapshot" and (window or from_ or to):
+        raise typer.BadParameter("--window/--from/--to select prediction-log rows; add --source log")
+    if window and (from_ or to):
+        raise typer.BadParameter("give --window or --from/--to, not both")
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    until = to.replace(tzinfo=UTC) if to else None
+    since = from_.replace(tzinfo=UTC) if from_ else None
+    if window:
+        until = datetime.now(UTC)
+        since = until - timedelta(days=_days(window))
+    with progress("drift"):
+        report, meta, path = monitor.drift(config, workdir, source, date_, since, until)
+    show_drift(report, meta, path)
     if report.dataset_drift:
+        raise typer.Exit(1)
+
+
+@app.command("performance")
+def performance_command(
+    period_days: Annotated[
+        int | None, typer.Option(help="Period length (default: monitoring.period_days).")
+    ] = None,
+) -> None:
+    """ROC-AUC, PR-AUC, calibration and churn rate of logged predictions per period of data time,
+    as far as newer lake data has revealed the labels; the rest is shown as pending."""
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    report = performance.evaluate(config, workdir, period_days)
+    path = performance.write(report, workdir)
+    table = Table(
+        "period from",
+        "predictions",
+        "labelled",
+        "status",
+        "ROC-AUC",
+        "PR-AUC",
+        "Brier",
+        "mean p",
+        "churn rate",
+        title=f"Performance by data time (labels observed through {report.observed_until[:10]}, "
+        f"horizon {report.horizon_days} d)",
+    )
+
+    def fmt(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    for p in report.periods:
+        status = {"pending": "[yellow]pending[/yellow]", "partial": "partial"}.get(p.status, p.status)
+        table.add_row(
+            p.start,
+            f"{p.predictions:,}",
+            f"{p.labelled:,}",
+            status,
+            fmt(p.roc_auc),
+            fmt(p.pr_auc),
+            fmt(p.brier),
+            fmt(p.mean_probability),
+            fmt(p.churn_rate),
+        )
+    console.print(table)
+    console.print(
+        f"{report.predictions:,} logged predictions; {report.without_as_of:,} without a data time, "
+        f"{report.outside_population:,} observable but outside the label population; report: {path}"
+    )
+
+
+@simulate_app.command("traffic")
+def traffic_command(
+    days: Annotated[int, typer.Option(help="Simulated days of data time, back from --end.")] = 84,
+    per_date: Annotated[int, typer.Option(help="Predictions per simulated snapshot date.")] = 200,
+    end: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last simulated day (default: newest).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="A running service (default: start one in this process).")
+    ] = None,
+    seed: int = 0,
+) -> None:
+    """Score sampled active customers through the service for each simulated day, with their
+    features as of that day, so that the prediction log and its ground truth exist."""
+    from flywheel.serving.local import local_service
+
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    last: date | None = end.date() if end else None
+    with progress("traffic") as stage:
+
+        def run(base: str) -> traffic.TrafficResult:
+            return traffic.simulate(
+                config, workdir, base, days, per_date, last, seed, lambda d, n: stage(f"{d}: {n} predictions")
+            )
+
+        if url:
+            result = run(url.rstrip("/"))
+        else:
+            with local_service(config, workdir) as base:
+                result = run(base)
+    versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(result.versions.items()))
+    console.print(
+        f"{result.requests:,} predictions over {len(result.dates)} simulated days "
+        f"({result.dates[0]} … {result.dates[-1]}); model versions {versions}"
+    )
+
+
+def show_decision(decision: retrain.Decision) -> None:
+    table = Table("trigger", "value", "threshold", "fired", "detail", title="Retrain triggers")
+    for t in decision.triggers:
+        fired = "[red]FIRED[/red]" if t.fired else "no"
+        table.add_row(t.name, t.value, t.threshold, fired, t.detail)
+    console.print(table)
+    console.print(f"cooldown: {decision.cooldown}{' — IN COOLDOWN' if decision.in_cooldown else ''}")
+    verb = "retrain" if decision.retrain else "no retrain"
+    console.print(f"decision: [bold]{verb}[/bold] — {'; '.join(decision.reasons)}")
+    if decision.pipeline_status:
+        console.print(
+            f"pipeline run {decision.pipeline_run_id} {decision.pipeline_status}; candidate "
+            f"v{decision.candidate} gate {'passed' if decision.gate_passed else 'failed'}"
+        )
+    if decision.promotion_reason:
+        console.print(f"{'PROMOTED' if decision.promoted else 'not promoted'}: {decision.promotion_reason}")
+    if decision.error:
+        console.print(f"[red]retrain failed[/red]: {decision.error}; champion v{decision.champion} kept")
+    console.print(f"champion: v{decision.champion_after}; decision recorded: {decision.reports['decision']}")
+    if decision.promoted:
+        console.print(f"undo with: flywheel model rollback  (back to v{decision.champion})")
+
+
+def retrain_command(
+    check_only: Annotated[
+        bool, typer.Option("--check-only", help="Evaluate and record; run nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain whatever the triggers say.")] = False,
+) -> None:
+    """Evaluate the retraining triggers and the cooldown, decide, and retrain on the latest data;
+    the candidate goes through the gate and the champion/challenger comparison."""
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    with progress("retrain") as stage:
+        decision = retrain.retrain(
+            config, workdir, check_only, force, on_event=lambda name, status: stage(f"{name} {status}")
+        )
+    show_decision(decision)
+    if decision.error:
+        raise typer.Exit(1)
+
+
+def loop_command(
+    cron: Annotated[str | None, typer.Option(help="Tick schedule (default: retrain.cron), UTC.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One tick now, then exit.")] = False,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Each tick appends a simulated batch instead of the inbox.")
+    ] = False,
+) -> None:
+    """The continuous-training loop: new batches → features → materialize → monitor → decide →
+    retrain → promote, at every cron time (or once)."""
+    from croniter import croniter
+
+    if cron and not croniter.is_valid(cron):
+        raise typer.BadParameter(f"not a cron expression: {cron!r} (expected e.g. '0 2 * * *')")
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+
+    def report(tick: loop.Tick) -> None:
+        status = "[green]ok[/green]" if tick.ok else f"[red]failed at {tick.failed_stage}[/red]: {tick.error}"
+        console.print(f"tick {tick.started}: {status}")
+
+    result = loop.run(
+        config,
+        workdir,
+        cron,
+        once,
+        simulate,
+        on_stage=lambda stage, detail: console.print(f"  {stage}: {detail}"),
+        on_tick=report,
+    )
+    if result is not None and result.decision is not None:
+        show_decision(result.decision)
+    if result is not None and not result.ok:
         raise typer.Exit(1)

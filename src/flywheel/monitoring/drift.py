@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from flywheel.monitoring.stattests import PSI_MAJOR, STATTESTS, default_test
+from flywheel.monitoring.stattests import PSI_MAJOR, STATTESTS, binned, categorical_counts, default_test
+
+TOP_CATEGORIES = 15
 
 
 @dataclass
@@ -21,6 +24,10 @@ class ColumnDrift:
     drifted: bool
     psi: float | None
     rows: int
+    # the plot: bins (reference quantile bins, or the top categories) and each side's share in them
+    bins: list[str] = field(default_factory=list)
+    reference_share: list[float] = field(default_factory=list)
+    current_share: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -58,7 +65,30 @@ def _column(name: str, reference: dict[str, Any], values: np.ndarray, test_name:
     test = STATTESTS[test_name] if test_name else default_test(kind, rows)
     score, drifted = test(reference, present)
     psi = STATTESTS["psi"](reference, present)[0] if kind == "numeric" else None
-    return ColumnDrift(name, kind, test.name, score, test.threshold, drifted, psi, rows)
+    bins, expected, actual = histogram(reference, present)
+    return ColumnDrift(
+        name, kind, test.name, score, test.threshold, drifted, psi, rows, bins, expected, actual
+    )
+
+
+def histogram(reference: dict[str, Any], values: np.ndarray) -> tuple[list[str], list[float], list[float]]:
+    """Reference and current shares on the reference's bins (numeric) or its top categories; the
+    size is fixed by the profile, never by the number of rows."""
+    if reference["kind"] == "numeric":
+        expected, actual = binned(reference, values)
+        edges = [f"{e:.4g}" for e in reference["edges"]]
+        bins = [f"< {edges[0]}"] if edges else ["all"]
+        bins += [f"{a} – {b}" for a, b in itertools.pairwise(edges)]
+        bins += [f"≥ {edges[-1]}"] if edges else []
+        return bins, np.round(expected, 5).tolist(), np.round(actual, 5).tolist()
+    keys, ref, cur = categorical_counts(reference, values)
+    ref, cur = ref / max(ref.sum(), 1), cur / max(cur.sum(), 1)
+    top = np.argsort(-np.maximum(ref, cur))[:TOP_CATEGORIES]
+    rest = np.setdiff1d(np.arange(len(keys)), top)
+    bins = [keys[i] for i in top] + (["(other)"] if rest.size else [])
+    expected = [*ref[top].tolist(), *([ref[rest].sum()] if rest.size else [])]
+    actual = [*cur[top].tolist(), *([cur[rest].sum()] if rest.size else [])]
+    return bins, np.round(expected, 5).tolist(), np.round(actual, 5).tolist()
 
 
 def compare(

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features import snapshots
+from flywheel.monitoring import html
 from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
 from flywheel.serving.champion import load_version
@@ -59,14 +60,14 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
     return day, pq.read_table(snapshots.table_dir(workdir) / manifest["dates"][day]["file"]).to_pandas()
 
 
-def log_frame(workdir: Workdir, days: int) -> pd.DataFrame:
+def log_frame(workdir: Workdir, since: datetime, until: datetime) -> pd.DataFrame:
     path = workdir.predictions / "predictions.db"
     if not path.exists():
-        raise FlywheelError(f"no prediction log at {path}; serve some traffic first")
-    since = (datetime.now(UTC) - timedelta(days=days)).isoformat()
-    rows = [r for r in read_log(path) if r["predicted_at"] >= since]
+        raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
+    low, high = since.isoformat(), until.isoformat()
+    rows = [r for r in read_log(path) if low <= r["predicted_at"] < high]
     if not rows:
-        raise FlywheelError(f"the prediction log has no predictions in the last {days} days")
+        raise FlywheelError(f"the prediction log has no predictions from {low} to {high}")
     frame = pd.DataFrame([json.loads(r["features"]) for r in rows])
     frame["churn_probability"] = [r["churn_probability"] for r in rows]
     return frame
@@ -77,24 +78,36 @@ def drift(
     workdir: Workdir,
     source: str = "snapshot",
     day: str | None = None,
-    window_days: int = 30,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[DriftReport, dict[str, Any], Path]:
-    """Compare current data with the champion's reference profile; write the JSON report."""
+    """Compare current data with the champion's reference profile; write the JSON and HTML reports.
+
+    ``source="log"`` takes the served traffic answered in ``[since, until)`` (default: the last
+    ``monitoring.window_days``); ``"snapshot"`` takes the snapshot of ``day`` (default: the newest).
+    """
     version, profile = champion_profile(config, workdir)
     if source == "log":
-        frame = log_frame(workdir, window_days)
+        until = until or datetime.now(UTC)
+        since = since or until - timedelta(days=config.monitoring.window_days)
+        frame = log_frame(workdir, since, until)
         probabilities = frame.pop("churn_probability").to_numpy()
-        label = f"prediction log, last {window_days} days"
+        label = f"prediction log {since:%Y-%m-%d %H:%M} … {until:%Y-%m-%d %H:%M} UTC"
     else:
         day, frame = snapshot_frame(workdir, day)
         model = load_version(config, workdir, version)
         probabilities = model.model.predict_proba(frame[model.features])
         label = f"snapshot {day}"
     report = compare(
-        profile, frame[[c for c in profile["columns"] if c in frame.columns]], np.asarray(probabilities)
+        profile,
+        frame[[c for c in profile["columns"] if c in frame.columns]],
+        np.asarray(probabilities),
+        share_threshold=config.monitoring.drift_share,
+        tests=config.monitoring.tests,
     )
     meta = {"champion_version": version, "current": label, "created_at": datetime.now(UTC).isoformat()}
     workdir.reports.mkdir(parents=True, exist_ok=True)
     path = workdir.reports / f"drift-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json"
     path.write_text(json.dumps({**meta, **report.to_dict()}, indent=2))
+    path.with_suffix(".html").write_text(html.render(report, meta))
     return report, meta, path

@@ -41,7 +41,7 @@ def _present(values: np.ndarray) -> np.ndarray:
     return values[~np.isnan(values)]
 
 
-def _binned(reference: dict[str, Any], current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def binned(reference: dict[str, Any], current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = np.asarray(reference["edges"])
     ref = np.asarray(reference["counts"], dtype=float)
     cur = np.bincount(np.searchsorted(edges, _present(current), side="right"), minlength=edges.size + 1)
@@ -49,7 +49,7 @@ def _binned(reference: dict[str, Any], current: np.ndarray) -> tuple[np.ndarray,
 
 
 def psi(reference: dict[str, Any], current: np.ndarray) -> float:
-    expected, actual = (np.clip(p, EPSILON, None) for p in _binned(reference, current))
+    expected, actual = (np.clip(p, EPSILON, None) for p in binned(reference, current))
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
@@ -84,24 +84,28 @@ def wasserstein_normed(reference: dict[str, Any], current: np.ndarray) -> float:
 
 
 def jensenshannon_numeric(reference: dict[str, Any], current: np.ndarray) -> float:
-    expected, actual = _binned(reference, current)
+    expected, actual = binned(reference, current)
     return float(distance.jensenshannon(expected, actual))
 
 
-def _categorical_counts(reference: dict[str, Any], current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def categorical_counts(
+    reference: dict[str, Any], current: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Categories (reference ∪ current, sorted) with their reference and current counts."""
     values, counts = np.unique(
         np.asarray([str(v) for v in current if v is not None and v == v]), return_counts=True
     )
     observed = dict(zip(values.tolist(), counts.tolist(), strict=True))
     keys = sorted(set(reference["counts"]) | set(observed))
     return (
+        keys,
         np.array([reference["counts"].get(k, 0) for k in keys], dtype=float),
         np.array([observed.get(k, 0) for k in keys], dtype=float),
     )
 
 
 def chisquare_pvalue(reference: dict[str, Any], current: np.ndarray) -> float:
-    ref, cur = _categorical_counts(reference, current)
+    _, ref, cur = categorical_counts(reference, current)
     if cur.sum() == 0:
         return 1.0
     expected = np.clip(ref / ref.sum(), EPSILON, None)
@@ -110,7 +114,7 @@ def chisquare_pvalue(reference: dict[str, Any], current: np.ndarray) -> float:
 
 
 def jensenshannon_categorical(reference: dict[str, Any], current: np.ndarray) -> float:
-    ref, cur = _categorical_counts(reference, current)
+    _, ref, cur = categorical_counts(reference, current)
     return float(distance.jensenshannon(ref / max(ref.sum(), 1), cur / max(cur.sum(), 1)))
 
 

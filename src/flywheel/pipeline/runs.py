@@ -8,7 +8,6 @@ older than ``STALE_AFTER`` and whose process is gone is reported — and recorde
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -73,15 +72,7 @@ class Store:
         tracking.setup(config, workdir)
         self.client = MlflowClient()
         name = f"{config.tracking.experiment}-pipelines"
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            from mlflow.exceptions import MlflowException
-
-            location = workdir.artifacts.as_uri() if config.tracking.uri is None else None
-            with contextlib.suppress(MlflowException):  # another process may have created it first
-                self.client.create_experiment(name, artifact_location=location)
-            experiment = self.client.get_experiment_by_name(name)
-        self.experiment_id = experiment.experiment_id
+        self.experiment_id = tracking.ensure_experiment(self.client, config, workdir, name)
 
     def create(self, params: dict[str, str], steps: list[str]) -> str:
         now = time.time()

@@ -167,12 +167,14 @@ def promote(
     version: str | None = None,
     force: bool = False,
     run_id: str | None = None,
+    automatic: bool = False,
 ) -> PromotionDecision:
     """Apply the promotion policy to ``version`` (default: the challenger).
 
     Promote when its gate passed and either there is no champion yet, or it beats the champion by at
     least ``min_delta`` ROC-AUC with the bootstrap interval above zero. ``force`` skips the comparison
-    (never the gate).
+    (never the gate). ``automatic`` (the pipeline) under ``registry.promotion: manual`` compares and
+    reports but leaves the alias to ``flywheel model promote``.
     """
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
@@ -196,6 +198,9 @@ def promote(
         f"(CI {result['ci_low']:+.4f}..{result['ci_high']:+.4f}, needs ≥ {config.registry.min_delta:+.4f} "
         "with CI above 0)"
     )
+    if beats and automatic and config.registry.promotion == "manual":
+        reason += f"; promotion policy is manual: `flywheel model promote {version}` promotes it"
+        return PromotionDecision(False, reason, version, champion, result)
     if beats:
         move_alias(client, name, CHAMPION, version, reason, run_id)
     return PromotionDecision(beats, reason, version, champion, result)

@@ -29,17 +29,22 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
     uri = tracking_uri(config, workdir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    experiment_id = ensure_experiment(mlflow.MlflowClient(), config, workdir, config.tracking.experiment)
+    mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
+    return experiment_id
+
+
+def ensure_experiment(client, config: FlywheelConfig, workdir: Workdir, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts inside the workdir by default) if missing."""
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
         from mlflow.exceptions import MlflowException
 
         location = workdir.artifacts.as_uri() if config.tracking.uri is None else None
         with contextlib.suppress(MlflowException):  # another process may have created it first
-            mlflow.create_experiment(config.tracking.experiment, artifact_location=location)
-        experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
-    experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
-    return experiment_id
+            client.create_experiment(name, artifact_location=location)
+        experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id
 
 
 def git_commit() -> str | None:

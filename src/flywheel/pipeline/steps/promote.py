@@ -9,7 +9,7 @@ from flywheel.registry import registry
 def run(ctx: StepContext, version: str, gate_passed: str) -> dict[str, str]:
     if gate_passed != "true":
         raise StepSkipped(f"version {version} failed the quality gate")
-    decision = registry.promote(ctx.config, ctx.workdir, version, run_id=ctx.pipeline_run_id)
+    decision = registry.promote(ctx.config, ctx.workdir, version, run_id=ctx.pipeline_run_id, automatic=True)
     return {
         "promoted": str(decision.promoted).lower(),
         "reason": decision.reason,

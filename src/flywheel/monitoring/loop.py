@@ -1,0 +1,135 @@
+"""``flywheel loop``: the continuous-training loop, one tick at a time.
+
+A tick: take new batches (folders in ``<workdir>/inbox``, or one simulated batch), rebuild features
+incrementally, materialize the online store, then monitor, decide and — when a trigger fires —
+retrain and promote (``flywheel retrain``). A running service picks up a new champion through its
+alias poller. Each stage only publishes when it succeeds (atomic lake commits and snapshot files,
+a guarded materialization, promotion as the pipeline's last step), so a failure at any stage leaves
+the champion and the online store as they were; it is alerted, and the next tick retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flywheel.config import FlywheelConfig
+from flywheel.data import ops
+from flywheel.data.validation import BatchRejected
+from flywheel.features import online
+from flywheel.features import ops as feature_ops
+from flywheel.monitoring import retrain
+from flywheel.monitoring.alerts import alert
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Tick:
+    started: str
+    stages: list[tuple[str, str]] = field(default_factory=list)
+    decision: retrain.Decision | None = None
+    failed_stage: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _ingest_inbox(workdir: Workdir) -> list[str]:
+    """Ingest each batch folder in the inbox; move it to ``.done`` or, rejected, to ``.rejected``."""
+    taken = []
+    if not workdir.inbox.exists():
+        return taken
+    for folder in sorted(p for p in workdir.inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            result = ops.ingest(workdir, [folder], batch_id=folder.name)
+        except BatchRejected:
+            _move(folder, workdir.inbox / ".rejected")
+            raise
+        _move(folder, workdir.inbox / ".done")
+        taken.append(result.batch_id)
+    return taken
+
+
+def _move(folder: Path, to: Path) -> None:
+    to.mkdir(parents=True, exist_ok=True)
+    target = to / folder.name
+    if target.exists():
+        shutil.rmtree(target)
+    folder.rename(target)
+
+
+def tick(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    simulate: bool = False,
+    on_stage: Callable[[str, str], None] | None = None,
+) -> Tick:
+    """One pass of the loop; never raises for a stage failure (it is returned, alerted and logged)."""
+    result = Tick(started=datetime.now(UTC).isoformat())
+
+    def done(stage: str, detail: str) -> None:
+        result.stages.append((stage, detail))
+        if on_stage:
+            on_stage(stage, detail)
+
+    stage = "ingest"
+    try:
+        if simulate:
+            batch = ops.simulate(config, workdir)
+            done(stage, f"simulated {batch.batch_id} (drift={config.data.simulate.drift})")
+        else:
+            taken = _ingest_inbox(workdir)
+            done(stage, f"ingested {', '.join(taken)}" if taken else f"no new batch in {workdir.inbox}")
+        stage = "features"
+        built, labels = feature_ops.build(config, workdir)
+        done(stage, f"{len(built.dates_built)} snapshot dates built; {labels.rows:,} labels")
+        stage = "materialize"
+        materialized = online.materialize(config, workdir, incremental=True)
+        done(stage, f"{materialized.written:,} customers, through {materialized.through}")
+        stage = "retrain"
+        result.decision = retrain.retrain(config, workdir)
+        done(stage, f"{result.decision.outcome}: {'; '.join(result.decision.reasons)}")
+        if result.decision.error:
+            result.failed_stage, result.error = stage, result.decision.error
+    except Exception as error:  # any stage: report, keep what is published, retry next tick
+        result.failed_stage, result.error = stage, f"{type(error).__name__}: {error}"
+        kind = "batch_rejected" if isinstance(error, BatchRejected) else "loop_failed"
+        alert(config, workdir, kind, f"loop stage {stage} failed: {result.error}", stage=stage)
+    return result
+
+
+def run(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    cron: str | None = None,
+    once: bool = False,
+    simulate: bool = False,
+    on_stage: Callable[[str, str], None] | None = None,
+    on_tick: Callable[[Tick], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Tick | None:
+    """Tick now with ``once``; otherwise tick at every time of ``cron`` (UTC) until interrupted."""
+    from croniter import croniter
+
+    if once:
+        result = tick(config, workdir, simulate, on_stage)
+        if on_tick:
+            on_tick(result)
+        return result
+    schedule = croniter(cron or config.retrain.cron, datetime.now(UTC))
+    while True:
+        due = schedule.get_next(datetime)
+        _logger.info("next loop tick at %s", due.isoformat())
+        sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        result = tick(config, workdir, simulate, on_stage)
+        if on_tick:
+            on_tick(result)
