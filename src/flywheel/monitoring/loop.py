@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
-from flywheel.data.validation import BatchRejected
+from flywheel.errors import DataError
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
 from flywheel.monitoring import retrain
@@ -51,7 +51,7 @@ def _ingest_inbox(workdir: Workdir) -> list[str]:
     for folder in sorted(p for p in workdir.inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             result = ops.ingest(workdir, [folder], batch_id=folder.name)
-        except BatchRejected:
+        except DataError:  # unreadable or rejected: the lake is unchanged; set the folder aside
             _move(folder, workdir.inbox / ".rejected")
             raise
         _move(folder, workdir.inbox / ".done")
@@ -102,7 +102,7 @@ def tick(
             result.failed_stage, result.error = stage, result.decision.error
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         result.failed_stage, result.error = stage, f"{type(error).__name__}: {error}"
-        kind = "batch_rejected" if isinstance(error, BatchRejected) else "loop_failed"
+        kind = "batch_rejected" if stage == "ingest" and isinstance(error, DataError) else "loop_failed"
         alert(config, workdir, kind, f"loop stage {stage} failed: {result.error}", stage=stage)
     return result
 

@@ -1,0 +1,67 @@
+"""Delayed-label performance on a hand-made lake and prediction log with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from flywheel.config import FlywheelConfig
+from flywheel.monitoring import performance
+from flywheel.serving.predlog import PredictionLog, utc_iso
+from flywheel.workdir import Workdir
+from tests.tiny_lake import DAY, Order, T, commit_tiny_lake
+
+ORDERS = [
+    Order(1, T - 10 * DAY),
+    Order(1, T + 20 * DAY),  # user 1 returns within the horizon of T and of T + 7 d: label 0
+    Order(2, T - 10 * DAY),  # user 2 never returns: label 1
+    Order(3, T - 10 * DAY),
+    Order(3, T + 70 * DAY),  # user 3 returns after T's 60-day horizon: label 1 at T
+    Order(4, T - 400 * DAY),  # user 4 has no order within 365 days of T: outside the population
+    Order(1, T + 75 * DAY),  # the last order: labels are observed through T + 75 d
+]
+
+
+@pytest.fixture
+def report(tmp_path) -> performance.PerformanceReport:
+    workdir = Workdir.at(tmp_path / "wd")
+    commit_tiny_lake(workdir, ORDERS, period_end=T + 76 * DAY, users=4)
+    log = PredictionLog(workdir.predictions / "predictions.db", flush_seconds=0.05)
+    rows = [
+        (1, T, 0.2),
+        (2, T, 0.9),
+        (3, T, 0.1),
+        (4, T, 0.5),
+        (1, T + 7 * DAY, 0.3),
+        (2, T + 7 * DAY, 0.8),
+        (1, T + 21 * DAY, 0.5),  # T + 81 d > T + 75 d: pending
+    ]
+    for i, (customer, as_of, probability) in enumerate(rows):
+        log.append(f"r{i}", utc_iso(T + 100 * DAY), customer, "1", probability, {}, "score", utc_iso(as_of))
+    log.append("old", utc_iso(T), 1, "1", 0.5, {}, "predict")  # no data time: never labelled
+    log.close()
+    return performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+
+
+def test_periods_have_known_answers_and_pending_is_not_zero(report) -> None:
+    first, second, pending = report.periods
+    assert (first.start, first.predictions, first.observable, first.labelled) == ("2024-03-04", 4, 4, 3)
+    assert first.status == "observed"
+    assert first.roc_auc == pytest.approx(0.5)  # positives 0.9 and 0.1 against the negative 0.2
+    assert first.churn_rate == pytest.approx(2 / 3)
+    assert first.brier == pytest.approx((0.2**2 + 0.1**2 + 0.9**2) / 3)
+    assert first.mean_probability == pytest.approx(0.4)
+    assert (second.start, second.labelled, second.roc_auc, second.churn_rate) == ("2024-03-11", 2, 1.0, 0.5)
+    assert (pending.start, pending.status, pending.labelled, pending.predictions) == (
+        "2024-03-25",
+        "pending",
+        0,
+        1,
+    )
+    assert pending.roc_auc is None and pending.churn_rate is None
+
+
+def test_counts_outside_population_and_without_data_time(report) -> None:
+    assert report.predictions == 8 and report.without_as_of == 1 and report.outside_population == 1
+    assert report.observed_until.startswith((T + 75 * DAY).date().isoformat())
+    assert report.recent(28) == (5, pytest.approx(4 / 6))  # positives .9 .1 .8 vs negatives .2 .3
+    assert report.recent(3) == (2, 1.0)
