@@ -19,6 +19,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features import snapshots
 from flywheel.monitoring import html
+from flywheel.monitoring.alerts import alert
 from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
 from flywheel.serving.champion import load_version
@@ -110,4 +111,15 @@ def drift(
     path = workdir.reports / f"drift-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json"
     path.write_text(json.dumps({**meta, **report.to_dict()}, indent=2))
     path.with_suffix(".html").write_text(html.render(report, meta))
+    if report.dataset_drift:
+        drifted = [c.column for c in report.columns if c.drifted]
+        alert(
+            config,
+            workdir,
+            "drift",
+            f"dataset drift in {label} vs champion v{version}: {len(drifted)} of {len(report.columns)} "
+            f"columns ({', '.join(drifted[:8])}); report {path.with_suffix('.html')}",
+            report=str(path),
+            champion=version,
+        )
     return report, meta, path

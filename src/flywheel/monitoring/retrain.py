@@ -114,16 +114,6 @@ def _drift(config: FlywheelConfig, workdir: Workdir, reports: dict[str, str]) ->
         return Trigger("drift", "n/a", threshold, False, str(error))
     reports["drift"] = str(path)
     drifted = [c.column for c in report.columns if c.drifted]
-    if report.dataset_drift:
-        alert(
-            config,
-            workdir,
-            "drift",
-            f"dataset drift in {meta['current']}: {len(drifted)} of {len(report.columns)} columns "
-            f"({', '.join(drifted[:8])})",
-            report=str(path),
-            champion=meta["champion_version"],
-        )
     return Trigger(
         "drift",
         f"{report.drifted_share:.0%} drifted",
