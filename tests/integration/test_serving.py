@@ -258,6 +258,34 @@ def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
     row = next(r for r in logged if r["request_id"] == acknowledged[0])
     assert row["customer_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
     assert os.path.getsize(workdir.predictions / "predictions.db") > 0
+    # the data time of the features used: the newest snapshot, which the online store holds
+    newest = max(snapshots.read_manifest(workdir)["dates"])
+    assert row["as_of"] == f"{newest}T00:00:00+00:00"
+
+
+def test_score_records_the_given_data_time_and_metrics_export_the_newest_drift_report(
+    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+) -> None:
+    from flywheel.monitoring import monitor
+
+    with service(workdir, config, tmp_path) as (base, _):
+        customer = active_customers(workdir, 1)[0]
+        features = call(base, "POST", "/v1/predict?explain=features", {"customer_id": customer})[1][
+            "features"
+        ]
+        body = {"customer_id": customer, "features": features, "as_of": "2024-01-01T00:00:00"}
+        status, answer = call(base, "POST", "/v1/score", body)
+        assert status == 200 and answer["customer_id"] == customer
+        assert "flywheel_drift_score{" not in call(base, "GET", "/metrics")[1]  # no report yet
+        report, _, _ = monitor.drift(config, workdir)
+        metrics = call(base, "GET", "/metrics")[1]
+    for column in report.columns:
+        assert f'flywheel_drift_score{{column="{column.column}",test="{column.test}"}}' in metrics
+        assert f'flywheel_drift_detected{{column="{column.column}"}} {float(column.drifted)}' in metrics
+    assert f"flywheel_dataset_drift {float(report.dataset_drift)}" in metrics
+    assert 'flywheel_drift_score{column="churn_probability"' in metrics
+    logged = read_log(workdir.predictions / "predictions.db")
+    assert [r["as_of"] for r in logged if r["endpoint"] == "score"] == ["2024-01-01T00:00:00+00:00"]
 
 
 def test_batch_scoring_scores_every_latest_snapshot(

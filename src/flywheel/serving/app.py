@@ -7,12 +7,14 @@ swapped in by replacing one reference, so requests in flight finish on the model
 """
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -133,6 +135,45 @@ class Metrics:
         self.reload_failures = Counter(
             "flywheel_model_reload_failures_total", "Versions that failed to load", registry=self.registry
         )
+        self.drift_score = Gauge(
+            "flywheel_drift_score",
+            "Drift statistic per column in the newest drift report (churn_probability: prediction drift)",
+            ["column", "test"],
+            registry=self.registry,
+        )
+        self.drift_detected = Gauge(
+            "flywheel_drift_detected", "1 when the column drifted", ["column"], registry=self.registry
+        )
+        self.drift_psi = Gauge(
+            "flywheel_drift_psi", "PSI per numeric column", ["column"], registry=self.registry
+        )
+        self.dataset_drift = Gauge(
+            "flywheel_dataset_drift", "1 when the newest report found dataset drift", registry=self.registry
+        )
+        self.drift_share = Gauge(
+            "flywheel_drift_share", "Share of drifted columns in the newest report", registry=self.registry
+        )
+        self.drift_report: str | None = None
+
+    def update_drift(self, reports: Path) -> None:
+        """Export the newest ``reports/drift-*.json`` (names sort by time) when it changed."""
+        newest = max(reports.glob("drift-*.json"), default=None)
+        if newest is None or newest.name == self.drift_report:
+            return
+        try:
+            report = json.loads(newest.read_text())
+        except (OSError, ValueError):  # being written: the next scrape reads it
+            return
+        for gauge in (self.drift_score, self.drift_detected, self.drift_psi):
+            gauge.clear()
+        for column in [*report["columns"], *([report["prediction"]] if report.get("prediction") else [])]:
+            self.drift_score.labels(column["column"], column["test"]).set(column["score"])
+            self.drift_detected.labels(column["column"]).set(int(column["drifted"]))
+            if column.get("psi") is not None:
+                self.drift_psi.labels(column["column"]).set(column["psi"])
+        self.dataset_drift.set(int(report["dataset_drift"]))
+        self.drift_share.set(report["drifted_share"])
+        self.drift_report = newest.name
 
 
 def _band(state: State, probability: float) -> str:
@@ -433,7 +474,8 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
-        """Prometheus metrics."""
+        """Prometheus metrics, with the newest drift report's figures as gauges."""
+        metrics.update_drift(workdir.reports)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
