@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -15,6 +16,8 @@ from flywheel.data import ops
 from flywheel.data.batches import simulate_batch
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
+from flywheel.monitoring.drift import compare
+from flywheel.monitoring.profile import build_profile
 from flywheel.workdir import Workdir
 
 DAYS = 60
@@ -154,3 +157,50 @@ def test_engagement_drop_halves_orders_of_existing_customers(scenario_batches, h
         )
         < 40
     )
+
+
+def _drift_columns(tables: dict[str, pa.Table], existing: pa.Array) -> dict[str, pd.DataFrame]:
+    """The columns each scenario moves, as frames for Flywheel's drift check: item prices, the new
+    users' age and traffic source, and orders per existing customer in the period (zeros included)."""
+    orders = tables["orders"].filter(pc.is_in(tables["orders"].column("user_id"), value_set=existing))
+    per_customer = pd.Series(orders.column("user_id").to_numpy()).value_counts()
+    return {
+        "order_items": pd.DataFrame({"sale_price": tables["order_items"].column("sale_price").to_numpy()}),
+        "users": tables["users"].select(["age", "traffic_source"]).to_pandas(),
+        "customers": pd.DataFrame(
+            {"orders": per_customer.reindex(existing.to_numpy(), fill_value=0).to_numpy()}
+        ),
+    }
+
+
+def test_flywheel_drift_flags_each_scenario_on_the_columns_it_changes_and_nothing_on_none(
+    scenario_batches, history
+) -> None:
+    existing = history["users"].column("id").combine_chunks()
+    frames = {drift: _drift_columns(tables, existing) for drift, tables in scenario_batches.items()}
+    # the reference, as a monitor has it: the past (the history's last 60 days, all users so far);
+    # orders per existing customer against the same period without a scenario (the base ages)
+    past = _drift_columns(
+        {**{k: _last_days(v, DAYS) for k, v in history.items()}, "users": history["users"]}, existing
+    )
+    past["customers"] = frames["none"]["customers"]
+    reference = {name: build_profile(frame, categorical=["traffic_source"]) for name, frame in past.items()}
+
+    def flagged(drift: str) -> set[str]:
+        return {
+            c.column
+            for name, frame in frames[drift].items()
+            for c in compare(reference[name], frame).columns
+            if c.drifted
+        }
+
+    # no drift: nothing flagged, except where scipy's exact two-sample KS on the raw rows rejects too
+    # (the none batch's 232 new users are 2.4 years older on average than all users: p = 0.037)
+    for name, frame in frames["none"].items():
+        for c in compare(reference[name], frame).columns:
+            if c.drifted:
+                assert c.test == "ks", c
+                assert stats.ks_2samp(past[name][c.column], frame[c.column]).pvalue < 0.05, c
+    assert flagged("price_shock") >= {"sale_price"}
+    assert flagged("acquisition_shift") >= {"age", "traffic_source"}
+    assert flagged("engagement_drop") >= {"orders"}

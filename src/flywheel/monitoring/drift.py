@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flywheel.monitoring.stattests import PSI_MAJOR, STATTESTS, binned, categorical_counts, default_test
+from flywheel.monitoring.profile import sorted_present
+from flywheel.monitoring.stattests import (
+    PSI_MAJOR,
+    STATTESTS,
+    binned,
+    categorical_counts,
+    category_counts,
+    default_test,
+)
 
 TOP_CATEGORIES = 15
 
@@ -60,8 +68,9 @@ class DriftReport:
 
 def _column(name: str, reference: dict[str, Any], values: np.ndarray, test_name: str | None) -> ColumnDrift:
     kind = reference["kind"]
-    present = values if kind == "categorical" else np.asarray(values, dtype=float)
-    rows = int(np.sum(~pd.isna(present)))
+    # summarize once: sorted values (numeric) or counts (categorical); every statistic takes either
+    present = category_counts(values) if kind == "categorical" else sorted_present(values)
+    rows = sum(present.values()) if kind == "categorical" else present.size
     test = STATTESTS[test_name] if test_name else default_test(kind, rows)
     score, drifted = test(reference, present)
     psi = STATTESTS["psi"](reference, present)[0] if kind == "numeric" else None

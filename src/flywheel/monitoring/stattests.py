@@ -8,13 +8,16 @@ Jensen–Shannon, chi-squared).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
+
+from flywheel.monitoring.profile import bin_counts, quantiles, sorted_present
 
 EPSILON = 1e-4
 
@@ -36,15 +39,10 @@ class StatTest:
         return score, (score < limit) if self.lower_is_drift else (score >= limit)
 
 
-def _present(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    return values[~np.isnan(values)]
-
-
 def binned(reference: dict[str, Any], current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    edges = np.asarray(reference["edges"])
+    """Reference and current shares on the reference's bins."""
     ref = np.asarray(reference["counts"], dtype=float)
-    cur = np.bincount(np.searchsorted(edges, _present(current), side="right"), minlength=edges.size + 1)
+    cur = bin_counts(sorted_present(current), np.asarray(reference["edges"]))
     return ref / max(ref.sum(), 1), cur / max(cur.sum(), 1)
 
 
@@ -53,33 +51,58 @@ def psi(reference: dict[str, Any], current: np.ndarray) -> float:
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def _reference_cdf(reference: dict[str, Any], points: np.ndarray) -> np.ndarray:
-    quantiles = np.asarray(reference["quantiles"])
-    levels = np.linspace(0, 1, quantiles.size)
-    # a step at repeated quantiles: take the highest level reached at each point
-    return np.interp(points, quantiles, levels, left=0.0, right=1.0)
+def _reference_cdf(reference: dict[str, Any], points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference CDF at ``points`` (sorted) and its left limits there: exact from the value
+    frequencies when the profile has them, else interpolated between the 101 quantiles, jumping
+    where quantiles repeat."""
+    if "values" in reference:
+        support = np.asarray(reference["values"])
+        cdf = np.concatenate(([0.0], np.cumsum(reference["value_counts"]) / reference["n"]))
+        at = cdf[np.searchsorted(support, points, side="right")]
+        return at, cdf[np.searchsorted(support, points, side="left")]
+    q = np.asarray(reference["quantiles"])
+    levels = np.linspace(0, 1, q.size)
+    between = np.interp(points, q, levels, left=0.0, right=1.0)
+    first, past = np.searchsorted(q, points, side="left"), np.searchsorted(q, points, side="right")
+    exact = past > first
+    at = np.where(exact, levels[np.maximum(past - 1, 0)], between)
+    return at, np.where(exact, levels[np.minimum(first, q.size - 1)], between)
 
 
 def ks_pvalue(reference: dict[str, Any], current: np.ndarray) -> float:
-    values = np.sort(_present(current))
+    """Two-sample KS against the reference profile; both CDFs are compared at each distinct current
+    value, right-continuous and as left limits, so ties (integer ages, counts) count as scipy does."""
+    values = sorted_present(current)
     n = values.size
     if n == 0:
         return 1.0
-    ref = _reference_cdf(reference, values)
-    ecdf_hi = np.arange(1, n + 1) / n
-    ecdf_lo = np.arange(0, n) / n
-    statistic = float(max(np.max(ecdf_hi - ref), np.max(ref - ecdf_lo)))
+    points, counts = np.unique(values, return_counts=True)
+    ref_at, ref_below = _reference_cdf(reference, points)
+    cur_at = np.cumsum(counts) / n
+    cur_below = cur_at - counts / n
+    statistic = float(max(np.max(np.abs(cur_at - ref_at)), np.max(np.abs(cur_below - ref_below))))
     effective = n * reference["n"] / (n + reference["n"])
     return float(stats.kstwo.sf(statistic, max(1, round(effective))))
 
 
 def wasserstein_normed(reference: dict[str, Any], current: np.ndarray) -> float:
-    values = _present(current)
+    """Wasserstein-1 distance divided by the reference standard deviation: exact, as ∫|F − G| over
+    the joint support, when the profile has value frequencies; else between quantile functions."""
+    values = sorted_present(current)
     if values.size == 0:
         return 0.0
-    levels = np.linspace(0, 1, len(reference["quantiles"]))
-    gap = np.abs(np.quantile(values, levels) - np.asarray(reference["quantiles"]))
-    distance_ = float(np.trapezoid(gap, levels))
+    if "values" in reference:
+        points, counts = np.unique(values, return_counts=True)
+        support = np.union1d(points, reference["values"])
+        ref_cdf = _reference_cdf(reference, support)[0]
+        cur_cdf = np.concatenate(([0.0], np.cumsum(counts) / values.size))[
+            np.searchsorted(points, support, side="right")
+        ]
+        distance_ = float(np.sum(np.abs(ref_cdf - cur_cdf)[:-1] * np.diff(support)))
+    else:
+        levels = np.linspace(0, 1, len(reference["quantiles"]))
+        gap = np.abs(quantiles(values, levels) - np.asarray(reference["quantiles"]))
+        distance_ = float(np.trapezoid(gap, levels))
     return distance_ / max(reference["std"], 1e-12)
 
 
@@ -91,17 +114,21 @@ def jensenshannon_numeric(reference: dict[str, Any], current: np.ndarray) -> flo
 def categorical_counts(
     reference: dict[str, Any], current: np.ndarray
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Categories (reference ∪ current, sorted) with their reference and current counts."""
-    values, counts = np.unique(
-        np.asarray([str(v) for v in current if v is not None and v == v]), return_counts=True
-    )
-    observed = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    """Categories (reference ∪ current, sorted) with their reference and current counts; ``current``
+    may be the values or their counts (a mapping), which drift checks compute once per column."""
+    observed = current if isinstance(current, Mapping) else category_counts(current)
     keys = sorted(set(reference["counts"]) | set(observed))
     return (
         keys,
         np.array([reference["counts"].get(k, 0) for k in keys], dtype=float),
         np.array([observed.get(k, 0) for k in keys], dtype=float),
     )
+
+
+def category_counts(values: Any) -> dict[str, int]:
+    """Counts of the non-missing values, keyed by their text (hash-based: no sort, no Python loop)."""
+    counts = pd.Series(values, copy=False).value_counts(dropna=True)
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def chisquare_pvalue(reference: dict[str, Any], current: np.ndarray) -> float:
