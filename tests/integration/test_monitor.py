@@ -23,7 +23,7 @@ def test_the_profile_round_trips_through_mlflow(
     data = load_dataset(workdir)
     assert version == "1" and set(profile["columns"]) == set(data.features)
     assert profile["rows"] == len(data.splits["train"]) and profile["prediction"]["n"] == profile["rows"]
-    assert len(json.dumps(profile)) < 60_000  # fixed size: quantiles and bins, no rows
+    assert len(json.dumps(profile)) < 150_000  # fixed size: quantiles, percentile means, bins; no rows
 
 
 def test_monitor_drift_command_reports_every_feature(

@@ -222,3 +222,49 @@ def test_the_loop_ingests_inbox_folders_and_sets_rejected_ones_aside(
     assert tree_digest(workdir.lake) == lake_before
     assert (workdir.inbox / ".rejected" / "bad-batch").exists() and not bad.exists()
     assert [a["kind"] for a in received] == ["batch_rejected"]
+
+
+def test_the_cron_loop_ticks_at_each_scheduled_time(
+    workdir: Workdir, training_config: FlywheelConfig
+) -> None:
+    config = apply_overrides(training_config, QUIET)
+    waits: list[float] = []
+    ticks: list[loop.Tick] = []
+
+    class Stop(Exception):
+        pass
+
+    def on_tick(tick: loop.Tick) -> None:
+        ticks.append(tick)
+        if len(ticks) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        loop.run(config, workdir, cron="*/5 * * * *", sleep=waits.append, on_tick=on_tick)
+    assert len(waits) == 2 and all(0 <= w <= 300 for w in waits)  # until the next 5-minute mark
+    assert all(t.ok for t in ticks), [t.error for t in ticks]
+    assert [stage for stage, _ in ticks[0].stages] == ["ingest", "features", "materialize", "retrain"]
+
+
+def test_loop_once_from_the_cli(workdir: Workdir, training_config: FlywheelConfig, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.servers import flywheel_command
+
+    config = apply_overrides(training_config, QUIET)
+    result = subprocess.run(
+        flywheel_command(config, workdir, tmp_path, "loop", "--once", "--simulate"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ingest: simulated sim-" in result.stdout and "decision: no retrain" in result.stdout
+    bad = subprocess.run(
+        flywheel_command(config, workdir, tmp_path, "loop", "--cron", "every day"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not a cron expression" in bad.stderr

@@ -35,7 +35,7 @@ def test_wasserstein_matches_scipy(profile: dict) -> None:
     current = RNG.normal(10.5, 2.5, 50_000)
     ours = STATTESTS["wasserstein"](profile, current)[0]
     theirs = stats.wasserstein_distance(REFERENCE, current) / REFERENCE.std()
-    assert ours == pytest.approx(theirs, rel=0.03)
+    assert ours == pytest.approx(theirs, rel=0.01)
 
 
 def test_psi_and_jensenshannon_match_the_formulas_on_the_reference_bins(profile: dict) -> None:

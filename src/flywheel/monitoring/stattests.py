@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from flywheel.monitoring.profile import bin_counts, quantiles, sorted_present
+from flywheel.monitoring.profile import bin_counts, percentile_means, quantiles, sorted_present
 
 EPSILON = 1e-4
 
@@ -87,7 +87,8 @@ def ks_pvalue(reference: dict[str, Any], current: np.ndarray) -> float:
 
 def wasserstein_normed(reference: dict[str, Any], current: np.ndarray) -> float:
     """Wasserstein-1 distance divided by the reference standard deviation: exact, as ∫|F − G| over
-    the joint support, when the profile has value frequencies; else between quantile functions."""
+    the joint support, when the profile has value frequencies; else ∫|Q_ref − Q_cur| from the
+    quantile functions' percentile means."""
     values = sorted_present(current)
     if values.size == 0:
         return 0.0
@@ -99,7 +100,10 @@ def wasserstein_normed(reference: dict[str, Any], current: np.ndarray) -> float:
             np.searchsorted(points, support, side="right")
         ]
         distance_ = float(np.sum(np.abs(ref_cdf - cur_cdf)[:-1] * np.diff(support)))
-    else:
+    elif "percentile_means" in reference:
+        gap = np.abs(percentile_means(values) - np.asarray(reference["percentile_means"]))
+        distance_ = float(gap.mean())
+    else:  # a profile from before percentile means: between the quantile functions
         levels = np.linspace(0, 1, len(reference["quantiles"]))
         gap = np.abs(quantiles(values, levels) - np.asarray(reference["quantiles"]))
         distance_ = float(np.trapezoid(gap, levels))
