@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+SHIFTED_NUMERIC = (0, 4, 8, 12, 16)
+SHIFTED = {f"x{i}" for i in SHIFTED_NUMERIC} | {"cat0"}
 CHILD = r"""
 import json, resource, sys, time
 import pandas as pd
@@ -58,7 +60,7 @@ def frames(rows: int, mixed: bool, seed: int = 0) -> tuple[pd.DataFrame, pd.Data
     rng = np.random.default_rng(seed)
     reference = pd.DataFrame({f"x{i}": rng.gamma(2 + i % 4, 1 + i, rows) for i in range(20)})
     current = pd.DataFrame({f"x{i}": rng.gamma(2 + i % 4, 1 + i, rows) for i in range(20)})
-    for i in (0, 4, 8, 12, 16):  # five shifted columns: 10 % … 50 % of a standard deviation
+    for i in SHIFTED_NUMERIC:  # five shifted columns: 10 % … 50 % of a standard deviation
         current[f"x{i}"] += (0.1 + i / 40) * reference[f"x{i}"].std()
     categorical = []
     if mixed:
@@ -105,6 +107,12 @@ def main() -> None:
             f"same decision on {agree}/{len(columns)} columns; Flywheel faster by "
             f"{theirs['seconds'] / ours['seconds']:.1f}×"
         )
+        unshifted = [c for c in columns if c not in SHIFTED]
+        for name, r in (("flywheel", ours), ("evidently", theirs)):
+            alarms = sum(r["decisions"][c]["drifted"] for c in unshifted)
+            print(
+                f"  {name}: false alarms on the {len(unshifted)} unshifted columns: {alarms} ({alarms / len(unshifted):.0%})"
+            )
         for c in columns:
             a, b = ours["decisions"][c], theirs["decisions"][c]
             print(

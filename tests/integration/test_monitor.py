@@ -7,7 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from flywheel.config import FlywheelConfig
+from flywheel.errors import FlywheelError
 from flywheel.monitoring import monitor
 from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir
@@ -97,3 +100,19 @@ def test_traffic_then_performance_and_retrain_check_from_the_cli(
     assert decision["champion"] == decision["champion_after"] == "1"
     bad = _cli(training_config, workdir, tmp_path, "monitor", "drift", "--window", "30d")
     assert bad.returncode == 2 and "--source log" in bad.stderr
+
+
+def test_evidently_export_reads_the_champions_training_split(
+    served_workdir: Workdir, training_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    workdir = Workdir.at(tmp_path / "wd")
+    shutil.copytree(served_workdir.root, workdir.root)
+    report, meta, path = monitor.drift(training_config, workdir, evidently=True)
+    exported = Path(meta["evidently_report"])
+    assert exported.exists() and exported.suffix == ".html" and exported.parent == workdir.reports
+    page = exported.read_text()
+    assert "Drifted Columns" in page and all(c.column in page for c in report.columns)
+    assert json.loads(path.read_text())["evidently_report"] == str(exported)
+    shutil.rmtree(workdir.datasets)
+    with pytest.raises(FlywheelError, match=r"training set .* is gone"):
+        monitor.drift(training_config, workdir, evidently=True)

@@ -63,6 +63,9 @@ def drift(
         datetime | None, typer.Option("--from", formats=DATE_FORMATS, help="Log window start (UTC).")
     ] = None,
     to: Annotated[datetime | None, typer.Option(formats=DATE_FORMATS, help="Log window end (UTC).")] = None,
+    evidently: Annotated[
+        bool, typer.Option("--evidently", help="Also export an Evidently 0.7 report (needs evidently).")
+    ] = False,
 ) -> None:
     """Per-feature and prediction drift against the champion's reference profile; exits 1 on
     dataset drift. Writes a JSON and a static HTML report."""
@@ -80,8 +83,10 @@ def drift(
         until = datetime.now(UTC)
         since = until - timedelta(days=_days(window))
     with progress("drift"):
-        report, meta, path = monitor.drift(config, workdir, source, date_, since, until)
+        report, meta, path = monitor.drift(config, workdir, source, date_, since, until, evidently)
     show_drift(report, meta, path)
+    if "evidently_report" in meta:
+        console.print(f"Evidently report: {meta['evidently_report']}")
     if report.dataset_drift:
         raise typer.Exit(1)
 

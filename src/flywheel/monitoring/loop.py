@@ -125,9 +125,8 @@ def run(
         if on_tick:
             on_tick(result)
         return result
-    schedule = croniter(cron or config.retrain.cron, datetime.now(UTC))
-    while True:
-        due = schedule.get_next(datetime)
+    while True:  # the next time from now: a tick longer than the interval skips, never piles up
+        due = croniter(cron or config.retrain.cron, datetime.now(UTC)).get_next(datetime)
         _logger.info("next loop tick at %s", due.isoformat())
         sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         result = tick(config, workdir, simulate, on_stage)

@@ -24,7 +24,7 @@ from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
 from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
-from flywheel.training.train import PROFILE_ARTIFACT
+from flywheel.training.train import PROFILE_ARTIFACT, load_dataset
 from flywheel.workdir import Workdir
 
 
@@ -74,6 +74,38 @@ def log_frame(workdir: Workdir, since: datetime, until: datetime) -> pd.DataFram
     return frame
 
 
+def evidently_export(
+    config: FlywheelConfig, workdir: Workdir, version: str, profile: dict[str, Any], current: pd.DataFrame
+) -> Path:
+    """The same comparison as an Evidently 0.7 ``DataDriftPreset`` report (HTML), for users who want
+    one. Evidently needs rows, so this reads the champion's training split from its dataset."""
+    try:
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.presets import DataDriftPreset
+    except ImportError:
+        raise FlywheelError(
+            "--evidently needs Evidently ≥ 0.7: pip install -e '.[bench]' (or pip install evidently)"
+        ) from None
+    client = registry.mlflow_client(config, workdir)
+    run = client.get_run(client.get_model_version(config.registry.model_name, version).run_id)
+    folder = workdir.datasets / run.data.tags.get("flywheel.dataset_id", "?")
+    if not (folder / "metadata.json").exists():
+        raise FlywheelError(f"champion v{version}'s training set {folder} is gone; Evidently needs its rows")
+    columns = [c for c in profile["columns"] if c in current.columns]
+    categorical = [c for c in columns if profile["columns"][c]["kind"] == "categorical"]
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in categorical], categorical_columns=categorical
+    )
+    reference = load_dataset(workdir, folder).splits["train"][columns]
+    snapshot = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
+    )
+    path = workdir.reports / f"evidently-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.html"
+    snapshot.save_html(str(path))
+    return path
+
+
 def drift(
     config: FlywheelConfig,
     workdir: Workdir,
@@ -81,6 +113,7 @@ def drift(
     day: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    evidently: bool = False,
 ) -> tuple[DriftReport, dict[str, Any], Path]:
     """Compare current data with the champion's reference profile; write the JSON and HTML reports.
 
@@ -108,6 +141,8 @@ def drift(
     )
     meta = {"champion_version": version, "current": label, "created_at": datetime.now(UTC).isoformat()}
     workdir.reports.mkdir(parents=True, exist_ok=True)
+    if evidently:
+        meta["evidently_report"] = str(evidently_export(config, workdir, version, profile, frame))
     path = workdir.reports / f"drift-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.json"
     path.write_text(json.dumps({**meta, **report.to_dict()}, indent=2))
     path.with_suffix(".html").write_text(html.render(report, meta))
