@@ -131,10 +131,8 @@ def test_performance_fires_alone_below_the_threshold(
     assert kinds == ([] if good else ["performance"])
 
 
-def test_forced_retrain_promotes_a_better_model_then_cooldown_and_rollback(
-    workdir: Workdir, training_config: FlywheelConfig
-) -> None:
-    # a weak champion: one two-leaf tree, promoted by hand past a lowered gate
+def _weak_champion(workdir: Workdir, training_config: FlywheelConfig) -> str:
+    """A weak champion: one two-leaf tree, promoted by hand past a lowered gate."""
     weak_config = apply_overrides(
         training_config,
         {
@@ -147,7 +145,13 @@ def test_forced_retrain_promotes_a_better_model_then_cooldown_and_rollback(
     weak_run = train.train(weak_config, workdir)
     weak = registry.register(weak_config, workdir, weak_run.run_id, weak_run.model_uri).version
     registry.promote(weak_config, workdir, weak, force=True)
+    return weak
 
+
+def test_forced_retrain_promotes_a_better_model_then_cooldown_and_rollback(
+    workdir: Workdir, training_config: FlywheelConfig
+) -> None:
+    weak = _weak_champion(workdir, training_config)
     config = apply_overrides(training_config, QUIET)
     decision = retrain.retrain(config, workdir, force=True)
     assert decision.retrain and decision.forced and decision.reasons[0] == "forced (--force)"
@@ -155,6 +159,7 @@ def test_forced_retrain_promotes_a_better_model_then_cooldown_and_rollback(
     assert decision.promoted is True, decision.promotion_reason
     assert decision.champion == weak and decision.champion_after == decision.candidate != weak
     assert registry.champion_version(config, workdir) == decision.candidate
+    assert decision.rollback == f"flywheel model rollback  (back to v{weak})"
 
     held = retrain.check(apply_overrides(training_config, {**QUIET, "retrain.schedule_days": 1e-6}), workdir)
     assert fired(held) == ["schedule"] and held.in_cooldown and not held.retrain
@@ -162,6 +167,19 @@ def test_forced_retrain_promotes_a_better_model_then_cooldown_and_rollback(
 
     registry.rollback(config, workdir)
     assert registry.champion_version(config, workdir) == weak
+
+
+def test_manual_promotion_policy_leaves_a_better_challenger_waiting(
+    workdir: Workdir, training_config: FlywheelConfig
+) -> None:
+    weak = _weak_champion(workdir, training_config)
+    config = apply_overrides(training_config, {**QUIET, "registry.promotion": "manual"})
+    decision = retrain.retrain(config, workdir, force=True)
+    assert decision.gate_passed is True and decision.promoted is False and decision.rollback is None
+    assert f"`flywheel model promote {decision.candidate}` promotes it" in decision.promotion_reason
+    assert registry.champion_version(config, workdir) == weak
+    assert registry.promote(config, workdir, decision.candidate).promoted  # the manual step
+    assert registry.champion_version(config, workdir) == decision.candidate
 
 
 def test_a_failed_gate_keeps_the_champion_and_alerts_the_webhook(

@@ -197,8 +197,8 @@ def show_decision(decision: retrain.Decision) -> None:
     if decision.error:
         console.print(f"[red]retrain failed[/red]: {decision.error}; champion v{decision.champion} kept")
     console.print(f"champion: v{decision.champion_after}; decision recorded: {decision.reports['decision']}")
-    if decision.promoted:
-        console.print(f"undo with: flywheel model rollback  (back to v{decision.champion})")
+    if decision.rollback:
+        console.print(f"undo with: {decision.rollback}")
 
 
 def retrain_command(

@@ -67,6 +67,7 @@ class Decision:
     promotion_reason: str | None = None
     champion_after: str | None = None
     error: str | None = None
+    rollback: str | None = None
     reports: dict[str, str] = field(default_factory=dict)
     record_run_id: str | None = None
 
@@ -240,6 +241,8 @@ def retrain(
     if decision.retrain and not check_only:
         _execute(config, workdir, decision, on_event, run_pipeline)
     decision.champion_after = registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
+    if decision.promoted:
+        decision.rollback = f"flywheel model rollback  (back to v{decision.champion})"
     decision.reports["decision"] = str(_write(decision, workdir))
     client.log_dict(decision.record_run_id, decision.to_dict(), "decision.json")
     client.set_tag(decision.record_run_id, "flywheel.outcome", decision.outcome)
