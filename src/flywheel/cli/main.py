@@ -80,7 +80,7 @@ def show_config() -> None:
 
 @app.command()
 def demo() -> None:
-    """Run the loop end to end on generated data, as far as it is built."""
+    """Run the whole loop end to end on generated data (about 2 minutes)."""
     from flywheel.cli.demo import run_demo
 
     run_demo()
