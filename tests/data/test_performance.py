@@ -65,3 +65,17 @@ def test_counts_outside_population_and_without_data_time(report) -> None:
     assert report.observed_until.startswith((T + 75 * DAY).date().isoformat())
     assert report.recent(28) == (5, pytest.approx(4 / 6))  # positives .9 .1 .8 vs negatives .2 .3
     assert report.recent(3) == (2, 1.0)
+
+
+def test_calibration_table_bins_every_labelled_prediction(report) -> None:
+    # labelled: (0.2, 0), (0.9, 1), (0.1, 1), (0.3, 0), (0.8, 1)
+    table = {row["bin"]: row for row in report.calibration()}
+    assert sorted(table) == ["0.1–0.2", "0.2–0.3", "0.3–0.4", "0.8–0.9", "0.9–1.0"]
+    assert table["0.1–0.2"] == {
+        "bin": "0.1–0.2",
+        "predictions": 1,
+        "mean_probability": 0.1,
+        "churn_rate": 1.0,
+    }
+    assert sum(row["predictions"] for row in table.values()) == 5
+    assert report.to_dict()["calibration"] == report.calibration()

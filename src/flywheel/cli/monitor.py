@@ -134,6 +134,15 @@ def performance_command(
             fmt(p.churn_rate),
         )
     console.print(table)
+    reliability = Table(
+        "probability", "labelled", "mean p", "churn rate", title="Calibration (every labelled prediction)"
+    )
+    for row in report.calibration():
+        reliability.add_row(
+            row["bin"], f"{row['predictions']:,}", fmt(row["mean_probability"]), fmt(row["churn_rate"])
+        )
+    if reliability.row_count:
+        console.print(reliability)
     console.print(
         f"{report.predictions:,} logged predictions; {report.without_as_of:,} without a data time, "
         f"{report.outside_population:,} observable but outside the label population; report: {path}"

@@ -61,9 +61,30 @@ class PerformanceReport:
         frame = self.labelled[self.labelled["as_of"] > self.labelled["as_of"].max() - pd.Timedelta(days=days)]
         return len(frame), _metrics(frame)["roc_auc"]
 
+    def calibration(self, bins: int = 10) -> list[dict[str, Any]]:
+        """Reliability table over every labelled prediction: per probability bin, the mean predicted
+        probability beside the observed churn rate."""
+        if self.labelled.empty:
+            return []
+        p = self.labelled["churn_probability"].to_numpy()
+        which = np.minimum((p * bins).astype(int), bins - 1)
+        table = []
+        for b in range(bins):
+            inside = which == b
+            if inside.any():
+                table.append(
+                    {
+                        "bin": f"{b / bins:.1f}–{(b + 1) / bins:.1f}",
+                        "predictions": int(inside.sum()),
+                        "mean_probability": float(p[inside].mean()),
+                        "churn_rate": float(self.labelled["label"].to_numpy()[inside].mean()),
+                    }
+                )
+        return table
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("labelled", "periods")}
-        return {**out, "periods": [asdict(p) for p in self.periods]}
+        return {**out, "periods": [asdict(p) for p in self.periods], "calibration": self.calibration()}
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
