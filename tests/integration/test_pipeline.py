@@ -127,6 +127,50 @@ def test_a_killed_runner_shows_as_failed_not_running(
     assert registry.list_versions(pipeline_config, workdir) == []
 
 
+@pytest.mark.parametrize("delay", [0.0, 1.0])
+def test_a_real_ctrl_c_cancels_at_a_safe_point(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path, delay: float
+) -> None:
+    """A real SIGINT to `flywheel pipeline run` while trials write to MLflow's SQLite store."""
+    store = runs.Store(pipeline_config, workdir)
+    process = _start_cli_run(pipeline_config, workdir, tmp_path)
+    run_id = _wait_for_step(store, "train")
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) != 0
+    record = store.get(run_id)
+    statuses = {s.name: s.status for s in record.steps}
+    assert record.status == runs.CANCELLED and "Ctrl-C" in record.error, record.error
+    assert statuses["train"] == runs.CANCELLED and statuses["promote"] == runs.SKIPPED
+    assert registry.list_versions(pipeline_config, workdir) == []
+
+
+def test_ctrl_c_during_a_tracking_write_lets_the_write_finish(
+    workdir: Workdir, pipeline_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: Ctrl-C raised KeyboardInterrupt inside whatever MLflow/SQLite write was running,
+    which could leave the run store unable to record the cancellation (the run ended FAILED). Now
+    the first Ctrl-C is deferred to the next safe point and the write completes."""
+    import mlflow
+
+    original, finished = mlflow.log_metric, []
+
+    def interrupted_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of the write
+        result = original(*args, **kwargs)
+        finished.append(args[0])
+        return result
+
+    monkeypatch.setattr(mlflow, "log_metric", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(pipeline_config, workdir)
+    assert finished, "the write was interrupted"
+    record = runs.Store(pipeline_config, workdir).list(1)[0]
+    assert record.status == runs.CANCELLED and "Ctrl-C" in record.error
+    assert {s.name: s.status for s in record.steps}["train"] == runs.CANCELLED
+    assert registry.champion_version(pipeline_config, workdir) is None
+
+
 def test_kfp_compile_has_the_dag(tmp_path: Path) -> None:
     path = compile_kfp(tmp_path / "p.yaml", "registry.example/flywheel:1", "/shared/wd", "configs/churn.yaml")
     spec = yaml.safe_load(path.read_text())

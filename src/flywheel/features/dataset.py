@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import ConfigError, DataError
@@ -185,6 +186,7 @@ def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int =
     try:
         kept_dates = sorted(d for d in dates if assigned[d] is not None)
         for start in range(0, len(kept_dates), label_dates_per_chunk):
+            cancel.check()
             chunk = kept_dates[start : start + label_dates_per_chunk]
             entities = labels.filter(
                 pc.is_in(

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
@@ -129,6 +130,7 @@ def build(
     try:
         chunk = config.features.chunk_dates
         for start in range(0, len(todo), chunk):
+            cancel.check()
             dates = todo[start : start + chunk]
             if progress:
                 progress(f"snapshots {start + len(dates)}/{len(todo)}")

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from flywheel import cancel
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.errors import ConfigError, FlywheelError
 from flywheel.pipeline import runs
@@ -79,7 +80,19 @@ def run_pipeline(
     resume: str | None = None,
     on_event: Callable[[str, str], None] | None = None,
 ) -> runs.PipelineRecord:
-    """Run the pipeline (or resume ``resume``) and return its final record."""
+    """Run the pipeline (or resume ``resume``) and return its final record. Ctrl-C cancels at the
+    next safe point (between steps, trials, chunks); a second Ctrl-C stops at once."""
+    with cancel.deferred_sigint():
+        return _run_pipeline(config, workdir, params, resume, on_event)
+
+
+def _run_pipeline(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    params: dict[str, Any] | None,
+    resume: str | None,
+    on_event: Callable[[str, str], None] | None,
+) -> runs.PipelineRecord:
     params = params or {}
     config = apply_params(config, params)
     store = runs.Store(config, workdir)
@@ -113,6 +126,7 @@ def run_pipeline(
     try:
         blocked: set[str] = set()
         for step in PIPELINE:
+            cancel.check()
             child = step_ids[step.name]
             if step.name in outputs:
                 _emit(on_event, step.name, "reused")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
@@ -96,6 +97,7 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
     trials: list[dict[str, Any]] = []
 
     def evaluate(params: dict[str, Any]) -> float:
+        cancel.check()
         merged = {**training.params, **params}
         with mlflow.start_run(run_name=f"trial-{len(trials)}", nested=True):
             model = make_model(model_type, data.features, categorical, merged, training.seed).fit(
@@ -208,6 +210,7 @@ def train(
                 context=split,
             )
         params, trials, tuning_seconds = tune(config, data)
+        cancel.check()
         model, threshold, valid_metrics, test_metrics = fit_and_evaluate(
             training.model_type, params, data, training.seed, training.threshold
         )
