@@ -133,7 +133,10 @@ def performance_command(
             fmt(p.mean_probability),
             fmt(p.churn_rate),
         )
-    console.print(table)
+    if report.periods:
+        console.print(table)
+    else:
+        console.print("no logged prediction has a data time (as_of) yet: serve or simulate traffic first")
     reliability = Table(
         "probability", "labelled", "mean p", "churn rate", title="Calibration (every labelled prediction)"
     )
@@ -205,7 +208,8 @@ def show_decision(decision: retrain.Decision) -> None:
         console.print(f"{'PROMOTED' if decision.promoted else 'not promoted'}: {decision.promotion_reason}")
     if decision.error:
         console.print(f"[red]retrain failed[/red]: {decision.error}; champion v{decision.champion} kept")
-    console.print(f"champion: v{decision.champion_after}; decision recorded: {decision.reports['decision']}")
+    champion = f"v{decision.champion_after}" if decision.champion_after else "none"
+    console.print(f"champion: {champion}; decision recorded: {decision.reports['decision']}")
     if decision.rollback:
         console.print(f"undo with: {decision.rollback}")
 
