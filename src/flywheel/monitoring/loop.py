@@ -102,7 +102,8 @@ def tick(
             result.failed_stage, result.error = stage, result.decision.error
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         result.failed_stage, result.error = stage, f"{type(error).__name__}: {error}"
-        kind = "batch_rejected" if stage == "ingest" and isinstance(error, DataError) else "loop_failed"
+        rejected = stage == "ingest" and not simulate and isinstance(error, DataError)
+        kind = "batch_rejected" if rejected else "loop_failed"
         alert(config, workdir, kind, f"loop stage {stage} failed: {result.error}", stage=stage)
     return result
 
