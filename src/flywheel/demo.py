@@ -20,9 +20,10 @@ from flywheel.data import ops
 from flywheel.errors import FlywheelError
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
-from flywheel.monitoring import monitor, performance, retrain, traffic
+from flywheel.monitoring import monitor, performance, traffic
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
+from flywheel.retraining import retrain
 from flywheel.serving.local import call, local_service
 from flywheel.workdir import Workdir
 

@@ -16,8 +16,8 @@ import pytest
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.data import ops
 from flywheel.features import labels
-from flywheel.monitoring import loop, retrain
 from flywheel.registry import registry
+from flywheel.retraining import loop, retrain
 from flywheel.serving.predlog import PredictionLog, utc_iso
 from flywheel.training import train
 from flywheel.workdir import Workdir

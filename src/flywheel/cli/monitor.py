@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from flywheel.cli.context import STATE, console, progress
-from flywheel.monitoring import loop, monitor, performance, retrain, traffic
+from flywheel.monitoring import monitor, performance, traffic
 from flywheel.monitoring.drift import DriftReport, psi_level
+from flywheel.retraining import loop, retrain
 
 app = typer.Typer(help="Drift and delayed-label performance of the champion.", no_args_is_help=True)
 simulate_app = typer.Typer(help="Simulated activity for trying the loop.", no_args_is_help=True)

@@ -1,1 +1,2 @@
-"""Monitoring: reference profiles of training data and drift statistics against them."""
+"""Monitoring: reference profiles, drift statistics and reports, delayed-label performance, the
+traffic simulator, and alerts."""

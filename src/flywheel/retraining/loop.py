@@ -23,8 +23,8 @@ from flywheel.data import ops
 from flywheel.errors import DataError
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
-from flywheel.monitoring import retrain
 from flywheel.monitoring.alerts import alert
+from flywheel.retraining import retrain
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
