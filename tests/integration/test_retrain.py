@@ -286,3 +286,16 @@ def test_loop_once_from_the_cli(workdir: Workdir, training_config: FlywheelConfi
         timeout=120,
     )
     assert bad.returncode == 2 and "not a cron expression" in bad.stderr
+
+
+def test_new_data_stops_firing_once_a_retrain_used_it_even_if_not_promoted(
+    workdir: Workdir, training_config: FlywheelConfig
+) -> None:
+    config = apply_overrides(training_config, {**QUIET, "retrain.min_new_batches": 1})
+    ops.simulate(training_config, workdir, days=14, batch_id="two-weeks")
+    assert fired(retrain.check(config, workdir)) == ["new_data"]
+    # min_delta 1.0: the candidate trained on the new batch cannot be promoted; it stays challenger
+    done = retrain.retrain(apply_overrides(config, {"registry.min_delta": 1.0}), workdir)
+    assert done.retrain and done.gate_passed and done.promoted is False, done.error
+    after = retrain.check(config, workdir)
+    assert fired(after) == [] and "trained on every lake batch" in after.triggers[-1].detail

@@ -6,7 +6,8 @@ Triggers (``retrain`` in the config), each with its value and threshold:
   ``min_roc_auc`` (needs ``min_labelled`` labelled predictions for a verdict);
 * ``drift`` — dataset drift of the newest feature snapshot against the champion's reference profile;
 * ``schedule`` — the champion was registered ``schedule_days`` or more ago;
-* ``new_data`` — ``min_new_batches`` lake batches the champion was not trained on;
+* ``new_data`` — ``min_new_batches`` lake batches neither the champion nor the challenger was
+  trained on;
 * ``no_champion`` — there is nothing to serve yet.
 
 Any fired trigger starts a retrain unless the last retrain began less than ``cooldown_hours`` ago;
@@ -136,13 +137,18 @@ def _schedule(config: FlywheelConfig, client: Any, champion: str) -> Trigger:
 
 
 def _new_data(config: FlywheelConfig, workdir: Workdir, client: Any, champion: str) -> Trigger:
+    """Batches neither the champion nor the challenger was trained on: a challenger that lost on
+    the new data does not make the same data trigger again."""
     needed = config.retrain.min_new_batches
-    run_id = client.get_model_version(config.registry.model_name, champion).run_id
-    trained_on = set(
-        filter(None, client.get_run(run_id).data.tags.get("flywheel.lake_batches", "").split(","))
-    )
+    name = config.registry.model_name
+    versions = [champion, registry.alias_version(client, name, registry.CHALLENGER)]
+    trained_on: set[str] = set()
+    for version in dict.fromkeys(v for v in versions if v):
+        run = client.get_run(client.get_model_version(name, version).run_id)
+        trained_on |= set(filter(None, run.data.tags.get("flywheel.lake_batches", "").split(",")))
     new = [b for b in Lake(workdir).batch_ids() if b not in trained_on]
-    detail = f"new batches: {', '.join(new)}" if new else f"champion v{champion} has every lake batch"
+    newest = ", ".join(f"v{v}" for v in dict.fromkeys(v for v in versions if v))
+    detail = f"new batches: {', '.join(new)}" if new else f"{newest} trained on every lake batch"
     if needed is None:
         return Trigger("new_data", f"{len(new)} batches", "off", False, detail)
     return Trigger("new_data", f"{len(new)} batches", f"≥ {needed}", len(new) >= needed, detail)
