@@ -210,7 +210,9 @@ class RetrainConfig(StrictModel):
     min_labelled: int = Field(200, ge=1, description="Fewer labelled predictions: no performance verdict.")
     on_drift: bool = Field(True, description="Dataset drift of the newest snapshot starts a retrain.")
     schedule_days: float | None = Field(30, gt=0, description="Retrain when the champion is this old.")
-    min_new_batches: int | None = Field(1, ge=1, description="Lake batches newer than the champion's data.")
+    min_new_batches: int | None = Field(
+        1, ge=1, description="Lake batches neither the champion nor the challenger was trained on."
+    )
     cooldown_hours: float = Field(24, ge=0, description="No automatic retrain this soon after the last one.")
     cron: str = Field("0 2 * * *", description="Schedule of `flywheel loop` ticks (cron syntax, UTC).")
 
