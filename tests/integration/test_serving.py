@@ -333,3 +333,23 @@ def test_a_sigkill_loses_at_most_the_last_flush_and_never_corrupts_the_log(
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert {row["request_id"] for row in read_log(path)} >= set(acknowledged)
+
+
+def test_startup_freezes_long_lived_objects_out_of_the_collector(
+    workdir: Workdir, config: FlywheelConfig
+) -> None:
+    """Regression: full garbage collections scanning Feast's, MLflow's and protobuf's millions of
+    long-lived objects stalled every request for ~0.1 s (wrk p99 125 ms; 6.5 ms once frozen)."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from flywheel.serving.app import create_app
+
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(config, workdir)) as client:
+            assert client.get("/health").status_code == 200
+            assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()

@@ -180,7 +180,10 @@ class LightGBMModel(ChurnModel):
                 else:
                     matrix[i, j] = np.nan if value is None else value
         return np.clip(
-            self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None), 0.0, 1.0
+            # one thread: for a few rows OpenMP start-up and spinning cost more than the trees
+            self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, num_threads=1),
+            0.0,
+            1.0,
         )
 
     def _save(self, folder):
