@@ -308,7 +308,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         ]
         return JSONResponse({"detail": problems}, status_code=422)
 
-    def serving_model() -> LoadedModel:
+    async def serving_model() -> LoadedModel:  # async: a plain def dependency runs in a thread pool
         if state.model is None:
             raise HTTPException(503, state.last_error or "no model loaded")
         return state.model
@@ -442,7 +442,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
         """The served version, when it was loaded, its features, and the registry's aliases."""
-        model = serving_model()
+        model = await serving_model()
         return {
             "name": config.registry.model_name,
             "version": model.version,
