@@ -299,3 +299,20 @@ def test_new_data_stops_firing_once_a_retrain_used_it_even_if_not_promoted(
     assert done.retrain and done.gate_passed and done.promoted is False, done.error
     after = retrain.check(config, workdir)
     assert fired(after) == [] and "trained on every lake batch" in after.triggers[-1].detail
+
+
+def test_ctrl_c_during_a_retrain_records_the_decision_as_cancelled(
+    workdir: Workdir, training_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrain, "run_pipeline", interrupted)
+    config = apply_overrides(training_config, QUIET)
+    with pytest.raises(KeyboardInterrupt):
+        retrain.retrain(config, workdir, force=True)
+    client = registry.mlflow_client(config, workdir)
+    experiment = client.get_experiment_by_name(f"{config.tracking.experiment}-retrain")
+    (record,) = client.search_runs([experiment.experiment_id])
+    assert record.info.status == "KILLED" and record.data.tags["flywheel.outcome"] == "retrain cancelled"
+    assert registry.champion_version(config, workdir) == "1"

@@ -33,6 +33,7 @@ from flywheel.data.lake import Lake
 from flywheel.errors import FlywheelError
 from flywheel.monitoring import monitor, performance
 from flywheel.monitoring.alerts import alert
+from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
 from flywheel.training import tracking
 from flywheel.workdir import Workdir
@@ -227,8 +228,6 @@ def retrain(
     on_event: Callable[[str, str], None] | None = None,
 ) -> Decision:
     """Decide, run the pipeline when the decision is to retrain (not with ``check_only``), record."""
-    from flywheel.pipeline.runner import run_pipeline
-
     decision = check(config, workdir, force=force, check_only=check_only)
     client, experiment_id = _client_and_experiment(config, workdir)
     record = client.create_run(
@@ -245,7 +244,12 @@ def retrain(
     )
     decision.record_run_id = record.info.run_id
     if decision.retrain and not check_only:
-        _execute(config, workdir, decision, on_event, run_pipeline)
+        try:
+            _execute(config, workdir, decision, on_event)
+        except KeyboardInterrupt:  # Ctrl-C: the pipeline run says CANCELLED; so does the decision
+            client.set_tag(decision.record_run_id, "flywheel.outcome", "retrain cancelled")
+            client.set_terminated(decision.record_run_id, "KILLED")
+            raise
     decision.champion_after = registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
     if decision.promoted:
         decision.rollback = f"flywheel model rollback  (back to v{decision.champion})"
@@ -261,7 +265,6 @@ def _execute(
     workdir: Workdir,
     decision: Decision,
     on_event: Callable[[str, str], None] | None,
-    run_pipeline: Callable[..., Any],
 ) -> None:
     try:
         record = run_pipeline(config, workdir, on_event=on_event)
