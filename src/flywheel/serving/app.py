@@ -248,6 +248,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         yield
         poller.cancel()
         state.log.close()
+        gc.unfreeze()  # frozen objects are never freed; an in-process service must not keep them so
 
     app = FastAPI(
         title="Flywheel churn prediction",
