@@ -191,12 +191,15 @@ class ServingConfig(StrictModel):
         return value or None
 
 
+StatTestName = Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "jensenshannon_categorical"]
+
+
 class MonitoringConfig(StrictModel):
     """Drift and delayed-label performance monitoring."""
 
     drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted columns that is dataset drift.")
     window_days: int = Field(30, ge=1, description="Prediction-log window of `monitor drift --source log`.")
-    tests: dict[str, str] = Field(
+    tests: dict[str, StatTestName] = Field(
         default_factory=dict, description="Column → statistic, overriding the choice by type and size."
     )
     period_days: int = Field(7, ge=1, description="Period of `monitor performance`, in data time.")

@@ -112,3 +112,16 @@ def test_wasserstein_is_exact_on_integer_data() -> None:
     ours = STATTESTS["wasserstein"](numeric_profile(reference), current)[0]
     theirs = stats.wasserstein_distance(reference, current) / reference.std()
     assert ours == pytest.approx(theirs, rel=1e-9)
+
+
+def test_a_statistic_for_the_wrong_column_type_is_a_clear_error() -> None:
+    from flywheel.config import FlywheelConfig, apply_overrides
+    from flywheel.errors import ConfigError
+
+    profile = build_profile(pd.DataFrame({"x": RNG.normal(0, 1, 500), "c": ["a", "b"] * 250}), ["c"])
+    current = pd.DataFrame({"x": RNG.normal(0, 1, 500), "c": ["a"] * 500})
+    assert compare(profile, current, tests={"x": "ks", "c": "chisquare"}).columns[1].drifted
+    with pytest.raises(ConfigError, match=r"monitoring.tests.c: psi is a test for numeric columns"):
+        compare(profile, current, tests={"c": "psi"})
+    with pytest.raises(ConfigError, match="monitoring.tests.x"):
+        apply_overrides(FlywheelConfig(), {"monitoring.tests": {"x": "t-test"}})

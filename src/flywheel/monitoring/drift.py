@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.errors import ConfigError
 from flywheel.monitoring.profile import sorted_present
 from flywheel.monitoring.stattests import (
     PSI_MAJOR,
@@ -72,6 +73,12 @@ def _column(name: str, reference: dict[str, Any], values: np.ndarray, test_name:
     present = category_counts(values) if kind == "categorical" else sorted_present(values)
     rows = sum(present.values()) if kind == "categorical" else present.size
     test = STATTESTS[test_name] if test_name else default_test(kind, rows)
+    if kind not in test.kinds:
+        usable = ", ".join(t.name for t in STATTESTS.values() if kind in t.kinds)
+        raise ConfigError(
+            f"monitoring.tests.{name}: {test.name} is a test for {' or '.join(test.kinds)} columns; "
+            f"{name} is {kind} (use one of {usable})"
+        )
     score, drifted = test(reference, present)
     psi = STATTESTS["psi"](reference, present)[0] if kind == "numeric" else None
     bins, expected, actual = histogram(reference, present)
