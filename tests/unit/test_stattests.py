@@ -123,5 +123,5 @@ def test_a_statistic_for_the_wrong_column_type_is_a_clear_error() -> None:
     assert compare(profile, current, tests={"x": "ks", "c": "chisquare"}).columns[1].drifted
     with pytest.raises(ConfigError, match=r"monitoring.tests.c: psi is a test for numeric columns"):
         compare(profile, current, tests={"c": "psi"})
-    with pytest.raises(ConfigError, match="monitoring.tests.x"):
+    with pytest.raises(ConfigError, match=r"monitoring\.tests\.x"):
         apply_overrides(FlywheelConfig(), {"monitoring.tests": {"x": "t-test"}})
