@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -117,6 +118,36 @@ def test_materialize_never_replaces_a_newer_value_with_an_older_one(
     result = online.materialize(small_config, workdir)
     assert result.skipped_older >= len(customers)
     assert online.get(small_config, workdir, customers) == before
+
+
+def test_the_service_reads_the_online_store_while_a_materialization_writes(
+    online_workdir: Workdir, small_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """Regression: the SQLite online store used a rollback journal, so a write transaction (the loop
+    materializing) made the service's reads wait up to 5 s and then fail with "database is locked".
+    In WAL mode readers see the last committed values while the writer works."""
+    import sqlite3
+
+    from flywheel.features import repo
+    from flywheel.serving.online_features import OnlineFeatures
+
+    workdir = Workdir.at(tmp_path / "wd")
+    shutil.copytree(online_workdir.root, workdir.root)
+    path = repo.repo_dir(workdir) / repo.SQLITE_ONLINE_STORE
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reader = OnlineFeatures(small_config, workdir)
+    customer = online.latest_snapshots(workdir).column("customer_id")[0].as_py()
+    before = reader.read([customer])
+    writer = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # a materialization in the middle of its write
+        started = time.monotonic()
+        assert reader.read([customer]) == before
+        assert time.monotonic() - started < 2  # not a 5-second lock wait
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def test_incremental_materialize_writes_only_newer_snapshots(online_workdir: Workdir, small_config) -> None:

@@ -9,8 +9,10 @@ and marks values older than the TTL as stale.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,7 +67,17 @@ def apply(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
     objects = repo.definitions(workdir)
     FeatureStore(repo_path=str(repo.repo_dir(workdir))).apply(objects)  # creates the registry
+    _write_ahead_log(config, workdir)
     return [f"{type(o).__name__} {o.name}" for o in objects]
+
+
+def _write_ahead_log(config: FlywheelConfig, workdir: Workdir) -> None:
+    """Put the SQLite online store in WAL mode (a property of the file): the service keeps reading
+    while the loop materializes, instead of waiting on — or failing with — a locked database."""
+    path = repo.repo_dir(workdir) / repo.SQLITE_ONLINE_STORE
+    if config.features.online_store.type == "sqlite" and path.exists():
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
 
 
 def _watermark_path(workdir: Workdir):
@@ -112,6 +124,7 @@ def materialize(
         after = datetime.fromisoformat(json.loads(watermark.read_text())["through"])
     rows = latest_snapshots(workdir, after=after)
     store = repo.feature_store(workdir)
+    _write_ahead_log(config, workdir)  # workdirs applied before WAL mode
     features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
     written = skipped = 0
     for start in range(0, rows.num_rows, WRITE_BATCH):

@@ -25,6 +25,7 @@ from flywheel.workdir import Workdir
 _logger = logging.getLogger(__name__)
 ENTITY_NAME = "customer"
 FEATURE_SERVICE = "churn_model"
+SQLITE_ONLINE_STORE = "data/online_store.db"  # relative to the repo folder
 _FEAST_TYPES = {pa.int64(): "Int64", pa.float64(): "Float64", pa.string(): "String"}
 
 FEATURES_TEMPLATE = '''"""Feast definitions for Flywheel's churn use case.
@@ -81,7 +82,7 @@ def repo_dir(workdir: Workdir) -> Path:
 def store_yaml(config: FlywheelConfig) -> dict[str, Any]:
     online = config.features.online_store
     if online.type == "sqlite":
-        online_store: dict[str, Any] = {"type": "sqlite", "path": "data/online_store.db"}
+        online_store: dict[str, Any] = {"type": "sqlite", "path": SQLITE_ONLINE_STORE}
     else:
         online_store = {"type": "redis", "connection_string": online.connection_string}
     return {
