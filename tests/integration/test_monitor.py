@@ -100,6 +100,20 @@ def test_traffic_then_performance_and_retrain_check_from_the_cli(
     assert decision["champion"] == decision["champion_after"] == "1"
     bad = _cli(training_config, workdir, tmp_path, "monitor", "drift", "--window", "30d")
     assert bad.returncode == 2 and "--source log" in bad.stderr
+    backwards = _cli(
+        training_config,
+        workdir,
+        tmp_path,
+        "monitor",
+        "drift",
+        "--source",
+        "log",
+        "--from",
+        "2025-02-01",
+        "--to",
+        "2025-01-01",
+    )
+    assert backwards.returncode == 2 and "must be before --to" in backwards.stderr
 
 
 def test_evidently_export_reads_the_champions_training_split(

@@ -76,6 +76,8 @@ def drift(
         raise typer.BadParameter("--window/--from/--to select prediction-log rows; add --source log")
     if window and (from_ or to):
         raise typer.BadParameter("give --window or --from/--to, not both")
+    if from_ and to and from_ >= to:
+        raise typer.BadParameter(f"--from ({from_:%Y-%m-%d %H:%M}) must be before --to ({to:%Y-%m-%d %H:%M})")
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     until = to.replace(tzinfo=UTC) if to else None

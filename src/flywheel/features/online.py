@@ -124,7 +124,6 @@ def materialize(
         after = datetime.fromisoformat(json.loads(watermark.read_text())["through"])
     rows = latest_snapshots(workdir, after=after)
     store = repo.feature_store(workdir)
-    _write_ahead_log(config, workdir)  # workdirs applied before WAL mode
     features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
     written = skipped = 0
     for start in range(0, rows.num_rows, WRITE_BATCH):

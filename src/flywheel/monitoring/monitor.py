@@ -37,10 +37,10 @@ def champion_profile(config: FlywheelConfig, workdir: Workdir) -> tuple[str, dic
         raise FlywheelError(
             f"no {config.registry.model_name}@champion to compare against; run the pipeline first"
         )
-    run_id = client.get_model_version(config.registry.model_name, version).run_id
+    run = registry.version_run(client, config.registry.model_name, version)
     try:
         path = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
+            run_id=run.info.run_id,
             artifact_path=PROFILE_ARTIFACT,
             dst_path=str(workdir.root / ".model_cache" / f"profile-{version}"),
         )
@@ -62,13 +62,11 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
 
 
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> pd.DataFrame:
-    path = workdir.predictions / "predictions.db"
-    if not path.exists():
-        raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
-    low, high = since.isoformat(), until.isoformat()
-    rows = [r for r in read_log(path) if low <= r["predicted_at"] < high]
+    rows = read_log(workdir.predictions / "predictions.db", since, until, ("features", "churn_probability"))
     if not rows:
-        raise FlywheelError(f"the prediction log has no predictions from {low} to {high}")
+        raise FlywheelError(
+            f"the prediction log has no predictions from {since.isoformat()} to {until.isoformat()}"
+        )
     frame = pd.DataFrame([json.loads(r["features"]) for r in rows])
     frame["churn_probability"] = [r["churn_probability"] for r in rows]
     return frame
@@ -87,7 +85,7 @@ def evidently_export(
             "--evidently needs Evidently ≥ 0.7: pip install -e '.[bench]' (or pip install evidently)"
         ) from None
     client = registry.mlflow_client(config, workdir)
-    run = client.get_run(client.get_model_version(config.registry.model_name, version).run_id)
+    run = registry.version_run(client, config.registry.model_name, version)
     folder = workdir.datasets / run.data.tags.get("flywheel.dataset_id", "?")
     if not (folder / "metadata.json").exists():
         raise FlywheelError(f"champion v{version}'s training set {folder} is gone; Evidently needs its rows")

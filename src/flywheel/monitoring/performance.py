@@ -12,7 +12,6 @@ time on the snapshot grid.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +23,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
-from flywheel.errors import FlywheelError
 from flywheel.features import labels as labels_module
+from flywheel.serving.predlog import read_log
 from flywheel.workdir import Workdir
 
 
@@ -88,12 +87,8 @@ class PerformanceReport:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
-    with sqlite3.connect(path) as con:
-        frame = pd.read_sql_query(
-            "SELECT customer_id, as_of, churn_probability, model_version FROM predictions", con
-        )
+    columns = ("customer_id", "as_of", "churn_probability", "model_version")
+    frame = pd.DataFrame(read_log(path, columns=columns), columns=list(columns))
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True, format="ISO8601")
     return frame
 
@@ -118,7 +113,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     dated = log.dropna(subset=["as_of", "customer_id"]).copy()
     lake = Lake(workdir)
     _, last = labels_module.observed_range(lake.connect(config.features.memory_limit))
-    last = pd.Timestamp(last).tz_convert(UTC) if pd.Timestamp(last).tzinfo else pd.Timestamp(last, tz=UTC)
+    last = pd.Timestamp(last)
+    last = last.tz_convert(UTC) if last.tzinfo else last.tz_localize(UTC)
     dated["observable"] = dated["as_of"] + horizon <= last
     observable_dates = sorted(dated.loc[dated["observable"], "as_of"].unique())
     labelled = dated.iloc[0:0].assign(label=pd.Series(dtype="int64"))

@@ -64,6 +64,11 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
+def version_run(client: Any, name: str, version: str) -> Any:
+    """The MLflow run that trained ``version`` (its tags name the dataset and the lake batches)."""
+    return client.get_run(client.get_model_version(name, version).run_id)
+
+
 def champion_version(config: FlywheelConfig, workdir: Workdir) -> str | None:
     """The version the ``champion`` alias points at, or None."""
     return alias_version(mlflow_client(config, workdir), config.registry.model_name, CHAMPION)

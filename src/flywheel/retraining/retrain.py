@@ -145,7 +145,7 @@ def _new_data(config: FlywheelConfig, workdir: Workdir, client: Any, champion: s
     versions = [champion, registry.alias_version(client, name, registry.CHALLENGER)]
     trained_on: set[str] = set()
     for version in dict.fromkeys(v for v in versions if v):
-        run = client.get_run(client.get_model_version(name, version).run_id)
+        run = registry.version_run(client, name, version)
         trained_on |= set(filter(None, run.data.tags.get("flywheel.lake_batches", "").split(",")))
     new = [b for b in Lake(workdir).batch_ids() if b not in trained_on]
     newest = ", ".join(f"v{v}" for v in dict.fromkeys(v for v in versions if v))

@@ -10,6 +10,7 @@ is killed; at most the last flush interval of predictions is then missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sqlite3
@@ -17,6 +18,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from flywheel.errors import FlywheelError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -96,10 +99,28 @@ class PredictionLog:
         con.close()
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(path) as con:
+def read_log(
+    path: Path,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Logged predictions answered in ``[since, until)`` (default: all), oldest first."""
+    if not path.exists():
+        raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
+    where, params = [], []
+    if since is not None:
+        where.append("predicted_at >= ?")
+        params.append(utc_iso(since))
+    if until is not None:
+        where.append("predicted_at < ?")
+        params.append(utc_iso(until))
+    query = f"SELECT {', '.join(columns) if columns else '*'} FROM predictions"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    with contextlib.closing(sqlite3.connect(path)) as con:
         con.row_factory = sqlite3.Row
-        return [dict(row) for row in con.execute("SELECT * FROM predictions ORDER BY rowid")]
+        return [dict(row) for row in con.execute(query + " ORDER BY rowid", params)]
 
 
 def utc_iso(moment: datetime | None) -> str | None:
