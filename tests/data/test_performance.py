@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from flywheel.config import FlywheelConfig
@@ -21,8 +25,8 @@ ORDERS = [
 ]
 
 
-@pytest.fixture
-def report(tmp_path) -> performance.PerformanceReport:
+def _logged(tmp_path: Path) -> Workdir:
+    """The tiny lake and a prediction log of known answers."""
     workdir = Workdir.at(tmp_path / "wd")
     commit_tiny_lake(workdir, ORDERS, period_end=T + 76 * DAY, users=4)
     log = PredictionLog(workdir.predictions / "predictions.db", flush_seconds=0.05)
@@ -39,7 +43,12 @@ def report(tmp_path) -> performance.PerformanceReport:
         log.append(f"r{i}", utc_iso(T + 100 * DAY), customer, "1", probability, {}, "score", utc_iso(as_of))
     log.append("old", utc_iso(T), 1, "1", 0.5, {}, "predict")  # no data time: never labelled
     log.close()
-    return performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+    return workdir
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> performance.PerformanceReport:
+    return performance.evaluate(FlywheelConfig(), _logged(tmp_path), period_days=7)
 
 
 def test_periods_have_known_answers_and_pending_is_not_zero(report) -> None:
@@ -79,3 +88,36 @@ def test_calibration_table_bins_every_labelled_prediction(report) -> None:
     }
     assert sum(row["predictions"] for row in table.values()) == 5
     assert report.to_dict()["calibration"] == report.calibration()
+
+
+# (customer_id, churn_probability, as_of) rows a client or a hand edit could leave in the log
+BAD_ROWS = [
+    (1, 0.5, "9999-12-31T23:59:59Z"),  # issue 11: beyond pandas' range, stopped every reader
+    (1, 0.5, "yesterday"),
+    (1, 0.5, "2200-01-01T00:00:00+00:00"),  # representable, but after now
+    ("abc", 0.5, utc_iso(T)),
+    (1.5, 0.5, utc_iso(T)),
+    (1, float("inf"), utc_iso(T)),
+    (1, 1.5, utc_iso(T)),
+    (1, "high", utc_iso(T)),
+]
+
+
+def test_bad_rows_are_counted_and_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    workdir = _logged(tmp_path)
+    with sqlite3.connect(workdir.predictions / "predictions.db") as con:
+        con.executemany(
+            "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, '{}', 'score', ?)",
+            [(f"bad{i}", utc_iso(T + 100 * DAY), c, "1", p, a) for i, (c, p, a) in enumerate(BAD_ROWS)],
+        )
+    with caplog.at_level(logging.WARNING, logger="flywheel.monitoring.logrows"):
+        report = performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+    assert report.skipped_rows == 8
+    assert report.skipped == {"as_of": 3, "customer_id": 2, "churn_probability": 3}
+    assert report.to_dict()["skipped_rows"] == 8
+    assert "skipped 8 bad row(s)" in caplog.text and "9999-12-31" in caplog.text
+    # the good rows give the same answers as without the bad ones
+    first, second, pending = report.periods
+    assert (first.predictions, first.labelled, first.roc_auc) == (4, 3, pytest.approx(0.5))
+    assert (second.labelled, pending.status) == (2, "pending")
+    assert report.predictions == 8 and report.without_as_of == 1

@@ -62,12 +62,14 @@ def render(report: DriftReport, meta: dict[str, Any]) -> str:
         f"{'<span class=drift>drifted</span>' if c.drifted else ''}<br>{_bars(c)}</div>"
         for c in columns
     )
+    skipped = meta.get("skipped_rows")
+    skipped_note = f" {skipped:,} unreadable prediction-log rows were skipped." if skipped else ""
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Drift: {escape(meta["current"])}</title><style>{STYLE}</style></head><body>
 <h1>Drift report</h1>
 <p>{escape(meta["current"])} ({report.current_rows:,} rows) vs the training data of champion
 v{escape(str(meta["champion_version"]))} ({report.reference_rows:,} rows);
-created {escape(meta["created_at"])}.</p>
+created {escape(meta["created_at"])}.{skipped_note}</p>
 <p class="{"drift" if report.dataset_drift else ""}">{verdict}: {report.drifted_share:.0%} of columns drifted
 (threshold {report.share_threshold:.0%}).</p>
 <table><tr><th>column</th><th>type</th><th>test</th><th>score</th><th>threshold</th><th>drifted</th>

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features import snapshots
-from flywheel.monitoring import html
+from flywheel.monitoring import html, logrows
 from flywheel.monitoring.alerts import alert
 from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
@@ -61,15 +61,17 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
     return day, pq.read_table(snapshots.table_dir(workdir) / manifest["dates"][day]["file"]).to_pandas()
 
 
-def log_frame(workdir: Workdir, since: datetime, until: datetime) -> pd.DataFrame:
+def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
+    """The features and probabilities logged in ``[since, until)``, and how many bad rows were
+    skipped (see :mod:`flywheel.monitoring.logrows`)."""
     rows = read_log(workdir.predictions / "predictions.db", since, until, ("features", "churn_probability"))
-    if not rows:
+    frame, skipped = logrows.features(rows)
+    if frame.empty:
+        bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
         raise FlywheelError(
-            f"the prediction log has no predictions from {since.isoformat()} to {until.isoformat()}"
+            f"the prediction log has no predictions from {since.isoformat()} to {until.isoformat()}{bad}"
         )
-    frame = pd.DataFrame([json.loads(r["features"]) for r in rows])
-    frame["churn_probability"] = [r["churn_probability"] for r in rows]
-    return frame
+    return frame, sum(skipped.values())
 
 
 def evidently_export(
@@ -122,14 +124,16 @@ def drift(
     if source == "log":
         until = until or datetime.now(UTC)
         since = since or until - timedelta(days=config.monitoring.window_days)
-        frame = log_frame(workdir, since, until)
+        frame, skipped_rows = log_frame(workdir, since, until)
         probabilities = frame.pop("churn_probability").to_numpy()
         label = f"prediction log {since:%Y-%m-%d %H:%M} … {until:%Y-%m-%d %H:%M} UTC"
+        extra: dict[str, Any] = {"skipped_rows": skipped_rows}
     else:
         day, frame = snapshot_frame(workdir, day)
         model = load_version(config, workdir, version)
         probabilities = model.model.predict_proba(frame[model.features])
         label = f"snapshot {day}"
+        extra = {}
     report = compare(
         profile,
         frame[[c for c in profile["columns"] if c in frame.columns]],
@@ -137,7 +141,12 @@ def drift(
         share_threshold=config.monitoring.drift_share,
         tests=config.monitoring.tests,
     )
-    meta = {"champion_version": version, "current": label, "created_at": datetime.now(UTC).isoformat()}
+    meta = {
+        "champion_version": version,
+        "current": label,
+        "created_at": datetime.now(UTC).isoformat(),
+        **extra,
+    }
     workdir.reports.mkdir(parents=True, exist_ok=True)
     if evidently:
         meta["evidently_report"] = str(evidently_export(config, workdir, version, profile, frame))

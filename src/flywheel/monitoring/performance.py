@@ -6,7 +6,8 @@ rule as training labels (``labels_customer_churn.sql``): churn when the customer
 non-cancelled order in ``(t, t + horizon]``, for customers in the label population at ``t``. The
 label is observable once the lake's last order is at or after ``t + horizon``; until then the
 prediction is *pending* — never counted as a zero. Periods are ``monitoring.period_days`` of data
-time on the snapshot grid.
+time on the snapshot grid. A bad log row (see :mod:`flywheel.monitoring.logrows`) is counted in
+``skipped_rows`` and left out.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.features import labels as labels_module
+from flywheel.monitoring import logrows
 from flywheel.serving.predlog import read_log
 from flywheel.workdir import Workdir
 
@@ -50,6 +52,8 @@ class PerformanceReport:
     predictions: int
     without_as_of: int
     outside_population: int
+    skipped_rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # bad column → rows skipped for it
     periods: list[Period] = field(default_factory=list)
     labelled: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
@@ -86,11 +90,10 @@ class PerformanceReport:
         return {**out, "periods": [asdict(p) for p in self.periods], "calibration": self.calibration()}
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    columns = ("customer_id", "as_of", "churn_probability", "model_version")
-    frame = pd.DataFrame(read_log(path, columns=columns), columns=list(columns))
-    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True, format="ISO8601")
-    return frame
+def read_predictions(path: Path, not_after: datetime) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The logged predictions, bad rows left out, and how many were skipped per bad column."""
+    frame, skipped = logrows.predictions(read_log(path, columns=logrows.PREDICTION_COLUMNS), not_after)
+    return frame, dict(skipped)
 
 
 def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
@@ -109,7 +112,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     """Per-period performance of the logged predictions whose labels the lake now observes."""
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
-    log = read_predictions(workdir.predictions / "predictions.db")
+    not_after = datetime.now(UTC) + timedelta(hours=config.monitoring.clock_skew_hours)
+    log, skipped = read_predictions(workdir.predictions / "predictions.db", not_after)
     dated = log.dropna(subset=["as_of", "customer_id"]).copy()
     lake = Lake(workdir)
     _, last = labels_module.observed_range(lake.connect(config.features.memory_limit))
@@ -137,6 +141,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         predictions=len(log),
         without_as_of=len(log) - len(dated),
         outside_population=int(dated["observable"].sum()) - len(labelled),
+        skipped_rows=sum(skipped.values()),
+        skipped=skipped,
         labelled=labelled,
     )
     for start, rows in dated.groupby("period", sort=True):
