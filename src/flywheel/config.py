@@ -203,6 +203,9 @@ class MonitoringConfig(StrictModel):
         default_factory=dict, description="Column → statistic, overriding the choice by type and size."
     )
     period_days: int = Field(7, ge=1, description="Period of `monitor performance`, in data time.")
+    clock_skew_hours: float = Field(
+        24, ge=0, description="A logged prediction whose as_of is later than now plus this is skipped."
+    )
 
 
 class RetrainConfig(StrictModel):
@@ -241,9 +244,18 @@ class AlertsConfig(StrictModel):
         return value or None
 
 
+class IngestConfig(StrictModel):
+    """`flywheel data ingest` of real exports."""
+
+    clock_skew_hours: float = Field(
+        24, ge=0, description="A batch with a timestamp later than now plus this is rejected."
+    )
+
+
 class DataConfig(StrictModel):
     generator: GeneratorConfig = GeneratorConfig()
     simulate: SimulateConfig = SimulateConfig()
+    ingest: IngestConfig = IngestConfig()
 
 
 class FlywheelConfig(StrictModel):
