@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -183,4 +183,44 @@ def test_unreadable_files_are_refused_and_lake_unchanged(
     before = tree_digest(lake_copy.lake)
     with pytest.raises(DataError, match=expected):
         ops.ingest(lake_copy, [tmp_path / name])
+    assert tree_digest(lake_copy.lake) == before
+
+
+def _moved_to(tables: Tables, year: int) -> Tables:
+    """The same consistent batch with every timestamp moved by one offset so that it starts in ``year``."""
+    start = pc.min(tables["orders"].column("created_at")).as_py()
+    offset = pa.scalar(datetime(year, 1, 1, tzinfo=start.tzinfo) - start, type=pa.duration("us"))
+    moved = {}
+    for name, table in tables.items():
+        for field in table.schema:
+            if field.type == TIMESTAMP:
+                table = replace(table, field.name, pc.add(table.column(field.name), offset))
+        moved[name] = table
+    return moved
+
+
+def test_a_batch_dated_in_the_future_is_rejected_and_lake_unchanged(
+    lake_copy: Workdir, next_period: Tables, tmp_path: Path
+) -> None:
+    """Issue 11, item 8: a consistent batch with every timestamp in 2031 was accepted."""
+    folder = write(tmp_path / "in", _moved_to(next_period, 2031))
+    before = tree_digest(lake_copy.lake)
+    with pytest.raises(BatchRejected, match=r"future_timestamp on \w+\.created_at") as caught:
+        ops.ingest(lake_copy, [folder])
+    assert tree_digest(lake_copy.lake) == before and not list(lake_copy.staging.glob("*"))
+    failures = json.loads(caught.value.report_path.read_text())["failures"]
+    named = {(f["table"], f["column"]) for f in failures if f["check"] == "future_timestamp"}
+    assert {("users", "created_at"), ("orders", "created_at"), ("order_items", "created_at")} <= named
+    orders = next(f for f in failures if (f["table"], f["column"]) == ("orders", "created_at"))
+    assert orders["failing_rows"] == next_period["orders"].num_rows
+    assert orders["examples"][0]["created_at"].startswith("2031-")
+
+
+def test_a_period_end_in_the_future_is_refused(
+    lake_copy: Workdir, next_period: Tables, tmp_path: Path
+) -> None:
+    folder = write(tmp_path / "in", next_period)
+    before = tree_digest(lake_copy.lake)
+    with pytest.raises(DataError, match=r"--period-end 2031-01-01 00:00 is in the future"):
+        ops.ingest(lake_copy, [folder], period_end=datetime(2031, 1, 1, tzinfo=UTC))
     assert tree_digest(lake_copy.lake) == before

@@ -3,6 +3,11 @@
 File names pick the table: ``users.csv``, ``order_items.parquet`` and BigQuery's sharded exports such
 as ``order_items-000000000000.csv`` all work. CSV columns are read as text and converted to the theLook
 types by validation, so a BigQuery export (``2023-01-06 07:59:00 UTC`` timestamps) loads as it is.
+
+Real data cannot come from the future: an ingested batch's period ends at the latest at now plus
+``data.ingest.clock_skew_hours``, so validation's ``future_timestamp`` check rejects any later row,
+naming its table, column and first rows. (Synthetic batches keep their own clock: a simulated world
+may run past today.)
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from flywheel.config import IngestConfig
 from flywheel.data.batches import Batch
 from flywheel.data.duck import connect
 from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP
@@ -79,8 +85,26 @@ def collect_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def read_batch(paths: list[Path], batch_id: str | None = None, period_end: datetime | None = None) -> Batch:
-    """Read theLook files into a batch. The period ends at ``period_end`` or just after the data."""
+def read_batch(
+    paths: list[Path],
+    batch_id: str | None = None,
+    period_end: datetime | None = None,
+    settings: IngestConfig | None = None,
+) -> Batch:
+    """Read theLook files into a batch. The period ends at ``period_end`` or just after the data,
+    and never after now plus the allowed clock skew.
+
+    Raises:
+        DataError: ``period_end`` is in the future, or a file is unreadable.
+    """
+    latest = datetime.now(UTC) + timedelta(hours=(settings or IngestConfig()).clock_skew_hours)
+    if period_end is not None and period_end.tzinfo is None:
+        period_end = period_end.replace(tzinfo=UTC)
+    if period_end is not None and period_end > latest:
+        raise DataError(
+            f"--period-end {period_end:%Y-%m-%d %H:%M} is in the future: a batch of real data ends by "
+            f"now + data.ingest.clock_skew_hours ({latest:%Y-%m-%d %H:%M} UTC)"
+        )
     files = collect_files(paths)
     parts: dict[str, list[pa.Table]] = {}
     digest = hashlib.sha256()
@@ -98,6 +122,7 @@ def read_batch(paths: list[Path], batch_id: str | None = None, period_end: datet
         except pa.ArrowInvalid as error:
             raise DataError(f"files of table {name} disagree on their columns ({error})") from None
     start, end = _time_bounds(tables, period_end)
+    end = min(end, latest)  # rows after it are then rejected by validation, named one by one
     return Batch(
         batch_id=batch_id or f"ingest-{digest.hexdigest()[:12]}",
         kind="ingest",

@@ -23,7 +23,7 @@ import pandera.pandas as pda
 import pyarrow as pa
 
 from flywheel.data.duck import DUCK_TYPES, connect, select_table
-from flywheel.data.schema import TABLES, TIMESTAMP, TableSpec
+from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP, TableSpec
 from flywheel.errors import DataError
 
 MAX_EXAMPLES = 5
@@ -196,7 +196,7 @@ def _relation_checks(
 ) -> list[tuple[str, str, str | None, str, str]]:
     """(check, table, column, message, SQL selecting the failing rows of the batch table)."""
     checks = []
-    for name in batch_tables:
+    for name in (n for n in TABLE_ORDER if n in batch_tables):  # a stable order of failures
         spec = TABLES[name]
         pk = spec.primary_key
         checks.append(
@@ -245,17 +245,15 @@ def _relation_checks(
                     "OR (returned_at IS NOT NULL) <> (status = 'Returned')",
                 )
             )
-        timestamps = [c.name for c in spec.columns if c.type == TIMESTAMP]
-        if timestamps:
-            cutoff = f"TIMESTAMPTZ '{period_end.isoformat()}'"
-            condition = " OR ".join(f"{c} >= {cutoff}" for c in timestamps)
+        # one check per column, so that a rejection names the column that lies in the future
+        for column in (c.name for c in spec.columns if c.type == TIMESTAMP):
             checks.append(
                 (
                     "future_timestamp",
                     name,
-                    ",".join(timestamps),
-                    f"timestamps must be before the batch's period end {period_end.isoformat()}",
-                    f"SELECT * FROM {name}_batch WHERE {condition}",
+                    column,
+                    f"{column} must be before the batch's period end {period_end.isoformat()}",
+                    f"SELECT * FROM {name}_batch WHERE {column} >= TIMESTAMPTZ '{period_end.isoformat()}'",
                 )
             )
     if "orders" in batch_tables:
