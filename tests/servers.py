@@ -142,3 +142,67 @@ def flywheel_command(config, workdir, folder: Path, *args: str) -> list[str]:
         str(workdir.root),
         *args,
     ]
+
+
+def call(
+    base: str,
+    method: str,
+    path: str,
+    body: object | None = None,
+    headers: dict | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict | str]:
+    """One HTTP request to the prediction service; the status and the JSON (or text) answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@contextmanager
+def service(workdir, config, folder: Path, log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``flywheel serve`` (real uvicorn) on a free loopback port until ``/ready``; yields its base URL
+    and process; stopped with SIGTERM. The server's stderr goes to ``log`` when given."""
+    import signal
+
+    port = free_port()
+    stderr = log.open("w") if log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(
+        flywheel_command(config, workdir, folder, "serve", "--port", str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call(base, "GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not become ready (exit code {process.poll()})")
+            time.sleep(0.3)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        if log is not None:
+            stderr.close()

@@ -184,6 +184,9 @@ class ServingConfig(StrictModel):
         False, description="Score unknown customers from default features instead of 404."
     )
     log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
+    max_clock_skew_seconds: float = Field(
+        3600, ge=0, description="How far past now a client's `as_of` may lie (clocks differ)."
+    )
 
     @field_validator("admin_token")
     @classmethod

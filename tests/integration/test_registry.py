@@ -109,3 +109,78 @@ def test_runs_and_artifacts_stay_in_the_workdir(
     assert experiment.artifact_location.startswith(workdir.artifacts.as_uri())
     assert run.info.artifact_uri.startswith(workdir.artifacts.as_uri())
     assert train.best_runs(training_config, workdir)[0]["run_id"] == result.run_id
+
+
+def test_the_latency_gate_times_the_serving_path(
+    workdir: Workdir, trained, training_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the gate timed the MLflow pyfunc (~50 ms at p99 on a busy machine) while the
+    service scores through ``predict_records`` (~0.02 ms): its figure did not mean what the service
+    will do. A serving path slowed by ≥ 3 ms per call must show in the gate."""
+    import time
+
+    from flywheel.training.models import LightGBMModel
+
+    _, result = trained
+    fast_path = LightGBMModel.predict_records
+
+    def slowed(self, records):
+        time.sleep(0.003)
+        return fast_path(self, records)
+
+    monkeypatch.setattr(LightGBMModel, "predict_records", slowed)
+    strict = apply_overrides(training_config, {"registry.gates.max_p99_latency_ms": 2.0})
+    registration = registry.register(strict, workdir, result.run_id, result.model_uri)
+    latency = next(c for c in registration.checks if c.name == "p99_latency_ms")
+    assert latency.value >= 3.0 and not latency.passed and not registration.gate_passed
+
+
+KILLED_REGISTRATION = """
+import os, signal, sys, yaml
+import mlflow
+from flywheel.config import FlywheelConfig
+from flywheel.registry import registry
+from flywheel.workdir import Workdir
+
+real = mlflow.register_model
+
+def killed(*args, **kwargs):  # SIGKILL right after the version exists
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+mlflow.register_model = killed
+config = FlywheelConfig.model_validate(yaml.safe_load(open(sys.argv[2])))
+registry.register(config, Workdir.at(sys.argv[1]), sys.argv[3], sys.argv[4])
+"""
+
+
+def test_a_kill_during_registration_never_leaves_a_version_without_its_gate(
+    workdir: Workdir, trained, training_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """Regression: gate tags were written after the version was created, so a kill in between left a
+    version that `model list` showed blank."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.servers import write_config
+
+    _, result = trained
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_REGISTRATION,
+            str(workdir.root),
+            str(write_config(training_config, tmp_path)),
+            result.run_id,
+            result.model_uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    [row] = registry.list_versions(training_config, workdir)
+    assert row["gate_passed"] == "true" and row["roc_auc"] is not None
+    assert registry.describe(training_config, workdir, row["version"])["tags"]["gate.p99_latency_ms.passed"]

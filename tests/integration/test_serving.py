@@ -7,13 +7,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,65 +25,9 @@ from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.workdir import Workdir
-from tests.servers import flywheel_command, free_port
+from tests.servers import call, service
 
 TOKEN = "test-token"
-
-
-def call(
-    base: str,
-    method: str,
-    path: str,
-    body: object | None = None,
-    headers: dict | None = None,
-    raw: bytes | None = None,
-) -> tuple[int, dict | str]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(
-        base + path, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        text, status = error.read().decode(), error.code
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text
-
-
-@contextmanager
-def service(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    process = subprocess.Popen(
-        flywheel_command(config, workdir, tmp_path, "serve", "--port", str(port)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if call(base, "GET", "/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"service did not become ready: {process.stderr.read() if process.poll() else ''}"
-                )
-            time.sleep(0.3)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
 
 
 @pytest.fixture
@@ -232,6 +171,17 @@ def test_hot_swap_under_traffic_and_a_broken_version(
         ready = call(base, "GET", "/ready")
         assert ready[0] == 200 and "failed to load" in ready[1]["warning"]
         assert "flywheel_model_reload_failures_total 1.0" in call(base, "GET", "/metrics")[1]
+        # item 11: unauthenticated answers name the version and the kind of failure, never a path
+        info = call(base, "GET", "/v1/model")[1]
+        assert info["version"] == second and info["champion"] == third and info["aliases"] == []
+        assert str(workdir.root) not in json.dumps([ready[1], info])
+        # the alias back on the served version: the failure is no longer reported
+        registry.move_alias(mlflow.MlflowClient(), config.registry.model_name, "champion", second, "back")
+        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and not body["changed"] and body["last_error"] is None
+        info = call(base, "GET", "/v1/model")[1]
+        assert info["last_error"] is None and info["aliases"] == ["champion"]
+        assert "warning" not in call(base, "GET", "/ready")[1]
         stop.set()
         worker.join()
     assert failures == []

@@ -18,7 +18,15 @@ from flywheel.config import FlywheelConfig
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
-KINDS = ("drift", "performance", "gate_failed", "retrain_failed", "loop_failed", "batch_rejected")
+KINDS = (
+    "drift",
+    "performance",
+    "gate_failed",
+    "retrain_failed",
+    "loop_failed",
+    "batch_rejected",
+    "prediction_log",
+)
 
 
 def alert(config: FlywheelConfig, workdir: Workdir, kind: str, text: str, **details: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.registry.gates import GateCheck, evaluate_gates, folder_size_mb, single_row_latency_p99_ms
 from flywheel.training import evaluation, tracking
-from flywheel.training.train import load_dataset
+from flywheel.training.train import load_dataset, load_logged_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ def move_alias(
 
 
 def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: str) -> Registration:
-    """Register a trained candidate, run the quality gate and tag the version; a passing candidate
+    """Run the quality gate on a trained candidate and register it with the gate's result as version
+    tags (one registry write: a kill cannot leave a version without its gate); a passing candidate
     becomes the ``challenger``."""
     import mlflow
 
@@ -116,14 +117,12 @@ def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: s
     metrics = {
         key.removeprefix("test_"): value for key, value in run.data.metrics.items() if key.startswith("test_")
     }
-    version = str(mlflow.register_model(model_uri, name).version)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    data = load_dataset(workdir)
-    latency = single_row_latency_p99_ms(model, data.xy("test")[0].head(200))
     with tempfile.TemporaryDirectory() as tmp:
-        size = folder_size_mb(
-            Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp))
-        )
+        folder = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        size = folder_size_mb(folder)
+        model = load_logged_model(folder)
+    rows = load_dataset(workdir).xy("test")[0].head(200)
+    latency = single_row_latency_p99_ms(model.predict_records, rows.to_dict("records"))
     checks = evaluate_gates(config.registry.gates, metrics, latency, size)
     passed = all(c.passed for c in checks)
     tags = {
@@ -136,8 +135,7 @@ def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: s
         tags[f"gate.{check.name}.value"] = f"{check.value:.6g}"
         tags[f"gate.{check.name}.threshold"] = f"{check.threshold:.6g}"
         tags[f"gate.{check.name}.passed"] = str(check.passed).lower()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     if passed:
         move_alias(client, name, CHALLENGER, version, "passed the quality gate", run_id)
     else:

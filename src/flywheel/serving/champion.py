@@ -7,7 +7,7 @@ the same probabilities as the logged MLflow pyfunc.
 from __future__ import annotations
 
 import logging
-import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 from flywheel.config import FlywheelConfig
 from flywheel.training import tracking
 from flywheel.training.models import ChurnModel
+from flywheel.training.train import load_logged_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -38,19 +39,22 @@ class LoadedModel:
 
 
 def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> LoadedModel:
-    """Download a registered version's artifacts, load it, and check it with a smoke prediction."""
+    """Download a registered version's artifacts, load it, and check it with a smoke prediction.
+
+    Each load downloads into a folder of its own and reads the model into memory, so concurrent
+    loads (the service's reloader, a retrain, a second retrain) never share a half-written folder."""
     import mlflow
 
     tracking.setup(config, workdir)
-    cache = workdir.root / ".model_cache" / version
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.mkdir(parents=True)
-    folder = Path(
-        mlflow.artifacts.download_artifacts(
-            f"models:/{config.registry.model_name}/{version}", dst_path=str(cache)
+    cache = workdir.root / ".model_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"v{version}-", dir=cache) as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{config.registry.model_name}/{version}", dst_path=tmp
+            )
         )
-    )
-    model = ChurnModel.load(folder / "artifacts" / "churn_model")
+        model = load_logged_model(folder)
     probe = model.predict_records([{}])  # all features missing: must still give a probability
     if probe.shape != (1,) or not np.isfinite(probe[0]):
         raise ValueError(f"version {version} failed its smoke prediction: {probe}")

@@ -1,7 +1,8 @@
 """Online feature reads for serving, through Feast's online-store API (``OnlineStore.online_read``).
 
 Flywheel guards what Feast does not: a snapshot older than the feature view's TTL (counted back from
-the newest materialized snapshot, in data time) is treated as missing.
+the newest materialized snapshot, in data time, as of the latest materialization) is treated as
+missing.
 """
 
 from __future__ import annotations
@@ -27,13 +28,28 @@ class OnlineFeatures:
         self.view = self.store.get_feature_view(FEATURES_TABLE)
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
         self.names = [f.name for f in self.view.features]
-        ttl = config.features.ttl_days
-        watermark = repo.repo_dir(workdir) / "data" / "materialized.json"
-        self.oldest: datetime | None = None
-        if ttl and watermark.exists():
-            self.oldest = datetime.fromisoformat(json.loads(watermark.read_text())["through"]) - timedelta(
-                days=ttl
-            )
+        self.ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
+        self.watermark = repo.repo_dir(workdir) / "data" / "materialized.json"
+        self._seen: int | None = None  # the watermark file's mtime when last read
+        self._oldest: datetime | None = None
+
+    @property
+    def oldest(self) -> datetime | None:
+        """The oldest snapshot time still within the TTL of the newest materialized snapshot; re-read
+        when a materialization moves the watermark (one ``stat`` per read)."""
+        if self.ttl is None:
+            return None
+        try:
+            seen = self.watermark.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if seen != self._seen:
+            try:
+                through = json.loads(self.watermark.read_text())["through"]
+            except (ValueError, KeyError):  # being rewritten: keep the last cutoff, read it next time
+                return self._oldest
+            self._oldest, self._seen = datetime.fromisoformat(through) - self.ttl, seen
+        return self._oldest
 
     def read(self, customer_ids: list[int]) -> list[dict[str, Any] | None]:
         """Feature dicts per customer (None: unknown, or older than the TTL)."""
@@ -48,10 +64,9 @@ class OnlineFeatures:
         rows = self.provider.online_read(config=self.store.config, table=self.view, entity_keys=keys)
         result: list[dict[str, Any] | None] = []
         times: list[str | None] = []
+        oldest = self.oldest
         for timestamp, values in rows:
-            if values is None or (
-                self.oldest is not None and timestamp is not None and timestamp < self.oldest
-            ):
+            if values is None or (oldest is not None and timestamp is not None and timestamp < oldest):
                 result.append(None)
                 times.append(None)
                 continue

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,32 @@ CREATE TABLE IF NOT EXISTS predictions (
     as_of TEXT
 )
 """
+INSERT = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_logger = logging.getLogger(__name__)
 
 
 class PredictionLog:
-    def __init__(self, path: Path, flush_seconds: float = 0.5):
+    """The background writer. It survives any row and any write error: a row SQLite cannot store is
+    counted as rejected and skipped (the API bounds every value, so this is a last line of defence);
+    a failing database (locked, disk full) keeps the rows queued — up to ``max_pending``, the oldest
+    dropped and counted beyond that — and is retried every flush, with ``on_error`` called once per
+    failure streak. ``healthy`` says whether the writer is running and its last write succeeded."""
+
+    def __init__(
+        self,
+        path: Path,
+        flush_seconds: float = 0.5,
+        on_error: Callable[[str], None] | None = None,
+        max_pending: int = 100_000,
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.flush_seconds = path, flush_seconds
+        self.on_error, self.max_pending = on_error, max_pending
+        self.written = self.rejected = self.dropped = self.write_errors = 0
+        self.last_error: str | None = None
+        self._pending: list[tuple[Any, ...]] = []
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        with sqlite3.connect(path) as con:
+        with contextlib.closing(sqlite3.connect(path)) as con, con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
@@ -48,6 +68,26 @@ class PredictionLog:
                 con.execute("ALTER TABLE predictions ADD COLUMN as_of TEXT")
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + self._queue.qsize()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        return self.alive and self.last_error is None
+
+    def status(self) -> str | None:
+        """Why the log is not writing, or None when it is."""
+        if not self.alive:
+            return f"prediction log writer stopped: {self.last_error or 'unknown reason'}"
+        if self.last_error is not None:
+            return f"prediction log not writing ({self.pending} rows pending): {self.last_error}"
+        return None
 
     def append(
         self,
@@ -78,25 +118,71 @@ class PredictionLog:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        con = sqlite3.connect(self.path)
-        con.execute("PRAGMA synchronous=NORMAL")
-        stopping = False
-        while not stopping:
-            batch = []
+        try:
+            con = sqlite3.connect(self.path)
+            con.execute("PRAGMA synchronous=NORMAL")
+            stopping = False
+            while not stopping:
+                try:
+                    item = self._queue.get(timeout=self.flush_seconds)
+                    while True:
+                        if item is None:
+                            stopping = True
+                            break
+                        self._pending.append(item)
+                        item = self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                if self._pending:
+                    self._flush(con)
+            con.close()
+        except BaseException as error:  # recorded so /ready and /metrics say the writer stopped
+            self.last_error = f"{type(error).__name__}: {error}"
+            _logger.critical("prediction log writer stopped: %s", self.last_error)
+            raise
+
+    def _flush(self, con: sqlite3.Connection) -> None:
+        try:
+            with con:
+                con.executemany(INSERT, self._pending)
+            self.written += len(self._pending)
+        except sqlite3.OperationalError as error:  # the database, not a row: keep the rows, retry
+            self._failed(f"{type(error).__name__}: {error}")
+            return
+        except (sqlite3.Error, OverflowError, ValueError, TypeError):  # a row SQLite cannot store
+            if not self._write_one_by_one(con):
+                return
+        self._pending.clear()
+        if self.last_error is not None:
+            _logger.warning("prediction log writing again after: %s", self.last_error)
+            self.last_error = None
+
+    def _write_one_by_one(self, con: sqlite3.Connection) -> bool:
+        """Insert the pending rows singly, skipping unstorable ones; False when the database fails."""
+        for index, row in enumerate(self._pending):
             try:
-                item = self._queue.get(timeout=self.flush_seconds)
-                while True:
-                    if item is None:
-                        stopping = True
-                        break
-                    batch.append(item)
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if batch:
                 with con:
-                    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
-        con.close()
+                    con.execute(INSERT, row)
+                self.written += 1
+            except sqlite3.OperationalError as error:
+                del self._pending[:index]
+                self._failed(f"{type(error).__name__}: {error}")
+                return False
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
+                self.rejected += 1
+                _logger.error("prediction log: row of request %s not storable, skipped: %s", row[0], error)
+        return True
+
+    def _failed(self, message: str) -> None:
+        self.write_errors += 1
+        if len(self._pending) > self.max_pending:
+            self.dropped += len(self._pending) - self.max_pending
+            del self._pending[: len(self._pending) - self.max_pending]
+        first = self.last_error is None
+        self.last_error = message
+        _logger.error("prediction log write failed (%d rows pending, retrying): %s", self.pending, message)
+        if first and self.on_error is not None:
+            self.on_error(message)
 
 
 def read_log(

@@ -32,6 +32,7 @@ from flywheel.workdir import Workdir
 _logger = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 PROFILE_ARTIFACT = "reference_profile.json"
+MODEL_FOLDER = "churn_model"  # the Flywheel model files inside the logged MLflow model's artifacts
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -148,13 +149,18 @@ def fit_and_evaluate(
     )
 
 
+def load_logged_model(folder: Path) -> ChurnModel:
+    """The Flywheel model inside a downloaded MLflow model folder (read into memory: the folder may go)."""
+    return ChurnModel.load(folder / "artifacts" / MODEL_FOLDER)
+
+
 def log_model(model: ChurnModel, example: pd.DataFrame) -> str:
     """Log ``model`` as an MLflow pyfunc (code + safe model files); returns its model URI."""
     import mlflow
     from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "churn_model"
+        folder = Path(tmp) / MODEL_FOLDER
         model.save(folder)
         example = example.head(5)
         signature = infer_signature(example, model.predict_proba(example))

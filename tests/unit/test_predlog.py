@@ -1,0 +1,77 @@
+"""The prediction log writer survives any row and any write error, and says when it is not writing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from flywheel.serving.predlog import SCHEMA, PredictionLog, read_log
+
+
+def _append(log: PredictionLog, request_id: str, customer_id: int | None = 1) -> None:
+    log.append(request_id, "2024-01-01T00:00:00+00:00", customer_id, "1", 0.5, {"orders_30d": 1}, "predict")
+
+
+def _until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_an_unstorable_row_is_skipped_and_counted_and_the_writer_keeps_writing(tmp_path: Path) -> None:
+    """Regression: a customer id of 2^63 raised OverflowError in the writer thread, which died; every
+    later prediction was acknowledged and never logged."""
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(path, flush_seconds=0.02)
+    try:
+        _append(log, "before")
+        _append(log, "unstorable", customer_id=2**63)
+        _append(log, "after")
+        assert _until(lambda: log.written == 2 and log.rejected == 1)
+        _append(log, "later")
+        assert _until(lambda: log.written == 3)
+        assert log.healthy and log.status() is None
+    finally:
+        log.close()
+    assert [row["request_id"] for row in read_log(path)] == ["before", "after", "later"]
+
+
+def test_a_failing_database_is_retried_reported_and_alerted_once(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.db"
+    errors: list[str] = []
+    log = PredictionLog(path, flush_seconds=0.02, on_error=errors.append)
+    try:
+        with sqlite3.connect(path) as con:
+            con.execute("DROP TABLE predictions")  # the log's table gone from under the writer
+        for i in range(3):
+            _append(log, f"held-{i}")
+        assert _until(lambda: log.write_errors >= 2)  # retried every flush
+        assert not log.healthy and "3 rows pending" in log.status() and "no such table" in log.status()
+        assert len(errors) == 1  # one alert per failure streak
+        with sqlite3.connect(path) as con:
+            con.execute(SCHEMA)
+        assert _until(lambda: log.healthy)
+        assert log.written == 3 and log.pending == 0
+    finally:
+        log.close()
+    assert [row["request_id"] for row in read_log(path)] == ["held-0", "held-1", "held-2"]
+    assert not log.alive and "stopped" in log.status()
+
+
+def test_rows_beyond_the_pending_bound_are_dropped_oldest_first_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(path, flush_seconds=0.02, max_pending=2)
+    try:
+        with sqlite3.connect(path) as con:
+            con.execute("DROP TABLE predictions")
+        for i in range(5):
+            _append(log, f"r{i}")
+        assert _until(lambda: log.dropped == 3)
+        with sqlite3.connect(path) as con:
+            con.execute(SCHEMA)
+        assert _until(lambda: log.healthy and log.written == 2)
+    finally:
+        log.close()
+    assert [row["request_id"] for row in read_log(path)] == ["r3", "r4"]
