@@ -304,3 +304,17 @@ def test_startup_freezes_long_lived_objects_out_of_the_collector(
         assert gc.get_freeze_count() == 0  # thawed at shutdown (the demo runs the service in-process)
     finally:
         gc.unfreeze()
+
+
+def test_concurrent_loads_of_one_version_never_share_a_folder(
+    workdir: Workdir, config: FlywheelConfig
+) -> None:
+    """Regression (item 7): loads removed and re-created `.model_cache/<version>` in place, so two at
+    once (two retrains, or a retrain and the service's reloader) failed with FileExistsError or
+    MLflow's "No such file"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: load_version(config, workdir, "1"), range(8)))
+    assert {model.version for model in loaded} == {"1"}
+    assert not any((workdir.root / ".model_cache").iterdir())  # nothing left behind
