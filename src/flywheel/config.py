@@ -184,9 +184,6 @@ class ServingConfig(StrictModel):
         False, description="Score unknown customers from default features instead of 404."
     )
     log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
-    max_clock_skew_seconds: float = Field(
-        3600, ge=0, description="How far past now a client's `as_of` may lie (clocks differ)."
-    )
 
     @field_validator("admin_token")
     @classmethod
@@ -207,7 +204,10 @@ class MonitoringConfig(StrictModel):
     )
     period_days: int = Field(7, ge=1, description="Period of `monitor performance`, in data time.")
     clock_skew_hours: float = Field(
-        24, ge=0, description="A logged prediction whose as_of is later than now plus this is skipped."
+        24,
+        ge=0,
+        description="How far past now a data time (`as_of`) may lie: the service refuses a later one, "
+        "and a logged one is skipped.",
     )
 
 

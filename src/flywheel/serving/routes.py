@@ -200,10 +200,10 @@ async def score(body: ScoreRequest, state: Service, model: Served) -> JSONRespon
 
 
 def _check_data_time(state: State, as_of: datetime) -> list[dict[str, str]]:
-    """A data time must lie within the data: not before its first snapshot, not after now (plus the
-    configured clock skew). Out-of-range times would be stored and then stop every reader."""
+    """A data time must lie within the data: not before its first snapshot, not after now plus
+    ``monitoring.clock_skew_hours`` (the bound the log's readers apply too)."""
     moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
-    latest = datetime.now(UTC) + timedelta(seconds=state.config.serving.max_clock_skew_seconds)
+    latest = datetime.now(UTC) + timedelta(hours=state.config.monitoring.clock_skew_hours)
     if moment < state.data_start:
         return [_invalid("as_of", f"before the data starts ({state.data_start:%Y-%m-%d})")]
     if moment > latest:
