@@ -20,6 +20,7 @@ from flywheel.data import ops
 from flywheel.errors import FlywheelError
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
+from flywheel.lock import locks_workdir
 from flywheel.monitoring import monitor, performance, traffic
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
@@ -47,6 +48,7 @@ class DemoSummary:
     decision: retrain.Decision | None = None
 
 
+@locks_workdir("demo")
 def run(
     config: FlywheelConfig, workdir: Workdir, on_step: Callable[[str], None] | None = None
 ) -> DemoSummary:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.errors import FlywheelError
+
+# prefix of the scratch folders writers fill before an atomic rename (features/, datasets/)
+STAGING_PREFIX = ".staging-"
+
 
 @dataclass(frozen=True)
 class Workdir:
@@ -15,6 +20,31 @@ class Workdir:
     @classmethod
     def at(cls, root: str | Path) -> Workdir:
         return cls(Path(root).expanduser().resolve())
+
+    def check(self, must_exist: bool) -> None:
+        """Refuse a root that is a file, and (``must_exist``) one that does not exist, so that a
+        mistyped ``--workdir`` is not silently created by a command that only reads."""
+        if self.root.exists() and not self.root.is_dir():
+            raise FlywheelError(f"{self.root} is a file, not a workdir folder; check --workdir")
+        if must_exist and not self.root.exists():
+            raise FlywheelError(
+                f"no workdir at {self.root}; create one with `flywheel data generate` or "
+                "`flywheel data ingest`, or check --workdir"
+            )
+
+    @property
+    def lock(self) -> Path:
+        """Held by the one process writing to this workdir (see :mod:`flywheel.lock`)."""
+        return self.root / ".lock"
+
+    def staging_leftovers(self) -> list[Path]:
+        """Staging folders that exist; when nobody holds the lock, a killed writer left them."""
+        batches = list(self.staging.iterdir()) if self.staging.is_dir() else []
+        scratch = [
+            *self.features.glob(f"{STAGING_PREFIX}*"),
+            *self.datasets.glob(f"{STAGING_PREFIX}*"),
+        ]
+        return sorted(p for p in [*batches, *scratch] if p.is_dir())
 
     @property
     def lake(self) -> Path:

@@ -16,6 +16,7 @@ from flywheel.data.lake import Lake
 from flywheel.data.schema import TABLE_ORDER, TABLES
 from flywheel.data.validation import ValidationReport, check_relations, check_values, conform
 from flywheel.errors import DataError
+from flywheel.lock import locks_workdir
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def _commit(workdir: Workdir, batch: Batch, progress: Progress | None) -> Commit
     return CommitResult(batch.batch_id, created, record)
 
 
+@locks_workdir("data generate")
 def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None = None) -> CommitResult:
     """Generate the first synthetic history into an empty lake (a no-op if it is already there)."""
     lake = Lake(workdir)
@@ -56,6 +58,7 @@ def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None
     return _commit(workdir, generate_batch(config.data.generator, batch_id), progress)
 
 
+@locks_workdir("data simulate")
 def simulate(
     config: FlywheelConfig,
     workdir: Workdir,
@@ -89,6 +92,7 @@ def simulate(
     return _commit(workdir, batch, progress)
 
 
+@locks_workdir("data ingest")
 def ingest(
     workdir: Workdir,
     paths: list[Path],

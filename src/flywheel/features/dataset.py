@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,8 @@ from flywheel.features.snapshots import (
     table_dir,
 )
 from flywheel.features.sql import sql_hash
-from flywheel.workdir import Workdir
+from flywheel.lock import locks_workdir
+from flywheel.workdir import STAGING_PREFIX, Workdir
 
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -147,6 +149,7 @@ def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[
     return "ds-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+@locks_workdir("features dataset")
 def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int = 8) -> DatasetResult:
     """Join labels to snapshots point-in-time, split by time and write the dataset.
 
@@ -177,8 +180,8 @@ def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int =
     lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir).batch_ids()
     dataset_id = _dataset_id(config, lake_batches, features)
     target = workdir.datasets / dataset_id
-    staging = workdir.datasets / f".staging-{dataset_id}"
-    shutil.rmtree(staging, ignore_errors=True)
+    # unique per builder: two builders of the same dataset id must never share a staging folder
+    staging = workdir.datasets / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     writers: dict[str, pq.ParquetWriter] = {}
     stats = {name: {"rows": 0, "positives": 0, "dates": []} for name in SPLITS}

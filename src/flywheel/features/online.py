@@ -33,6 +33,7 @@ from flywheel.features.snapshots import (
     require_snapshots,
 )
 from flywheel.features.sql import sql_hash
+from flywheel.lock import locks_workdir
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class SkewReport:
         return not self.mismatches and not self.missing_online
 
 
+@locks_workdir("features apply")
 def apply(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     """Generate the repo files from the config and snapshots, and register them with Feast."""
     from feast import FeatureStore
@@ -111,6 +113,7 @@ def _online_timestamps(store: Any, ids: list[int], probe: str) -> list[int]:
     return [int(ts or 0) for ts in response[f"{probe}__ts"]]
 
 
+@locks_workdir("features materialize")
 def materialize(
     config: FlywheelConfig,
     workdir: Workdir,

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from flywheel.config import FlywheelConfig
 from flywheel.features import labels, snapshots
+from flywheel.lock import locks_workdir
 from flywheel.workdir import Workdir
 
 
+@locks_workdir("features build")
 def build(
     config: FlywheelConfig,
     workdir: Workdir,

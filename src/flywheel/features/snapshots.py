@@ -31,7 +31,7 @@ from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
 from flywheel.features.sql import FEATURES_SQL, sql_hash, sql_text
-from flywheel.workdir import Workdir
+from flywheel.workdir import STAGING_PREFIX, Workdir
 
 _logger = logging.getLogger(__name__)
 FEATURES_TABLE = "features_customer"
@@ -122,7 +122,7 @@ def build(
     manifest = read_manifest(workdir)
     todo, full = _dates_to_build(config, lake, grid, manifest, full)
 
-    staging = workdir.features / f".staging-{uuid.uuid4().hex[:8]}"
+    staging = workdir.features / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     created = datetime.now(UTC)
     query = sql_text(FEATURES_SQL)

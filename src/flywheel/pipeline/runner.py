@@ -19,6 +19,7 @@ from typing import Any
 from flywheel import cancel
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.errors import ConfigError, FlywheelError
+from flywheel.lock import locks_workdir
 from flywheel.pipeline import runs
 from flywheel.pipeline.context import StepContext, StepSkipped
 from flywheel.pipeline.dag import PARAMETERS, PIPELINE, STEPS, Step
@@ -73,6 +74,7 @@ class _Heartbeat(threading.Thread):
                 _logger.debug("heartbeat failed", exc_info=True)
 
 
+@locks_workdir("pipeline run")
 def run_pipeline(
     config: FlywheelConfig,
     workdir: Workdir,
@@ -227,6 +229,7 @@ def _close_unfinished(
             store.finish(child, status if current == runs.RUNNING else runs.SKIPPED, error=error)
 
 
+@locks_workdir("step")
 def run_single_step(
     config: FlywheelConfig,
     workdir: Workdir,

@@ -23,6 +23,7 @@ from flywheel.data import ops
 from flywheel.errors import DataError
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
+from flywheel.lock import WorkdirBusy, locks_workdir
 from flywheel.monitoring.alerts import alert
 from flywheel.retraining import retrain
 from flywheel.workdir import Workdir
@@ -67,6 +68,7 @@ def _move(folder: Path, to: Path) -> None:
     folder.rename(target)
 
 
+@locks_workdir("loop")
 def tick(
     config: FlywheelConfig,
     workdir: Workdir,
@@ -130,6 +132,10 @@ def run(
         due = croniter(cron or config.retrain.cron, datetime.now(UTC)).get_next(datetime)
         _logger.info("next loop tick at %s", due.isoformat())
         sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
-        result = tick(config, workdir, simulate, on_stage)
+        try:
+            result = tick(config, workdir, simulate, on_stage)
+        except WorkdirBusy as busy:  # a manual command is writing: skip this tick, keep the loop
+            _logger.warning("loop tick skipped: %s", busy)
+            continue
         if on_tick:
             on_tick(result)

@@ -31,6 +31,7 @@ from typing import Any
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import FlywheelError
+from flywheel.lock import locks_workdir
 from flywheel.monitoring import monitor, performance
 from flywheel.monitoring.alerts import alert
 from flywheel.pipeline.runner import run_pipeline
@@ -220,6 +221,7 @@ def check(
     )
 
 
+@locks_workdir("retrain")
 def retrain(
     config: FlywheelConfig,
     workdir: Workdir,

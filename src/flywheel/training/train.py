@@ -24,6 +24,7 @@ from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
+from flywheel.lock import locks_workdir
 from flywheel.monitoring.profile import build_profile
 from flywheel.training import evaluation, tracking
 from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
@@ -186,6 +187,7 @@ def _requirements(model_type: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
+@locks_workdir("train")
 def train(
     config: FlywheelConfig,
     workdir: Workdir,
