@@ -311,6 +311,24 @@ def _expand_env(value: Any, source: str, where: str = "") -> Any:
     return _ENV_PATTERN.sub(substitute, value)
 
 
+# fields whose values are credentials (a Slack webhook URL is one): never echoed in an error
+_SECRET_FIELD = re.compile(r"token|password|secret|webhook|connection_string", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def _shown_input(loc: str, value: Any) -> str:
+    """What an error says it got: never a section (a root or model-level error's input is the whole
+    section, secrets included), never a credential, never more than a line."""
+    if isinstance(value, dict):
+        return ""
+    if _SECRET_FIELD.search(loc):
+        return " (got ***)"
+    text = repr(value)
+    if "url" in loc.lower() or "uri" in loc.lower():
+        text = _URL_USERINFO.sub("***@", text)
+    return f" (got {text[:80]}{'…' if len(text) > 80 else ''})"
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
@@ -318,7 +336,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{loc}'")
         else:
-            lines.append(f"{source}: {loc}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{source}: {loc}: {item['msg']}{_shown_input(loc, item.get('input'))}")
     return "; ".join(lines)
 
 
@@ -345,9 +363,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"{source}: cannot read config file ({error.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: not a text file; expected a UTF-8 YAML config") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as error:

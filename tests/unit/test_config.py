@@ -73,3 +73,41 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
     path.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+TOKEN, WEBHOOK = "adm-7f3c9e1b-secret", "https://hooks.slack.com/services/T0001/B0002/XyZsecretPath"
+
+
+def test_a_cross_field_error_prints_neither_the_config_nor_its_secrets(tmp_path: Path) -> None:
+    """Regression: a root-level error echoed the whole resolved config, admin token and webhook too."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"serving:\n  admin_token: {TOKEN}\nalerts:\n  webhook_url: {WEBHOOK}\nlabels:\n  cadence_days: 10\n"
+    )
+    with pytest.raises(ConfigError) as from_file:
+        load_config(path)
+    with pytest.raises(ConfigError) as from_overrides:
+        apply_overrides(
+            FlywheelConfig(),
+            {"serving.admin_token": TOKEN, "alerts.webhook_url": WEBHOOK, "labels.cadence_days": 10},
+        )
+    for error in (from_file.value, from_overrides.value):
+        message = str(error)
+        assert "labels.cadence_days (10) must be a multiple of features.cadence_days (7)" in message
+        assert TOKEN not in message and "XyZsecretPath" not in message and "hooks.slack" not in message
+        assert "use_case" not in message  # not the whole config
+
+
+def test_a_secret_field_with_a_wrong_value_is_named_but_not_echoed() -> None:
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(FlywheelConfig(), {"serving.admin_token": [TOKEN], "tracking.uri": 5})
+    message = str(error.value)
+    assert "serving.admin_token: Input should be a valid string (got ***)" in message
+    assert TOKEN not in message and "tracking.uri" in message
+
+
+def test_a_binary_config_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"model\.bin: not a text file; expected a UTF-8 YAML config"):
+        load_config(path)

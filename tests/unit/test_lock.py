@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.errors import FlywheelError
 from flywheel.lock import WorkdirBusy, locks_workdir, workdir_lock
 from flywheel.workdir import Workdir
 from tests.locks import lock_held_elsewhere
@@ -20,9 +21,8 @@ from tests.locks import lock_held_elsewhere
 def test_a_second_process_is_refused_with_the_holders_command_pid_and_time(tmp_path: Path) -> None:
     workdir = Workdir.at(tmp_path / "wd")
     with lock_held_elsewhere(workdir.root, "retrain") as holder:
-        with pytest.raises(WorkdirBusy) as refused:
-            with workdir_lock(workdir, "pipeline run"):
-                pytest.fail("took a lock another process holds")
+        with pytest.raises(WorkdirBusy) as refused, workdir_lock(workdir, "pipeline run"):
+            pytest.fail("took a lock another process holds")
         message = str(refused.value)
         assert f"another `flywheel retrain` (pid {holder.pid}) holds the workdir {workdir.root}" in message
         assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", message)
@@ -80,16 +80,17 @@ def test_taking_the_lock_removes_staging_leftovers_but_not_the_holders_own(tmp_p
 
 def test_a_workdir_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "wd").write_text("not a folder")
-    with pytest.raises(Exception, match=r"wd is a file, not a workdir folder") as refused:
-        with workdir_lock(Workdir.at(tmp_path / "wd"), "train"):
-            pass
+    with (
+        pytest.raises(FlywheelError, match=r"wd is a file, not a workdir folder") as refused,
+        workdir_lock(Workdir.at(tmp_path / "wd"), "train"),
+    ):
+        pass
     assert "\n" not in str(refused.value)
 
 
 def test_an_error_inside_the_lock_releases_it(tmp_path: Path) -> None:
     workdir = Workdir.at(tmp_path / "wd")
-    with pytest.raises(ZeroDivisionError):
-        with workdir_lock(workdir, "train"):
-            1 / 0
+    with pytest.raises(RuntimeError), workdir_lock(workdir, "train"):
+        raise RuntimeError("a bug in the command")
     probe = "import sys, fcntl; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
     assert subprocess.run([sys.executable, "-c", probe, str(workdir.lock)]).returncode == 0
