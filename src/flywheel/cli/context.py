@@ -34,8 +34,12 @@ class CliState:
         extra = {k: v for k, v in overrides.items() if v is not None}
         return load_config(self.config_path, {**self.overrides, **extra})
 
-    def workdir_for(self, config: FlywheelConfig) -> Workdir:
-        return Workdir.at(self.workdir if self.workdir is not None else config.workdir)
+    def workdir_for(self, config: FlywheelConfig, must_exist: bool = True) -> Workdir:
+        """The workdir of this run. Only the commands that start one (data generate, data ingest,
+        demo) pass ``must_exist=False``; the others refuse a missing one rather than create it."""
+        workdir = Workdir.at(self.workdir if self.workdir is not None else config.workdir)
+        workdir.check(must_exist)
+        return workdir
 
 
 STATE = CliState()
@@ -48,7 +52,13 @@ def parse_sets(values: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. data.generator.customers=500")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML; quote it to pass a string, "
+                "e.g. --set \"serving.admin_token='a:b'\""
+            ) from None
     return parsed
 
 

@@ -83,7 +83,7 @@ def generate(
             "data.generator.products": products,
         }
     )
-    workdir = STATE.workdir_for(config)
+    workdir = STATE.workdir_for(config, must_exist=False)
     with _committing("generate") as stage:
         result = ops.generate(config, workdir, stage)
     _show_commit(result, "generated")
@@ -125,7 +125,7 @@ def ingest(
 ) -> None:
     """Validate and add real theLook data (e.g. an export of the BigQuery public dataset)."""
     config = STATE.config()
-    workdir = STATE.workdir_for(config)
+    workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None
     with _committing("ingest") as stage:
         result = ops.ingest(workdir, paths, batch_id, end, stage)

@@ -14,7 +14,7 @@ from flywheel.cli.monitor import show_decision
 
 def run_demo() -> None:
     config = STATE.config()
-    workdir = STATE.workdir_for(config)
+    workdir = STATE.workdir_for(config, must_exist=False)
     started = time.perf_counter()
     console.print(f"Flywheel demo in {workdir.root}")
     with progress("demo") as stage:

@@ -127,7 +127,9 @@ def compile_command(
     """Write the pipeline for a real orchestrator; each task runs `flywheel step NAME`."""
     from flywheel.pipeline import compile as compiler
 
-    config, workdir = _context()
+    config = STATE.config()
+    # compiling only names the workdir the tasks will share; it need not exist here
+    workdir = STATE.workdir_for(config, must_exist=False)
     shared = config.pipeline.workdir or str(workdir.root)
     config_path = str(STATE.config_path or "configs/churn.yaml")
     if target == "kfp":

@@ -45,8 +45,14 @@ def _table_for(path: Path) -> str:
 
 def _read_csv(path: Path) -> pa.Table:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as handle:
-        header = next(csv.reader(handle), None)
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: cannot decode byte {error.object[error.start]:#04x}; expected UTF-8 text "
+            "(re-export the file as UTF-8)"
+        ) from None
     if not header:
         raise DataError(f"{path}: empty file; expected a CSV header and rows")
     try:
