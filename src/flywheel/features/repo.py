@@ -5,12 +5,17 @@
 files with a TTL, feature service ``churn_model``) are written from the config and the snapshots'
 schema, so the plain ``feast`` CLI works in that folder too. ``apply`` registers exactly the objects
 defined in the generated ``features.py``: the file is the one definition.
+
+Every path is relative to the repo folder (Feast resolves a relative ``FileSource`` path against the
+repo, and its registry stores the path as written), so a copied or moved workdir reads its own
+snapshots, never the original's.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +127,7 @@ def render(
         entity=ENTITY_NAME,
         key=ENTITY,
         table=FEATURES_TABLE,
-        path=str(table_dir(workdir) / "*.parquet"),
+        path=f"{os.path.relpath(table_dir(workdir), root)}/*.parquet",
         timestamp=TIMESTAMP_COLUMN,
         created=CREATED_COLUMN,
         ttl_days=config.features.ttl_days,

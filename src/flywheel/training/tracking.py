@@ -1,13 +1,22 @@
-"""MLflow tracking: where runs and models go, and the common tags of every run."""
+"""MLflow tracking: where runs and models go, and the common tags of every run.
+
+With the default store (``sqlite`` in the workdir, ``tracking.uri`` unset) the workdir is
+relocatable: MLflow records absolute ``file://`` artifact locations (experiments, runs, logged
+models, model versions) and dataset paths, so a copied or moved workdir is re-rooted before MLflow
+opens it — otherwise the copy would write its models and decisions into the original folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
+import sqlite3
 import subprocess
 import warnings
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from flywheel.config import FlywheelConfig, config_hash
 from flywheel.workdir import Workdir
@@ -26,12 +35,64 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
     warnings.filterwarnings("ignore", module="mlflow")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     workdir.root.mkdir(parents=True, exist_ok=True)
+    if config.tracking.uri is None:
+        reroot(workdir)
     uri = tracking_uri(config, workdir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment_id = ensure_experiment(mlflow.MlflowClient(), config, workdir, config.tracking.experiment)
     mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
     return experiment_id
+
+
+def _moved_from(con: sqlite3.Connection, workdir: Workdir) -> set[str]:
+    """The ``file://`` roots this store's experiments name other than ``workdir``'s: every experiment
+    Flywheel creates keeps its artifacts at ``<root>/mlartifacts``."""
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT artifact_location FROM experiments WHERE artifact_location LIKE ?",
+            (f"file://%/{workdir.artifacts.name}",),
+        ).fetchall()
+    except sqlite3.OperationalError:  # MLflow has not created its tables yet
+        return set()
+    here = workdir.artifacts.as_uri()
+    return {location.rsplit("/", 1)[0] for (location,) in rows if location != here}
+
+
+def reroot(workdir: Workdir) -> None:
+    """Rewrite the old root of a copied or moved workdir to this one in its MLflow database."""
+    if not workdir.mlflow_db.exists():
+        return
+    with contextlib.closing(sqlite3.connect(workdir.mlflow_db, timeout=30)) as con:
+        for old in _moved_from(con, workdir):
+            with con:
+                _rewrite(con, old, workdir.root)
+            _logger.info("re-rooted the MLflow store from %s to %s", old, workdir.root.as_uri())
+
+
+def _rewrite(con: sqlite3.Connection, old: str, root: Path) -> None:
+    """Replace root ``old`` (a ``file://`` URI) by ``root`` in every text column, both as a URI and
+    as a plain path (dataset sources)."""
+    new = {f"{old}/": f"{root.as_uri()}/", f"{unquote(urlparse(old).path)}/": f"{root}/"}
+    # one pass over each value, so a new root that contains the old one is not rewritten twice
+    pattern = re.compile("|".join(map(re.escape, new)))
+    con.create_function("flywheel_reroot", 1, lambda value: pattern.sub(lambda m: new[m.group()], value))
+    for table, column in _text_columns(con):
+        con.execute(
+            f'UPDATE "{table}" SET "{column}" = flywheel_reroot("{column}") '
+            f'WHERE instr("{column}", ?) > 0 OR instr("{column}", ?) > 0',
+            tuple(new),
+        )
+
+
+def _text_columns(con: sqlite3.Connection) -> list[tuple[str, str]]:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return [
+        (table, column[1])
+        for table in tables
+        for column in con.execute(f'PRAGMA table_info("{table}")')
+        if any(kind in column[2].upper() for kind in ("CHAR", "TEXT", "CLOB", "JSON"))
+    ]
 
 
 def ensure_experiment(client, config: FlywheelConfig, workdir: Workdir, name: str) -> str:
