@@ -30,6 +30,7 @@ from flywheel.serving.metrics import Metrics
 from flywheel.serving.middleware import Observe
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
+from flywheel.serving.schemas import NUMBER_SCHEMA, STRING_SCHEMA
 from flywheel.serving.state import State, check_champion, data_start
 from flywheel.workdir import Workdir
 
@@ -106,14 +107,28 @@ async def _invalid(request: Request, error: RequestValidationError) -> JSONRespo
 
 
 def _openapi(app: FastAPI, state: State) -> dict[str, Any]:
-    """The schema, with a ``/v1/score`` example the served model accepts (its own features)."""
+    """The schema; with a model loaded, ``/v1/score``'s feature vector is the served model's own:
+    each feature required, typed (number or string, or null) and nothing else, with an example the
+    model accepts."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    if state.model is not None:
-        model = state.model.model
-        features = {
-            name: (model.levels_.get(name) or [None])[0] if name in model.categorical else 1.0
+    if state.model is None:
+        return schema
+    model = state.model.model
+    categorical = set(model.categorical)
+    score = schema["components"]["schemas"]["ScoreRequest"]
+    score["properties"]["features"] = {
+        "type": "object",
+        "description": score["properties"]["features"].get("description", ""),
+        "properties": {
+            name: {"anyOf": [STRING_SCHEMA if name in categorical else NUMBER_SCHEMA, {"type": "null"}]}
             for name in model.features
-        }
-        example = {"features": features, "as_of": state.data_start.isoformat()}
-        schema["components"]["schemas"]["ScoreRequest"]["examples"] = [example]
+        },
+        "required": list(model.features),
+        "additionalProperties": False,
+    }
+    features = {
+        name: (model.levels_.get(name) or [None])[0] if name in categorical else 1.0
+        for name in model.features
+    }
+    score["examples"] = [{"features": features, "as_of": state.data_start.isoformat()}]
     return schema

@@ -1,10 +1,11 @@
 """The service's request and response bodies: every value a client sends is bounded here, before it
 reaches the model, the prediction log or a metric.
 
-Ids fit the entity key's type (Feast ``INT64``), feature values are finite numbers within
-``±MAX_NUMBER``, strings of at most ``MAX_STRING`` characters, or null; a feature vector has at most
-``MAX_FEATURES`` entries. Data times are checked against the data's range by the handlers (the bounds
-depend on the workdir and the clock).
+Ids are integers every JSON client holds exactly (within the entity key's ``INT64``), feature
+values finite numbers within ``±MAX_NUMBER``, strings of at most ``MAX_STRING`` characters, or null;
+a feature vector has at most ``MAX_FEATURES`` entries. Data times are checked against the data's
+range by the handlers (the bounds depend on the workdir and the clock, which JSON Schema cannot
+state).
 """
 
 from __future__ import annotations
@@ -13,14 +14,34 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-MAX_ID = 2**63 - 1  # Feast's INT64 entity key and SQLite's INTEGER
+# Ids: within Feast's INT64 entity key and SQLite's INTEGER, and exact in every JSON client (I-JSON,
+# RFC 7493: beyond 2^53 a client's double may not hold the id it means, nor a schema's bound)
+MAX_ID = 2**53 - 1
 MAX_NUMBER = 1e15  # far beyond any count, amount or day difference; float64 holds it exactly
 MAX_STRING = 256
 MAX_FEATURES = 1000
 
-CustomerId = Annotated[StrictInt, Field(ge=0, le=MAX_ID, description="theLook users.id")]
+
+def _entity_id(value: Any) -> int:
+    # JSON Schema's "integer" includes 42.0; a boolean or a string is not an id
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("expected an integer id")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"expected an id from 0 to {MAX_ID}")
+    return value
+
+
+CustomerId = Annotated[
+    int,
+    PlainValidator(_entity_id),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID, "description": "theLook users.id"}),
+]
+NUMBER_SCHEMA = {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
+STRING_SCHEMA = {"type": "string", "maxLength": MAX_STRING}
 
 
 def _feature_value(value: Any) -> float | int | str | None:
@@ -40,15 +61,7 @@ def _feature_value(value: Any) -> float | int | str | None:
 FeatureValue = Annotated[
     Any,
     PlainValidator(_feature_value),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER},
-                {"type": "string", "maxLength": MAX_STRING},
-                {"type": "null"},
-            ]
-        }
-    ),
+    WithJsonSchema({"anyOf": [NUMBER_SCHEMA, STRING_SCHEMA, {"type": "null"}]}),
 ]
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
 
