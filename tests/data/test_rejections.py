@@ -224,3 +224,14 @@ def test_a_period_end_in_the_future_is_refused(
     with pytest.raises(DataError, match=r"--period-end 2031-01-01 00:00 is in the future"):
         ops.ingest(lake_copy, [folder], period_end=datetime(2031, 1, 1, tzinfo=UTC))
     assert tree_digest(lake_copy.lake) == before
+
+
+def test_the_configured_clock_skew_reaches_ingest(
+    lake_copy: Workdir, next_period: Tables, tmp_path: Path
+) -> None:
+    """`data.ingest.clock_skew_hours` is what ingest applies (it once stayed at its default)."""
+    from flywheel.config import IngestConfig
+
+    folder = write(tmp_path / "in", _moved_to(next_period, 2031))
+    lenient = IngestConfig(clock_skew_hours=24 * 365 * 10)
+    assert ops.ingest(lake_copy, [folder], settings=lenient).created

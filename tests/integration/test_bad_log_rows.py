@@ -81,3 +81,21 @@ def test_performance_retrain_check_and_a_loop_tick_survive_bad_rows(
     tick = loop.tick(config, workdir)
     assert tick.failed_stage is None and tick.error is None, tick.error
     assert tick.decision is not None and not tick.decision.retrain
+
+
+def test_the_cli_reports_the_skipped_rows_and_exits_cleanly(
+    workdir: Workdir, training_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.servers import flywheel_command
+
+    run = subprocess.run(
+        flywheel_command(training_config, workdir, tmp_path, "monitor", "performance"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "5 unreadable prediction-log rows skipped" in run.stdout
+    assert "2 with a bad as_of" in run.stdout and "Traceback" not in run.stderr

@@ -128,7 +128,7 @@ def ingest(
     workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None
     with _committing("ingest") as stage:
-        result = ops.ingest(workdir, paths, batch_id, end, stage)
+        result = ops.ingest(workdir, paths, batch_id, end, stage, config.data.ingest)
     _show_commit(result, "ingested")
 
 

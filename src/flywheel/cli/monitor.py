@@ -49,6 +49,15 @@ def show_drift(report: DriftReport, meta: dict, path) -> None:
     )
 
 
+def _show_skipped(rows: int, by_column: dict[str, int]) -> None:
+    if rows:
+        reasons = ", ".join(f"{n:,} with a bad {column}" for column, n in sorted(by_column.items()))
+        detail = f" ({reasons})" if reasons else ""
+        console.print(
+            f"[yellow]{rows:,} unreadable prediction-log rows skipped[/yellow]{detail}; see the log"
+        )
+
+
 @app.command()
 def drift(
     source: Annotated[
@@ -88,6 +97,7 @@ def drift(
     with progress("drift"):
         report, meta, path = monitor.drift(config, workdir, source, date_, since, until, evidently)
     show_drift(report, meta, path)
+    _show_skipped(meta.get("skipped_rows", 0), meta.get("skipped", {}))
     if "evidently_report" in meta:
         console.print(f"Evidently report: {meta['evidently_report']}")
     if report.dataset_drift:
@@ -153,6 +163,7 @@ def performance_command(
         f"{report.predictions:,} logged predictions; {report.without_as_of:,} without a data time, "
         f"{report.outside_population:,} observable but outside the label population; report: {path}"
     )
+    _show_skipped(report.skipped_rows, report.skipped)
 
 
 @simulate_app.command("traffic")

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import FlywheelConfig, IngestConfig
 from flywheel.data.batches import Batch, generate_batch, generation_id, simulate_batch
 from flywheel.data.ingest import read_batch
 from flywheel.data.lake import Lake
@@ -99,11 +99,13 @@ def ingest(
     batch_id: str | None = None,
     period_end: datetime | None = None,
     progress: Progress | None = None,
+    settings: IngestConfig | None = None,
 ) -> CommitResult:
-    """Validate and add real theLook files (CSV or Parquet) as one batch."""
+    """Validate and add real theLook files (CSV or Parquet) as one batch (``settings``: the config's
+    ``data.ingest``, e.g. how far past now a timestamp may lie)."""
     if progress:
         progress("read")
-    return _commit(workdir, read_batch(paths, batch_id, period_end), progress)
+    return _commit(workdir, read_batch(paths, batch_id, period_end, settings), progress)
 
 
 def validate(workdir: Workdir, progress: Progress | None = None) -> ValidationReport:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import FlywheelConfig, IngestConfig
 from flywheel.data import ops
 from flywheel.errors import DataError
 from flywheel.features import online
@@ -44,14 +44,14 @@ class Tick:
         return self.error is None
 
 
-def _ingest_inbox(workdir: Workdir) -> list[str]:
+def _ingest_inbox(workdir: Workdir, settings: IngestConfig) -> list[str]:
     """Ingest each batch folder in the inbox; move it to ``.done`` or, rejected, to ``.rejected``."""
     taken = []
     if not workdir.inbox.exists():
         return taken
     for folder in sorted(p for p in workdir.inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            result = ops.ingest(workdir, [folder], batch_id=folder.name)
+            result = ops.ingest(workdir, [folder], batch_id=folder.name, settings=settings)
         except DataError:  # unreadable or rejected: the lake is unchanged; set the folder aside
             _move(folder, workdir.inbox / ".rejected")
             raise
@@ -89,7 +89,7 @@ def tick(
             batch = ops.simulate(config, workdir)
             done(stage, f"simulated {batch.batch_id} (drift={config.data.simulate.drift})")
         else:
-            taken = _ingest_inbox(workdir)
+            taken = _ingest_inbox(workdir, config.data.ingest)
             done(stage, f"ingested {', '.join(taken)}" if taken else f"no new batch in {workdir.inbox}")
         stage = "features"
         built, labels = feature_ops.build(config, workdir)
