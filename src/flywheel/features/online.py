@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -82,7 +84,8 @@ def _write_ahead_log(config: FlywheelConfig, workdir: Workdir) -> None:
             con.execute("PRAGMA journal_mode=WAL")
 
 
-def _watermark_path(workdir: Workdir):
+def watermark_path(workdir: Workdir) -> Path:
+    """The newest snapshot time materialized (``{"through": …}``), which online TTL checks count back from."""
     return repo.repo_dir(workdir) / "data" / "materialized.json"
 
 
@@ -121,7 +124,7 @@ def materialize(
     progress: Callable[[str], None] | None = None,
 ) -> MaterializeResult:
     """Write every customer's latest snapshot (with ``incremental``, only those newer than last time)."""
-    watermark = _watermark_path(workdir)
+    watermark = watermark_path(workdir)
     after = None
     if incremental and watermark.exists():
         after = datetime.fromisoformat(json.loads(watermark.read_text())["through"])
@@ -148,7 +151,10 @@ def materialize(
         through = pa.compute.max(rows.column(TIMESTAMP_COLUMN)).as_py().isoformat()
         previous = json.loads(watermark.read_text())["through"] if watermark.exists() else None
         if previous is None or through > previous:
-            watermark.write_text(json.dumps({"through": through, "at": datetime.now(UTC).isoformat()}))
+            # replaced whole, never rewritten in place: a running service re-reads it on change
+            staged = watermark.with_name(f".{watermark.name}.tmp")
+            staged.write_text(json.dumps({"through": through, "at": datetime.now(UTC).isoformat()}))
+            os.replace(staged, watermark)
     _logger.info("materialized %d rows (%d older than the online store skipped)", written, skipped)
     return MaterializeResult(rows.num_rows, written, skipped, through)
 
@@ -164,7 +170,7 @@ def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> li
     ).to_dict(include_event_timestamps=True)
     ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
     # staleness is judged in data time: against the newest snapshot materialized, not the wall clock
-    watermark = _watermark_path(workdir)
+    watermark = watermark_path(workdir)
     now = datetime.fromisoformat(json.loads(watermark.read_text())["through"]) if watermark.exists() else None
     results = []
     for index, customer in enumerate(customer_ids):

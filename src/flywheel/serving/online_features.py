@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flywheel.config import FlywheelConfig
-from flywheel.features import repo
+from flywheel.features import online, repo
 from flywheel.features.snapshots import ENTITY, FEATURES_TABLE
 from flywheel.serving.predlog import utc_iso
 from flywheel.workdir import Workdir
@@ -29,7 +29,7 @@ class OnlineFeatures:
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
         self.names = [f.name for f in self.view.features]
         self.ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
-        self.watermark = repo.repo_dir(workdir) / "data" / "materialized.json"
+        self.watermark = online.watermark_path(workdir)
         self._seen: int | None = None  # the watermark file's mtime when last read
         self._oldest: datetime | None = None
 
