@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+ADMIN_TOKEN = "test-token"  # serving.admin_token of the services tests start
+
 
 def free_port() -> int:
     with socket.socket() as sock:

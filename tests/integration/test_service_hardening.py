@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,40 +18,24 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import FlywheelConfig
 from flywheel.features import online, snapshots
 from flywheel.workdir import Workdir
-from tests.servers import call, service
-
-TOKEN = "test-token"
+from tests.servers import ADMIN_TOKEN, call, service
 
 
-@pytest.fixture
-def workdir(served_workdir: Workdir, tmp_path: Path) -> Workdir:
-    shutil.copytree(served_workdir.root, tmp_path / "wd")
-    return Workdir.at(tmp_path / "wd")
+def customers(served_copy: Workdir, n: int) -> list[int]:
+    return pq.read_table(snapshots.snapshot_files(served_copy)[-1]).column("customer_id").to_pylist()[:n]
 
 
-@pytest.fixture
-def config(training_config: FlywheelConfig) -> FlywheelConfig:
-    return apply_overrides(
-        training_config,
-        {"serving.admin_token": TOKEN, "serving.poll_seconds": 3600, "serving.log_flush_seconds": 0.1},
-    )
-
-
-def customers(workdir: Workdir, n: int) -> list[int]:
-    return pq.read_table(snapshots.snapshot_files(workdir)[-1]).column("customer_id").to_pylist()[:n]
-
-
-def logged(workdir: Workdir) -> int:
-    with sqlite3.connect(workdir.predictions / "predictions.db") as con:
+def logged(served_copy: Workdir) -> int:
+    with sqlite3.connect(served_copy.predictions / "predictions.db") as con:
         return con.execute("SELECT count(*) FROM predictions").fetchone()[0]
 
 
-def wait_logged(workdir: Workdir, at_least: int) -> int:
+def wait_logged(served_copy: Workdir, at_least: int) -> int:
     deadline = time.monotonic() + 10
-    while (count := logged(workdir)) < at_least and time.monotonic() < deadline:
+    while (count := logged(served_copy)) < at_least and time.monotonic() < deadline:
         time.sleep(0.1)
     return count
 
@@ -62,18 +45,18 @@ def features_of(base: str, customer: int) -> dict:
 
 
 def test_an_id_beyond_int64_is_rejected_and_logging_keeps_working(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 1: ``customer_id`` 2^63 on /v1/score was answered 200 and killed the log writer for good."""
-    [customer] = customers(workdir, 1)
-    with service(workdir, config, tmp_path) as (base, _):
+    [customer] = customers(served_copy, 1)
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         features = features_of(base, customer)
-        before = wait_logged(workdir, 1)
+        before = wait_logged(served_copy, 1)
         status, body = call(base, "POST", "/v1/score", {"customer_id": 2**63, "features": features})
         assert status == 422 and body["detail"][0]["field"] == "customer_id"
         for _ in range(5):
             assert call(base, "POST", "/v1/score", {"customer_id": customer, "features": features})[0] == 200
-        assert wait_logged(workdir, before + 5) == before + 5  # the log keeps growing
+        assert wait_logged(served_copy, before + 5) == before + 5  # the log keeps growing
         assert call(base, "GET", "/ready")[0] == 200
         metrics = call(base, "GET", "/metrics")[1]
         assert "flywheel_prediction_log_up 1.0" in metrics
@@ -81,15 +64,15 @@ def test_an_id_beyond_int64_is_rejected_and_logging_keeps_working(
 
 
 def test_a_data_time_outside_the_data_is_rejected_and_monitoring_keeps_working(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 2: ``as_of`` 9999-12-31 was logged and then stopped `monitor performance`, `retrain` and
     every loop tick with an OutOfBoundsDatetime traceback."""
     from flywheel.monitoring import performance
     from flywheel.retraining import retrain
 
-    [customer] = customers(workdir, 1)
-    with service(workdir, config, tmp_path) as (base, _):
+    [customer] = customers(served_copy, 1)
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         features = features_of(base, customer)
         for as_of in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", "1999-01-01T00:00:00Z"):
             status, body = call(base, "POST", "/v1/score", {"features": features, "as_of": as_of})
@@ -98,19 +81,19 @@ def test_a_data_time_outside_the_data_is_rejected_and_monitoring_keeps_working(
         assert call(base, "POST", "/v1/score", {"features": features, "as_of": future})[0] == 422
         ok = {"customer_id": customer, "features": features, "as_of": "2024-01-01T00:00:00"}
         assert call(base, "POST", "/v1/score", ok)[0] == 200
-        wait_logged(workdir, 2)
-    assert performance.evaluate(config, workdir).predictions == logged(workdir)
-    assert retrain.check(config, workdir, check_only=True).triggers
+        wait_logged(served_copy, 2)
+    assert performance.evaluate(serving_config, served_copy).predictions == logged(served_copy)
+    assert retrain.check(serving_config, served_copy, check_only=True).triggers
 
 
 def test_a_chunked_body_past_the_limit_is_refused_by_bytes_read(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 4: the limit was checked against Content-Length only; a 20 MB chunked body got 200."""
-    [customer] = customers(workdir, 1)
-    with service(workdir, config, tmp_path) as (base, _):
+    [customer] = customers(served_copy, 1)
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         features = features_of(base, customer)
-        before = wait_logged(workdir, 1)
+        before = wait_logged(served_copy, 1)
         huge = json.dumps({"features": {**features, "country": "x" * 20_000_000}}).encode()
         connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
         chunks = (huge[i : i + 65536] for i in range(0, len(huge), 65536))
@@ -128,14 +111,14 @@ def test_a_chunked_body_past_the_limit_is_refused_by_bytes_read(
         status, body = call(base, "POST", "/v1/score", {"features": {**features, "country": "x" * 5000}})
         assert status == 422 and body["detail"][0]["field"] == "features.country"
         time.sleep(0.5)
-        assert logged(workdir) == before
+        assert logged(served_copy) == before
 
 
 def test_unknown_paths_share_one_metrics_label(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 5: the label was the raw path; 20,000 random paths grew /metrics from 10 KB to 30 MB."""
-    with service(workdir, config, tmp_path) as (base, _):
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         for _ in range(20):
             assert call(base, "GET", f"/{uuid.uuid4().hex}")[0] == 404
         call(base, "GET", "/metrics")  # the scrape's own series appear from the next scrape on
@@ -148,12 +131,12 @@ def test_unknown_paths_share_one_metrics_label(
 
 
 def test_out_of_range_input_is_a_422_never_a_500(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 6: these were 500s, each writing its traceback to the server log twice."""
-    [customer] = customers(workdir, 1)
+    [customer] = customers(served_copy, 1)
     log = tmp_path / "server.log"
-    with service(workdir, config, tmp_path, log=log) as (base, _):
+    with service(served_copy, serving_config, tmp_path, log=log) as (base, _):
         features = features_of(base, customer)
         cases = [
             ("/v1/predict", {"customer_id": 2**63}, "customer_id"),
@@ -177,27 +160,29 @@ def test_out_of_range_input_is_a_422_never_a_500(
 
 
 def test_a_materialization_moves_the_ttl_cutoff_of_a_running_service(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 10: the service kept the TTL cutoff it computed at startup."""
-    [customer] = customers(workdir, 1)
-    watermark = online._watermark_path(workdir)
-    with service(workdir, config, tmp_path) as (base, _):
+    [customer] = customers(served_copy, 1)
+    watermark = online.watermark_path(served_copy)
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         assert call(base, "POST", "/v1/predict", {"customer_id": customer})[0] == 200
         # what a materialization of newer snapshots does: the watermark moves past this customer's TTL
         state = json.loads(watermark.read_text())
-        later = datetime.fromisoformat(state["through"]) + timedelta(days=config.features.ttl_days + 1)
+        later = datetime.fromisoformat(state["through"]) + timedelta(
+            days=serving_config.features.ttl_days + 1
+        )
         watermark.write_text(json.dumps({**state, "through": later.isoformat()}))
         status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
     assert status == 404 and "not active within the feature TTL" in body["detail"]
 
 
 def test_the_documented_examples_and_error_bodies_match_the_schema(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Item 12: the 422 body did not match the declared schema, the documented /v1/score example was
     itself rejected, and 400s were undocumented."""
-    with service(workdir, config, tmp_path) as (base, _):
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         schema = call(base, "GET", "/openapi.json")[1]
         example = schema["components"]["schemas"]["ScoreRequest"]["examples"][0]
         status, answer = call(base, "POST", "/v1/score", example)
@@ -211,27 +196,27 @@ def test_the_documented_examples_and_error_bodies_match_the_schema(
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     """Every operation of the live service, fuzzed from its own OpenAPI schema (bounded: tens of cases
     each, fixed seed; ~500 requests): no 5xx, every status, header and body as documented, invalid
     input rejected, admin auth enforced."""
     schemathesis = Path(sys.executable).parent / "schemathesis"
     log = tmp_path / "server.log"
-    with service(workdir, config, tmp_path, log=log) as (base, _):
+    with service(served_copy, serving_config, tmp_path, log=log) as (base, _):
         run = subprocess.run(
             [
                 str(schemathesis),
                 "run",
                 f"{base}/openapi.json",
                 # every check but positive-data acceptance: as_of's bounds (the data's first snapshot,
-                # now) depend on the workdir and the clock, which JSON Schema cannot state
+                # now) depend on the served_copy and the clock, which JSON Schema cannot state
                 "--checks",
                 "all",
                 "--exclude-checks",
                 "positive_data_acceptance",
                 "--header",
-                f"Authorization: Bearer {TOKEN}",
+                f"Authorization: Bearer {ADMIN_TOKEN}",
                 "--max-examples",
                 "50",
                 "--seed",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -16,7 +15,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import online, snapshots
@@ -25,36 +23,22 @@ from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.workdir import Workdir
-from tests.servers import call, service
-
-TOKEN = "test-token"
+from tests.servers import ADMIN_TOKEN, call, service
 
 
-@pytest.fixture
-def workdir(served_workdir: Workdir, tmp_path: Path) -> Workdir:
-    shutil.copytree(served_workdir.root, tmp_path / "wd")
-    return Workdir.at(tmp_path / "wd")
-
-
-@pytest.fixture
-def config(training_config: FlywheelConfig) -> FlywheelConfig:
-    return apply_overrides(
-        training_config,
-        {"serving.admin_token": TOKEN, "serving.poll_seconds": 3600, "serving.max_batch": 600},
-    )
-
-
-def active_customers(workdir: Workdir, n: int) -> list[int]:
-    latest = pq.read_table(snapshots.snapshot_files(workdir)[-1])
+def active_customers(served_copy: Workdir, n: int) -> list[int]:
+    latest = pq.read_table(snapshots.snapshot_files(served_copy)[-1])
     return latest.column("customer_id").to_pylist()[:n]
 
 
-def test_endpoints_and_bad_input(workdir: Workdir, config: FlywheelConfig, tmp_path: Path) -> None:
-    customer = active_customers(workdir, 1)[0]
-    with service(workdir, config, tmp_path) as (base, _):
+def test_endpoints_and_bad_input(
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    customer = active_customers(served_copy, 1)[0]
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
         assert status == 200 and 0 <= body["churn_probability"] <= 1 and body["model_version"] == "1"
-        assert body["risk_band"] in config.serving.risk_bands and len(body["request_id"]) == 32
+        assert body["risk_band"] in serving_config.serving.risk_bands and len(body["request_id"]) == 32
         assert "features" not in body
         status, body = call(base, "POST", "/v1/predict?explain=features", {"customer_id": customer})
         assert status == 200 and body["features"]["orders_365d"] >= 1
@@ -105,22 +89,25 @@ def test_endpoints_and_bad_input(workdir: Workdir, config: FlywheelConfig, tmp_p
         assert status == 422 and body["detail"][0]["field"] == "features.orders_30d"
         assert call(base, "POST", "/v1/admin/reload")[0] == 401
         assert call(base, "POST", "/v1/admin/reload", headers={"Authorization": "Bearer wrong"})[0] == 401
-        assert call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert (
+            call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})[0]
+            == 200
+        )
 
 
 def test_served_probabilities_equal_the_mlflow_model(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    customers = active_customers(workdir, 500)
-    with service(workdir, config, tmp_path) as (base, _):
+    customers = active_customers(served_copy, 500)
+    with service(served_copy, serving_config, tmp_path) as (base, _):
         status, body = call(base, "POST", "/v1/predict/batch?explain=features", {"customer_ids": customers})
     assert status == 200 and len(body["predictions"]) == len(customers)
     # the service's own reading of the online store equals Feast's SDK reading
-    sdk = {row["customer_id"]: row["features"] for row in online.get(config, workdir, customers)}
+    sdk = {row["customer_id"]: row["features"] for row in online.get(serving_config, served_copy, customers)}
     for prediction in body["predictions"]:
         assert prediction["features"] == sdk[prediction["customer_id"]]
-    registry.champion_version(config, workdir)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
+    registry.champion_version(serving_config, served_copy)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{serving_config.registry.model_name}@champion")
     frame = pd.DataFrame([p["features"] for p in body["predictions"]])
     expected = np.asarray(pyfunc.predict(frame))
     served = np.array([p["churn_probability"] for p in body["predictions"]])
@@ -128,12 +115,12 @@ def test_served_probabilities_equal_the_mlflow_model(
 
 
 def test_hot_swap_under_traffic_and_a_broken_version(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    customers = active_customers(workdir, 50)
-    client_config = config
+    customers = active_customers(served_copy, 50)
+    client_config = serving_config
     failures, served_versions, stop = [], set(), threading.Event()
-    with service(workdir, config, tmp_path) as (base, _):
+    with service(served_copy, serving_config, tmp_path) as (base, _):
 
         def traffic() -> None:
             while not stop.is_set():
@@ -147,11 +134,13 @@ def test_hot_swap_under_traffic_and_a_broken_version(
         worker = threading.Thread(target=traffic)
         worker.start()
         # a second version of the same model, promoted by hand, swapped in during traffic
-        run_id = mlflow.MlflowClient().get_model_version(config.registry.model_name, "1").run_id
-        source = mlflow.MlflowClient().get_model_version(config.registry.model_name, "1").source
-        second = registry.register(client_config, workdir, run_id, source).version
-        assert registry.promote(client_config, workdir, second, force=True).promoted
-        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        run_id = mlflow.MlflowClient().get_model_version(serving_config.registry.model_name, "1").run_id
+        source = mlflow.MlflowClient().get_model_version(serving_config.registry.model_name, "1").source
+        second = registry.register(client_config, served_copy, run_id, source).version
+        assert registry.promote(client_config, served_copy, second, force=True).promoted
+        status, body = call(
+            base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         assert status == 200 and body["changed"] and body["version"] == second
         time.sleep(1)
 
@@ -160,12 +149,18 @@ def test_hot_swap_under_traffic_and_a_broken_version(
             [call(base, "POST", "/v1/predict?explain=features", {"customer_id": customers[0]})[1]["features"]]
         )
         with mlflow.start_run():
-            uri = log_model(load_version(config, workdir, "1").model, X)
-        third = str(mlflow.register_model(uri, config.registry.model_name).version)
-        location = mlflow.MlflowClient().get_model_version_download_uri(config.registry.model_name, third)
+            uri = log_model(load_version(serving_config, served_copy, "1").model, X)
+        third = str(mlflow.register_model(uri, serving_config.registry.model_name).version)
+        location = mlflow.MlflowClient().get_model_version_download_uri(
+            serving_config.registry.model_name, third
+        )
         (Path(urlparse(location).path) / "artifacts" / "churn_model" / "spec.json").write_text("{broken")
-        registry.move_alias(mlflow.MlflowClient(), config.registry.model_name, "champion", third, "test")
-        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        registry.move_alias(
+            mlflow.MlflowClient(), serving_config.registry.model_name, "champion", third, "test"
+        )
+        status, body = call(
+            base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         assert status == 200 and not body["changed"] and body["version"] == second
         assert f"version {third} failed to load" in body["last_error"]
         ready = call(base, "GET", "/ready")
@@ -174,10 +169,14 @@ def test_hot_swap_under_traffic_and_a_broken_version(
         # item 11: unauthenticated answers name the version and the kind of failure, never a path
         info = call(base, "GET", "/v1/model")[1]
         assert info["version"] == second and info["champion"] == third and info["aliases"] == []
-        assert str(workdir.root) not in json.dumps([ready[1], info])
+        assert str(served_copy.root) not in json.dumps([ready[1], info])
         # the alias back on the served version: the failure is no longer reported
-        registry.move_alias(mlflow.MlflowClient(), config.registry.model_name, "champion", second, "back")
-        status, body = call(base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        registry.move_alias(
+            mlflow.MlflowClient(), serving_config.registry.model_name, "champion", second, "back"
+        )
+        status, body = call(
+            base, "POST", "/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         assert status == 200 and not body["changed"] and body["last_error"] is None
         info = call(base, "GET", "/v1/model")[1]
         assert info["last_error"] is None and info["aliases"] == ["champion"]
@@ -189,11 +188,11 @@ def test_hot_swap_under_traffic_and_a_broken_version(
 
 
 def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    customers = active_customers(workdir, 200)
+    customers = active_customers(served_copy, 200)
     acknowledged = []
-    with service(workdir, config, tmp_path) as (base, process):
+    with service(served_copy, serving_config, tmp_path) as (base, process):
         for customer in customers:
             status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
             assert status == 200
@@ -203,23 +202,23 @@ def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
             0,
             -signal.SIGTERM,
         )  # uvicorn re-raises SIGTERM after a graceful stop
-    logged = read_log(workdir.predictions / "predictions.db")
+    logged = read_log(served_copy.predictions / "predictions.db")
     assert {row["request_id"] for row in logged} >= set(acknowledged)
     row = next(r for r in logged if r["request_id"] == acknowledged[0])
     assert row["customer_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
-    assert os.path.getsize(workdir.predictions / "predictions.db") > 0
+    assert os.path.getsize(served_copy.predictions / "predictions.db") > 0
     # the data time of the features used: the newest snapshot, which the online store holds
-    newest = max(snapshots.read_manifest(workdir)["dates"])
+    newest = max(snapshots.read_manifest(served_copy)["dates"])
     assert row["as_of"] == f"{newest}T00:00:00+00:00"
 
 
 def test_score_records_the_given_data_time_and_metrics_export_the_newest_drift_report(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     from flywheel.monitoring import monitor
 
-    with service(workdir, config, tmp_path) as (base, _):
-        customer = active_customers(workdir, 1)[0]
+    with service(served_copy, serving_config, tmp_path) as (base, _):
+        customer = active_customers(served_copy, 1)[0]
         features = call(base, "POST", "/v1/predict?explain=features", {"customer_id": customer})[1][
             "features"
         ]
@@ -227,66 +226,68 @@ def test_score_records_the_given_data_time_and_metrics_export_the_newest_drift_r
         status, answer = call(base, "POST", "/v1/score", body)
         assert status == 200 and answer["customer_id"] == customer
         assert "flywheel_drift_score{" not in call(base, "GET", "/metrics")[1]  # no report yet
-        report, _, _ = monitor.drift(config, workdir)
+        report, _, _ = monitor.drift(serving_config, served_copy)
         metrics = call(base, "GET", "/metrics")[1]
     for column in report.columns:
         assert f'flywheel_drift_score{{column="{column.column}",test="{column.test}"}}' in metrics
         assert f'flywheel_drift_detected{{column="{column.column}"}} {float(column.drifted)}' in metrics
     assert f"flywheel_dataset_drift {float(report.dataset_drift)}" in metrics
     assert 'flywheel_drift_score{column="churn_probability"' in metrics
-    logged = read_log(workdir.predictions / "predictions.db")
+    logged = read_log(served_copy.predictions / "predictions.db")
     assert [r["as_of"] for r in logged if r["endpoint"] == "score"] == ["2024-01-01T00:00:00+00:00"]
 
 
 def test_batch_scoring_scores_every_latest_snapshot(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     from flywheel.features.online import latest_snapshots
     from flywheel.serving.batch import score_latest
 
-    result = score_latest(config, workdir, tmp_path / "scores.parquet")
+    result = score_latest(serving_config, served_copy, tmp_path / "scores.parquet")
     scores = pq.read_table(tmp_path / "scores.parquet").to_pandas()
-    latest = latest_snapshots(workdir).to_pandas()
+    latest = latest_snapshots(served_copy).to_pandas()
     assert result.rows == len(scores) == len(latest) and result.version == "1"
     assert scores["customer_id"].is_unique and scores["churn_probability"].between(0, 1).all()
-    registry.champion_version(config, workdir)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
+    registry.champion_version(serving_config, served_copy)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{serving_config.registry.model_name}@champion")
     sample = latest.head(200)
-    expected = np.asarray(pyfunc.predict(sample[load_version(config, workdir, "1").features]))
+    expected = np.asarray(pyfunc.predict(sample[load_version(serving_config, served_copy, "1").features]))
     got = scores.set_index("customer_id").loc[sample["customer_id"], "churn_probability"].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 def test_cold_start_scores_unknown_customers_when_configured(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
-    cold = apply_overrides(config, {"serving.cold_start": True})
-    with service(workdir, cold, tmp_path) as (base, _):
+    cold = apply_overrides(serving_config, {"serving.cold_start": True})
+    with service(served_copy, cold, tmp_path) as (base, _):
         status, body = call(base, "POST", "/v1/predict", {"customer_id": 10**9})
     assert status == 200 and body["features_missing"] is True and 0 <= body["churn_probability"] <= 1
 
 
 def test_a_sigkill_loses_at_most_the_last_flush_and_never_corrupts_the_log(
-    workdir: Workdir, config: FlywheelConfig, tmp_path: Path
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     import sqlite3
 
-    customers = active_customers(workdir, 100)
-    with service(workdir, config, tmp_path) as (base, process):
+    customers = active_customers(served_copy, 100)
+    with service(served_copy, serving_config, tmp_path) as (base, process):
         acknowledged = [
             call(base, "POST", "/v1/predict", {"customer_id": c})[1]["request_id"] for c in customers
         ]
-        time.sleep(config.serving.log_flush_seconds * 3)  # older than the flush interval: must be durable
+        time.sleep(
+            serving_config.serving.log_flush_seconds * 3
+        )  # older than the flush interval: must be durable
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-    path = workdir.predictions / "predictions.db"
+    path = served_copy.predictions / "predictions.db"
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert {row["request_id"] for row in read_log(path)} >= set(acknowledged)
 
 
 def test_startup_freezes_long_lived_objects_out_of_the_collector(
-    workdir: Workdir, config: FlywheelConfig
+    served_copy: Workdir, serving_config: FlywheelConfig
 ) -> None:
     """Regression: full garbage collections scanning Feast's, MLflow's and protobuf's millions of
     long-lived objects stalled every request for ~0.1 s (wrk p99 125 ms; 6.5 ms once frozen)."""
@@ -298,7 +299,7 @@ def test_startup_freezes_long_lived_objects_out_of_the_collector(
 
     gc.unfreeze()
     try:
-        with TestClient(create_app(config, workdir)) as client:
+        with TestClient(create_app(serving_config, served_copy)) as client:
             assert client.get("/health").status_code == 200
             assert gc.get_freeze_count() > 100_000
         assert gc.get_freeze_count() == 0  # thawed at shutdown (the demo runs the service in-process)
@@ -307,7 +308,7 @@ def test_startup_freezes_long_lived_objects_out_of_the_collector(
 
 
 def test_concurrent_loads_of_one_version_never_share_a_folder(
-    workdir: Workdir, config: FlywheelConfig
+    served_copy: Workdir, serving_config: FlywheelConfig
 ) -> None:
     """Regression (item 7): loads removed and re-created `.model_cache/<version>` in place, so two at
     once (two retrains, or a retrain and the service's reloader) failed with FileExistsError or
@@ -315,6 +316,6 @@ def test_concurrent_loads_of_one_version_never_share_a_folder(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        loaded = list(pool.map(lambda _: load_version(config, workdir, "1"), range(8)))
+        loaded = list(pool.map(lambda _: load_version(serving_config, served_copy, "1"), range(8)))
     assert {model.version for model in loaded} == {"1"}
-    assert not any((workdir.root / ".model_cache").iterdir())  # nothing left behind
+    assert not any((served_copy.root / ".model_cache").iterdir())  # nothing left behind
