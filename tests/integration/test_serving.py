@@ -275,9 +275,15 @@ def test_a_sigkill_loses_at_most_the_last_flush_and_never_corrupts_the_log(
         acknowledged = [
             call(base, "POST", "/v1/predict", {"customer_id": c})[1]["request_id"] for c in customers
         ]
-        time.sleep(
-            serving_config.serving.log_flush_seconds * 3
-        )  # older than the flush interval: must be durable
+        # what the writer reports written must survive the kill (waited for, not timed: no machine
+        # speed decides this test)
+        deadline = time.monotonic() + 60
+        while (
+            f"flywheel_prediction_log_written_total {len(customers)}.0"
+            not in call(base, "GET", "/metrics")[1]
+        ):
+            assert time.monotonic() < deadline, "the log writer never caught up"
+            time.sleep(0.1)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     path = served_copy.predictions / "predictions.db"
