@@ -121,3 +121,18 @@ def test_bad_rows_are_counted_and_skipped_not_fatal(tmp_path: Path, caplog: pyte
     assert (first.predictions, first.labelled, first.roc_auc) == (4, 3, pytest.approx(0.5))
     assert (second.labelled, pending.status) == (2, "pending")
     assert report.predictions == 8 and report.without_as_of == 1
+
+
+def test_a_prediction_without_a_customer_id_spoils_no_other_row(tmp_path: Path) -> None:
+    """Regression (review of issue 11): one `/v1/score` without `customer_id` made the id column float,
+    so every row's id looked like a non-integer and every row was skipped."""
+    workdir = _logged(tmp_path)
+    with sqlite3.connect(workdir.predictions / "predictions.db") as con:
+        con.execute(
+            "INSERT INTO predictions VALUES ('anon', ?, NULL, '1', 0.4, '{}', 'score', ?)",
+            (utc_iso(T + 100 * DAY), utc_iso(T)),
+        )
+    report = performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+    assert report.skipped_rows == 0 and report.predictions == 9
+    first = report.periods[0]
+    assert (first.predictions, first.labelled, first.roc_auc) == (4, 3, pytest.approx(0.5))

@@ -60,7 +60,8 @@ def predictions(rows: list[dict[str, Any]], not_after: datetime) -> tuple[pd.Dat
     Bad: an ``as_of`` that does not parse, lies outside pandas' range or after ``not_after``; a
     ``customer_id`` that is not an integer; a probability that is not a number in [0, 1].
     """
-    frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    # object columns: a None among integer ids would make the column float and every id a non-integer
+    frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS), dtype=object)
     as_of = pd.to_datetime(frame["as_of"], utc=True, format="ISO8601", errors="coerce")
     checks = {
         "as_of": frame["as_of"].isna() | (as_of.notna() & (as_of <= pd.Timestamp(not_after))),
@@ -78,6 +79,7 @@ def predictions(rows: list[dict[str, Any]], not_after: datetime) -> tuple[pd.Dat
         good &= ~bad
     _warn(skipped, examples[:_EXAMPLES])
     frame = frame.assign(as_of=as_of)[good].reset_index(drop=True)
+    frame["churn_probability"] = frame["churn_probability"].astype(float)
     return frame, skipped
 
 
