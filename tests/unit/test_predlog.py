@@ -75,3 +75,41 @@ def test_rows_beyond_the_pending_bound_are_dropped_oldest_first_and_counted(tmp_
     finally:
         log.close()
     assert [row["request_id"] for row in read_log(path)] == ["r3", "r4"]
+
+
+def test_an_alert_that_fails_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """Regression (review): the alert of a full disk fails on the same disk; its OSError killed the
+    writer thread for good."""
+    path = tmp_path / "predictions.db"
+
+    def full_disk(message: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    log = PredictionLog(path, flush_seconds=0.02, on_error=full_disk)
+    try:
+        with sqlite3.connect(path) as con:
+            con.execute("DROP TABLE predictions")
+        _append(log, "held")
+        assert _until(lambda: log.write_errors >= 2)
+        assert log.alive
+        with sqlite3.connect(path) as con:
+            con.execute(SCHEMA)
+        assert _until(lambda: log.healthy and log.written == 1)
+    finally:
+        log.close()
+
+
+def test_a_corrupt_database_keeps_the_rows_instead_of_rejecting_them(tmp_path: Path) -> None:
+    """A database that is no longer a database is the database's failure, not the rows'."""
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(path, flush_seconds=0.02)
+    try:
+        _append(log, "first")
+        assert _until(lambda: log.written == 1)
+        for leftover in tmp_path.glob("predictions.db*"):
+            leftover.write_bytes(b"this is not a database file at all; " * 200)
+        _append(log, "second")
+        assert _until(lambda: log.write_errors >= 1)
+        assert log.rejected == 0 and log.pending == 1 and not log.healthy
+    finally:
+        log.close()

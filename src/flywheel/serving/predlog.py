@@ -36,6 +36,17 @@ CREATE TABLE IF NOT EXISTS predictions (
 )
 """
 INSERT = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# errors of one row's values (an integer beyond 64 bits, a string too big, a NULL where none may be);
+# any other sqlite3.Error is the database's and the rows wait for it
+ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
 _logger = logging.getLogger(__name__)
 
 
@@ -136,6 +147,10 @@ class PredictionLog:
                 if self._pending:
                     self._flush(con)
             con.close()
+            if self._pending:
+                _logger.error(
+                    "prediction log closed with %d rows not written: %s", self.pending, self.last_error
+                )
         except BaseException as error:  # recorded so /ready and /metrics say the writer stopped
             self.last_error = f"{type(error).__name__}: {error}"
             _logger.critical("prediction log writer stopped: %s", self.last_error)
@@ -146,12 +161,12 @@ class PredictionLog:
             with con:
                 con.executemany(INSERT, self._pending)
             self.written += len(self._pending)
-        except sqlite3.OperationalError as error:  # the database, not a row: keep the rows, retry
-            self._failed(f"{type(error).__name__}: {error}")
-            return
-        except (sqlite3.Error, OverflowError, ValueError, TypeError):  # a row SQLite cannot store
+        except ROW_ERRORS:  # a row SQLite cannot store: find it, keep the others
             if not self._write_one_by_one(con):
                 return
+        except sqlite3.Error as error:  # the database (locked, full, gone, corrupt): keep the rows, retry
+            self._failed(f"{type(error).__name__}: {error}")
+            return
         self._pending.clear()
         if self.last_error is not None:
             _logger.warning("prediction log writing again after: %s", self.last_error)
@@ -164,13 +179,13 @@ class PredictionLog:
                 with con:
                     con.execute(INSERT, row)
                 self.written += 1
-            except sqlite3.OperationalError as error:
+            except ROW_ERRORS as error:
+                self.rejected += 1
+                _logger.error("prediction log: row of request %s not storable, skipped: %s", row[0], error)
+            except sqlite3.Error as error:
                 del self._pending[:index]
                 self._failed(f"{type(error).__name__}: {error}")
                 return False
-            except (sqlite3.Error, OverflowError, ValueError, TypeError) as error:
-                self.rejected += 1
-                _logger.error("prediction log: row of request %s not storable, skipped: %s", row[0], error)
         return True
 
     def _failed(self, message: str) -> None:
@@ -178,11 +193,16 @@ class PredictionLog:
         if len(self._pending) > self.max_pending:
             self.dropped += len(self._pending) - self.max_pending
             del self._pending[: len(self._pending) - self.max_pending]
-        first = self.last_error is None
+        if self.last_error is not None:  # the same streak: counted, not logged every flush
+            self.last_error = message
+            return
         self.last_error = message
         _logger.error("prediction log write failed (%d rows pending, retrying): %s", self.pending, message)
-        if first and self.on_error is not None:
-            self.on_error(message)
+        if self.on_error is not None:
+            try:
+                self.on_error(message)
+            except Exception:  # the alert's own failure (e.g. the same full disk) must not stop the writer
+                _logger.exception("prediction log: the failure alert could not be sent")
 
 
 def read_log(
