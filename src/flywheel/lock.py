@@ -6,8 +6,9 @@ materialize, train, step, pipeline run, retrain, loop, demo) holds an exclusive,
 naming the holder, which the lock file records as JSON ``{pid, command, since}``. The kernel drops
 the lock when its process dies, so a kill never leaves the workdir locked.
 
-The lock is reentrant within a process: the loop tick calls retrain, which runs the pipeline, whose
-steps build features and train, and the demo calls all of them in-process. Readers (the prediction
+The lock is reentrant within a thread: the loop tick calls retrain, which runs the pipeline, whose
+steps build features and train, and the demo calls all of them in-process. Another thread of the
+same process is refused like another process. Readers (the prediction
 service, ``model list``, ``monitor drift``, …) never take it.
 
 Whoever takes the lock first in a process also removes staging folders left by a killed writer:
@@ -47,6 +48,8 @@ class WorkdirBusy(FlywheelError):
 class _Held:
     fd: int
     depth: int
+    thread: int  # reentrant for this thread only: another thread of the process is another writer
+    command: str
 
 
 # lock file → this process's hold on it; flock is per open file, so a second open() in the same
@@ -65,10 +68,15 @@ def workdir_lock(workdir: Workdir, command: str) -> Iterator[None]:
     path = workdir.lock
     with _guard:
         held = _held.get(path)
-        if held is not None:
+        if held is None:
+            _held[path] = _acquire(workdir, command)
+        elif held.thread == threading.get_ident():
             held.depth += 1
         else:
-            _held[path] = _acquire(workdir, command)
+            raise WorkdirBusy(
+                f"another thread of this process (`flywheel {held.command}`) holds the workdir "
+                f"{workdir.root}; wait for it to finish"
+            )
     try:
         yield
     finally:
@@ -119,7 +127,7 @@ def _acquire(workdir: Workdir, command: str) -> _Held:
     except BaseException:
         _release(fd)
         raise
-    return _Held(fd, 1)
+    return _Held(fd, 1, threading.get_ident(), command)
 
 
 def _release(fd: int) -> None:

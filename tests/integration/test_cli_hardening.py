@@ -40,6 +40,8 @@ WRITERS = [
     ["features", "materialize"],
     ["train"],
     ["data", "ingest", "users.csv"],
+    ["model", "promote", "1"],
+    ["model", "rollback"],
 ]
 
 

@@ -94,3 +94,26 @@ def test_an_error_inside_the_lock_releases_it(tmp_path: Path) -> None:
         raise RuntimeError("a bug in the command")
     probe = "import sys, fcntl; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
     assert subprocess.run([sys.executable, "-c", probe, str(workdir.lock)]).returncode == 0
+
+
+def test_another_thread_of_the_same_process_is_refused(tmp_path: Path) -> None:
+    """Regression (review): reentrancy counted per process let two threads write at once."""
+    import threading
+
+    workdir = Workdir.at(tmp_path / "wd")
+    refused: list[str] = []
+
+    def second_writer() -> None:
+        try:
+            with workdir_lock(workdir, "features build"):
+                refused.append("entered")
+        except WorkdirBusy as error:
+            refused.append(str(error))
+
+    with workdir_lock(workdir, "retrain"):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1 and "another thread of this process (`flywheel retrain`)" in refused[0]
+    with workdir_lock(workdir, "features build"):  # released: any thread may take it now
+        pass

@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from flywheel.cli.context import STATE, console, progress
+from flywheel.config import FlywheelConfig
+from flywheel.lock import workdir_lock
 from flywheel.registry import registry
 from flywheel.training import train as training
+from flywheel.workdir import Workdir
 
 model_app = typer.Typer(
     help="The model registry: versions, gates, aliases, promotion, rollback.", no_args_is_help=True
@@ -44,6 +47,11 @@ def train_command(
             "training.tuning.trials": trials,
         }
     )
+    with workdir_lock(workdir, "train"):  # train, register and promote as one writer
+        _train_register_promote(config, workdir, promote)
+
+
+def _train_register_promote(config: FlywheelConfig, workdir: Workdir, promote: bool) -> None:
     with progress("train"):
         result = training.train(config, workdir)
     with progress("register"):

@@ -17,6 +17,7 @@ from typing import Any
 
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
+from flywheel.lock import locks_workdir
 from flywheel.registry.gates import GateCheck, evaluate_gates, folder_size_mb, single_row_latency_p99_ms
 from flywheel.training import evaluation, tracking
 from flywheel.training.train import load_dataset, load_logged_model
@@ -105,6 +106,7 @@ def move_alias(
     _logger.info("%s: %s %s → %s (%s)", name, alias, previous, version, reason)
 
 
+@locks_workdir("model register")
 def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: str) -> Registration:
     """Run the quality gate on a trained candidate and register it with the gate's result as version
     tags (one registry write: a kill cannot leave a version without its gate); a passing candidate
@@ -164,6 +166,7 @@ def compare(config: FlywheelConfig, workdir: Workdir, challenger: str, champion:
     )
 
 
+@locks_workdir("model promote")
 def promote(
     config: FlywheelConfig,
     workdir: Workdir,
@@ -209,6 +212,7 @@ def promote(
     return PromotionDecision(beats, reason, version, champion, result)
 
 
+@locks_workdir("model rollback")
 def rollback(config: FlywheelConfig, workdir: Workdir, reason: str = "rollback") -> tuple[str, str]:
     """Move ``champion`` back to the version it pointed at before its last move."""
     client = mlflow_client(config, workdir)
