@@ -72,3 +72,27 @@ def test_a_copied_workdir_writes_and_reads_only_itself(
     expected = dict(zip(frame[snapshots.ENTITY], frame["orders_90d"], strict=True))
     assert dict(zip(historical[snapshots.ENTITY], historical["orders_90d"], strict=True)) == expected
     assert tree_digest(moved) == digest
+
+
+def test_re_rooting_rewrites_locations_only(tmp_path: Path) -> None:
+    """Regression (review): re-rooting replaced the old root anywhere in any text column, so a param
+    such as `s3://bucket<old root>/train.csv` or a note naming the old folder was rewritten too."""
+    import mlflow
+
+    from flywheel.training import tracking
+
+    old = Workdir.at(tmp_path / "data")
+    config = FlywheelConfig()
+    tracking.setup(config, old)
+    with mlflow.start_run() as run:
+        mlflow.log_param("source", f"s3://bucket{old.root}/train.csv")
+        mlflow.set_tag("note", f"see {old.root}/README")
+    new = Workdir.at(tmp_path / "elsewhere" / "copy")
+    shutil.copytree(old.root, new.root)
+    tracking.reroot(new)
+    client = mlflow.MlflowClient(f"sqlite:///{new.mlflow_db}")
+    moved = client.get_run(run.info.run_id)
+    assert moved.info.artifact_uri.startswith(new.artifacts.as_uri() + "/")
+    assert client.get_experiment(moved.info.experiment_id).artifact_location == new.artifacts.as_uri()
+    assert moved.data.params["source"] == f"s3://bucket{old.root}/train.csv"
+    assert moved.data.tags["note"] == f"see {old.root}/README"

@@ -6,9 +6,11 @@ files with a TTL, feature service ``churn_model``) are written from the config a
 schema, so the plain ``feast`` CLI works in that folder too. ``apply`` registers exactly the objects
 defined in the generated ``features.py``: the file is the one definition.
 
-Every path is relative to the repo folder (Feast resolves a relative ``FileSource`` path against the
-repo, and its registry stores the path as written), so a copied or moved workdir reads its own
-snapshots, never the original's.
+Every path is relative to the repo folder, so a copied or moved workdir reads its own snapshots,
+never the original's. Feast's registry stores the ``FileSource`` path as written, and its duckdb
+offline store resolves it against the current directory: Feast's own offline reads (``feast``
+CLI, ``get_historical_features``) run from inside ``feature_repo/``. Flywheel's reads (its
+point-in-time join, materialization, online reads) never go through that path.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ opens it — otherwise the copy would write its models and decisions into the or
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import re
 import sqlite3
 import subprocess
 import warnings
@@ -70,29 +70,51 @@ def reroot(workdir: Workdir) -> None:
             _logger.info("re-rooted the MLflow store from %s to %s", old, workdir.root.as_uri())
 
 
+# the columns holding artifact locations; nothing else is touched (a param or a tag that happens to
+# contain the old path is data, not a location)
+_LOCATIONS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
 def _rewrite(con: sqlite3.Connection, old: str, root: Path) -> None:
-    """Replace root ``old`` (a ``file://`` URI) by ``root`` in every text column, both as a URI and
-    as a plain path (dataset sources)."""
-    new = {f"{old}/": f"{root.as_uri()}/", f"{unquote(urlparse(old).path)}/": f"{root}/"}
-    # one pass over each value, so a new root that contains the old one is not rewritten twice
-    pattern = re.compile("|".join(map(re.escape, new)))
-    con.create_function("flywheel_reroot", 1, lambda value: pattern.sub(lambda m: new[m.group()], value))
-    for table, column in _text_columns(con):
-        con.execute(
-            f'UPDATE "{table}" SET "{column}" = flywheel_reroot("{column}") '
-            f'WHERE instr("{column}", ?) > 0 OR instr("{column}", ?) > 0',
-            tuple(new),
-        )
+    """Replace root ``old`` (a ``file://`` URI) by ``root`` at the start of every artifact location,
+    and in dataset sources (JSON whose values are paths or URIs)."""
+    prefixes = {f"{old}/": f"{root.as_uri()}/", f"{unquote(urlparse(old).path)}/": f"{root}/"}
+
+    def moved(value: str | None) -> str | None:
+        for before, after in prefixes.items():
+            if value is not None and value.startswith(before):
+                return after + value[len(before) :]
+        return value
+
+    def moved_source(text: str | None) -> str | None:
+        try:
+            source = json.loads(text)
+        except (TypeError, ValueError):
+            return text
+        if not isinstance(source, dict):
+            return text
+        rerooted = {key: moved(value) if isinstance(value, str) else value for key, value in source.items()}
+        return json.dumps(rerooted) if rerooted != source else text
+
+    con.create_function("flywheel_moved", 1, moved, deterministic=True)
+    con.create_function("flywheel_moved_source", 1, moved_source, deterministic=True)
+    columns = _columns(con)
+    for table, column in _LOCATIONS:
+        if (table, column) in columns:
+            con.execute(f'UPDATE "{table}" SET "{column}" = flywheel_moved("{column}")')
+    if ("datasets", "dataset_source") in columns:
+        con.execute("UPDATE datasets SET dataset_source = flywheel_moved_source(dataset_source)")
 
 
-def _text_columns(con: sqlite3.Connection) -> list[tuple[str, str]]:
+def _columns(con: sqlite3.Connection) -> set[tuple[str, str]]:
     tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return [
-        (table, column[1])
-        for table in tables
-        for column in con.execute(f'PRAGMA table_info("{table}")')
-        if any(kind in column[2].upper() for kind in ("CHAR", "TEXT", "CLOB", "JSON"))
-    ]
+    return {(table, column[1]) for table in tables for column in con.execute(f'PRAGMA table_info("{table}")')}
 
 
 def ensure_experiment(client, config: FlywheelConfig, workdir: Workdir, name: str) -> str:
