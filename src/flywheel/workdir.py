@@ -88,6 +88,16 @@ class Workdir:
         return self.root / "predictions"
 
     @property
+    def prediction_log(self) -> Path:
+        """The service's prediction log (SQLite)."""
+        return self.predictions / "predictions.db"
+
+    @property
+    def model_cache(self) -> Path:
+        """Scratch space for downloads of registered models: each download in a folder of its own."""
+        return self.root / ".model_cache"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -123,8 +123,10 @@ def test_the_latency_gate_times_the_serving_path(
 
     _, result = trained
     fast_path = LightGBMModel.predict_records
+    calls: list[int] = []
 
     def slowed(self, records):
+        calls.append(len(records))
         time.sleep(0.003)
         return fast_path(self, records)
 
@@ -132,6 +134,7 @@ def test_the_latency_gate_times_the_serving_path(
     strict = apply_overrides(training_config, {"registry.gates.max_p99_latency_ms": 2.0})
     registration = registry.register(strict, workdir, result.run_id, result.model_uri)
     latency = next(c for c in registration.checks if c.name == "p99_latency_ms")
+    assert calls == [1] * 201  # a warm-up and 200 single rows, all through the serving path
     assert latency.value >= 3.0 and not latency.passed and not registration.gate_passed
 
 

@@ -7,6 +7,7 @@ champion for prediction drift, or the served traffic recorded in the prediction 
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,17 @@ def champion_profile(config: FlywheelConfig, workdir: Workdir) -> tuple[str, dic
             f"no {config.registry.model_name}@champion to compare against; run the pipeline first"
         )
     run = registry.version_run(client, config.registry.model_name, version)
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id,
-            artifact_path=PROFILE_ARTIFACT,
-            dst_path=str(workdir.root / ".model_cache" / f"profile-{version}"),
-        )
-    except Exception as error:  # MLflow raises several types for a missing artifact
-        raise FlywheelError(f"champion v{version} has no reference profile ({error}); retrain it") from None
-    return version, json.loads(Path(path).read_text())
+    workdir.model_cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"profile-v{version}-", dir=workdir.model_cache) as tmp:
+        try:  # a folder of its own: a concurrent reader never sees a half-downloaded profile
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp
+            )
+        except Exception as error:  # MLflow raises several types for a missing artifact
+            raise FlywheelError(
+                f"champion v{version} has no reference profile ({error}); retrain it"
+            ) from None
+        return version, json.loads(Path(path).read_text())
 
 
 def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.DataFrame]:
@@ -64,7 +67,7 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
     """The features and probabilities logged in ``[since, until)``, and how many bad rows were
     skipped (see :mod:`flywheel.monitoring.logrows`)."""
-    rows = read_log(workdir.predictions / "predictions.db", since, until, ("features", "churn_probability"))
+    rows = read_log(workdir.prediction_log, since, until, ("features", "churn_probability"))
     frame, skipped = logrows.features(rows)
     if frame.empty:
         bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""

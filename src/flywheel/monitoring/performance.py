@@ -113,7 +113,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
     not_after = datetime.now(UTC) + timedelta(hours=config.monitoring.clock_skew_hours)
-    log, skipped = read_predictions(workdir.predictions / "predictions.db", not_after)
+    log, skipped = read_predictions(workdir.prediction_log, not_after)
     dated = log.dropna(subset=["as_of", "customer_id"]).copy()
     lake = Lake(workdir)
     _, last = labels_module.observed_range(lake.connect(config.features.memory_limit))

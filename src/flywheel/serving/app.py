@@ -47,7 +47,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.log = PredictionLog(
-            workdir.predictions / "predictions.db", config.serving.log_flush_seconds, on_error=log_failed
+            workdir.prediction_log, config.serving.log_flush_seconds, on_error=log_failed
         )
         state.data_start = data_start(workdir)
         try:

@@ -46,9 +46,8 @@ def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> Load
     import mlflow
 
     tracking.setup(config, workdir)
-    cache = workdir.root / ".model_cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"v{version}-", dir=cache) as tmp:
+    workdir.model_cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"v{version}-", dir=workdir.model_cache) as tmp:
         folder = Path(
             mlflow.artifacts.download_artifacts(
                 f"models:/{config.registry.model_name}/{version}", dst_path=tmp

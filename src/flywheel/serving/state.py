@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from flywheel.config import FlywheelConfig
 from flywheel.features import snapshots
@@ -19,6 +23,8 @@ from flywheel.serving.predlog import PredictionLog
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
+# what a tracking store or server that is down, locked or unreachable raises
+REGISTRY_ERRORS = (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
 
 
 @dataclass
@@ -51,7 +57,7 @@ async def check_champion(state: State) -> bool:
         version = await loop.run_in_executor(
             None, registry.alias_version, state.client, name, registry.CHAMPION
         )
-    except Exception as error:  # the registry is unreachable: keep serving what we have
+    except REGISTRY_ERRORS as error:  # the registry is unreachable: keep serving what we have
         _logger.error("registry unreachable: %s", error)
         state.last_error = f"registry unreachable ({type(error).__name__}); serving the loaded model"
         return False
@@ -65,9 +71,9 @@ async def check_champion(state: State) -> bool:
         return False
     try:
         loaded = await loop.run_in_executor(None, load_version, state.config, state.workdir, version)
-    except Exception as error:
+    except Exception as error:  # a broken version fails in any library's way; the old one keeps serving
         state.metrics.reload_failures.inc()
-        _logger.error("version %s failed to load: %s", version, error)
+        _logger.error("version %s failed to load: %s", version, error, exc_info=error)
         serving = f"; serving v{state.model.version}" if state.model else ""
         state.last_error = f"version {version} failed to load ({type(error).__name__}){serving}"
         return False
