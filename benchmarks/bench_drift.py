@@ -33,7 +33,7 @@ numeric = [c for c in reference.columns if c not in categorical]
 started = time.perf_counter()
 if method == "flywheel":
     from flywheel.monitoring.drift import compare
-    from flywheel.monitoring.profile import build_profile
+    from flywheel.features.profile import build_profile
     report = compare(build_profile(reference, categorical), current)
     decisions = {c.column: {"drifted": c.drifted, "score": c.score, "test": c.test} for c in report.columns}
 else:

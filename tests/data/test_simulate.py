@@ -16,8 +16,8 @@ from flywheel.data import ops
 from flywheel.data.batches import simulate_batch
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
+from flywheel.features.profile import build_profile
 from flywheel.monitoring.drift import compare
-from flywheel.monitoring.profile import build_profile
 from flywheel.workdir import Workdir
 
 DAYS = 60

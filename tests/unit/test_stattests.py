@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
+from flywheel.features.profile import build_profile, categorical_profile, numeric_profile
 from flywheel.monitoring.drift import compare
-from flywheel.monitoring.profile import build_profile, categorical_profile, numeric_profile
 from flywheel.monitoring.stattests import STATTESTS, default_test
 
 RNG = np.random.default_rng(0)

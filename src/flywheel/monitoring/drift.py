@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel.errors import ConfigError
-from flywheel.monitoring.profile import sorted_present
+from flywheel.features.profile import sorted_present
 from flywheel.monitoring.stattests import (
     PSI_MAJOR,
     STATTESTS,

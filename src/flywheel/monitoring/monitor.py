@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features import snapshots
+from flywheel.features.profile import PROFILE_ARTIFACT
 from flywheel.monitoring import html, logrows
 from flywheel.monitoring.alerts import alert
 from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
 from flywheel.serving.champion import load_version
 from flywheel.serving.predlog import read_log
-from flywheel.training.train import PROFILE_ARTIFACT, load_dataset
+from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir
 
 

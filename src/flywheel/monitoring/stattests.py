@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from flywheel.monitoring.profile import bin_counts, percentile_means, quantiles, sorted_present
+from flywheel.features.profile import bin_counts, percentile_means, quantiles, sorted_present
 
 EPSILON = 1e-4
 

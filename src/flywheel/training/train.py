@@ -24,15 +24,14 @@ from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
+from flywheel.features.profile import PROFILE_ARTIFACT, build_profile
 from flywheel.lock import locks_workdir
-from flywheel.monitoring.profile import build_profile
 from flywheel.training import evaluation, tracking
 from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-PROFILE_ARTIFACT = "reference_profile.json"
 MODEL_FOLDER = "churn_model"  # the Flywheel model files inside the logged MLflow model's artifacts
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,9 @@ training data, twenty bins) with their counts, mean, standard deviation and the 
 for a column with at most 100 distinct values — the exact value frequencies; per categorical column:
 category counts; the predicted probability is profiled like a numeric column. Drift checks need only
 this — never the training rows — and its size does not grow with the number of rows.
+
+It lives with the features it describes: training writes it beside each model
+(``PROFILE_ARTIFACT``), monitoring reads it; neither imports the other for it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ QUANTILES = np.linspace(0, 1, 101)
 EDGE_STEP = (QUANTILES.size - 1) // BINS  # bin edges are every fifth quantile: 5 %, 10 %, … 95 %
 PERCENTILES = 100
 MAX_DISTINCT = 100  # a numeric column with at most this many values keeps its exact frequencies
+PROFILE_ARTIFACT = "reference_profile.json"  # the profile's name among a training run's artifacts
 
 
 class SortedValues(np.ndarray):
