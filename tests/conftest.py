@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +34,28 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("FLYWHEEL_WORKDIR", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _own_tracking_store(tmp_path: Path) -> Iterator[None]:
+    """Every test starts on an empty tracking store of its own (as MLflow's own suite does): a test
+    that needs a workdir's runs or models must point MLflow there itself, so no outcome depends on
+    which test or fixture set the process-global tracking URI last."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'own-tracking.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    _forget_tracking_env()  # MLflow exports them for subprocesses; the CLI processes choose their own
+    yield
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    _forget_tracking_env()
+
+
+def _forget_tracking_env() -> None:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,7 @@ def test_hot_swap_under_traffic_and_a_broken_version(
         worker = threading.Thread(target=traffic)
         worker.start()
         # a second version of the same model, promoted by hand, swapped in during traffic
+        registry.mlflow_client(serving_config, served_copy)  # MLflow on this copy's store
         run_id = mlflow.MlflowClient().get_model_version(serving_config.registry.model_name, "1").run_id
         source = mlflow.MlflowClient().get_model_version(serving_config.registry.model_name, "1").source
         second = registry.register(client_config, served_copy, run_id, source).version

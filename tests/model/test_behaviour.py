@@ -5,7 +5,10 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 
+from flywheel.config import FlywheelConfig
+from flywheel.training import tracking
 from flywheel.training.train import load_dataset
+from flywheel.workdir import Workdir
 
 
 def test_beats_the_baseline_on_the_test_split(trained) -> None:
@@ -14,9 +17,15 @@ def test_beats_the_baseline_on_the_test_split(trained) -> None:
     assert 0.75 < result.test_metrics["roc_auc"] < 0.99  # learnable, and not trivially so
 
 
+def _logged_model(workdir: Workdir, uri: str):
+    """The logged model, read from the workdir's own store (never whichever one MLflow last pointed at)."""
+    tracking.setup(FlywheelConfig(), workdir)
+    return mlflow.pyfunc.load_model(uri)
+
+
 def test_more_recent_activity_lowers_churn_probability(trained) -> None:
     workdir, result = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    model = _logged_model(workdir, result.model_uri)
     X, _ = load_dataset(workdir).xy("test")
     recent = X.head(300).copy()
     recent["days_since_last_order"] = 2.0
@@ -32,7 +41,7 @@ def test_more_recent_activity_lowers_churn_probability(trained) -> None:
 
 def test_fields_the_model_does_not_use_change_nothing(trained) -> None:
     workdir, result = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    model = _logged_model(workdir, result.model_uri)
     X, _ = load_dataset(workdir).xy("test")
     rows = X.head(200)
     with_names = rows.assign(first_name="Zed", last_name="Quux", email="zq@example.com")
