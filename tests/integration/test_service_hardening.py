@@ -183,6 +183,8 @@ def test_a_materialization_moves_the_ttl_cutoff_of_a_running_service(
         watermark.write_text(json.dumps({**state, "through": later.isoformat()}))
         status, body = call(base, "POST", "/v1/predict", {"customer_id": customer})
     assert status == 404 and "not active within the feature TTL" in body["detail"]
+    # one staleness rule: the CLI's `features get` says the same of this customer
+    assert online.get(serving_config, served_copy, [customer])[0]["stale"]
 
 
 def test_the_documented_examples_and_error_bodies_match_the_schema(

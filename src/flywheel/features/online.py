@@ -89,6 +89,16 @@ def watermark_path(workdir: Workdir) -> Path:
     return repo.repo_dir(workdir) / "data" / "materialized.json"
 
 
+def ttl_cutoff(workdir: Workdir, ttl_days: int) -> datetime | None:
+    """The oldest snapshot time an online row may have and still count: the newest snapshot
+    materialized minus the TTL — data time, never the wall clock. None without a TTL or before the
+    first materialization. The one staleness rule of the CLI and the service."""
+    watermark = watermark_path(workdir)
+    if not ttl_days or not watermark.exists():
+        return None
+    return datetime.fromisoformat(json.loads(watermark.read_text())["through"]) - timedelta(days=ttl_days)
+
+
 def latest_snapshots(
     workdir: Workdir, after: datetime | None = None, customers: list[int] | None = None
 ) -> pa.Table:
@@ -168,10 +178,7 @@ def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> li
         features=[f"{FEATURES_TABLE}:{name}" for name in features],
         entity_rows=[{ENTITY: i} for i in customer_ids],
     ).to_dict(include_event_timestamps=True)
-    ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
-    # staleness is judged in data time: against the newest snapshot materialized, not the wall clock
-    watermark = watermark_path(workdir)
-    now = datetime.fromisoformat(json.loads(watermark.read_text())["through"]) if watermark.exists() else None
+    cutoff = ttl_cutoff(workdir, config.features.ttl_days)
     results = []
     for index, customer in enumerate(customer_ids):
         seconds = max(int(response[f"{name}__ts"][index] or 0) for name in features)
@@ -181,7 +188,7 @@ def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> li
                 ENTITY: customer,
                 "found": snapshot is not None,
                 TIMESTAMP_COLUMN: snapshot.isoformat() if snapshot else None,
-                "stale": bool(snapshot and ttl and now and snapshot < now - ttl),
+                "stale": bool(snapshot and cutoff and snapshot < cutoff),
                 "features": {name: response[name][index] for name in features},
             }
         )

@@ -7,8 +7,7 @@ missing.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flywheel.config import FlywheelConfig
@@ -24,31 +23,30 @@ class OnlineFeatures:
         from feast.protos.feast.types.Value_pb2 import Value
 
         self._entity_key, self._value = EntityKey, Value
+        self.workdir = workdir
         self.store = repo.feature_store(workdir)
         self.view = self.store.get_feature_view(FEATURES_TABLE)
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
         self.names = [f.name for f in self.view.features]
-        self.ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
+        self.ttl_days = config.features.ttl_days
         self.watermark = online.watermark_path(workdir)
         self._seen: int | None = None  # the watermark file's mtime when last read
         self._oldest: datetime | None = None
 
     @property
     def oldest(self) -> datetime | None:
-        """The oldest snapshot time still within the TTL of the newest materialized snapshot; re-read
-        when a materialization moves the watermark (one ``stat`` per read)."""
-        if self.ttl is None:
-            return None
+        """``online.ttl_cutoff``, re-read when a materialization moves the watermark (one ``stat``
+        per read)."""
         try:
             seen = self.watermark.stat().st_mtime_ns
         except FileNotFoundError:
             return None
         if seen != self._seen:
             try:
-                through = json.loads(self.watermark.read_text())["through"]
-            except (ValueError, KeyError):  # being rewritten: keep the last cutoff, read it next time
+                self._oldest = online.ttl_cutoff(self.workdir, self.ttl_days)
+            except (ValueError, KeyError):  # unreadable: keep the last cutoff, read it next time
                 return self._oldest
-            self._oldest, self._seen = datetime.fromisoformat(through) - self.ttl, seen
+            self._seen = seen
         return self._oldest
 
     def read(self, customer_ids: list[int]) -> list[dict[str, Any] | None]:
