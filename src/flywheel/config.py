@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,6 +209,11 @@ class MonitoringConfig(StrictModel):
         description="How far past now a data time (`as_of`) may lie: the service refuses a later one, "
         "and a logged one is skipped.",
     )
+
+    def latest_data_time(self) -> datetime:
+        """The latest acceptable data time (``as_of``): now plus the clock skew. The service refuses a
+        later one and the log's readers skip it: one bound, spelled here."""
+        return datetime.now(UTC) + timedelta(hours=self.clock_skew_hours)
 
 
 class RetrainConfig(StrictModel):

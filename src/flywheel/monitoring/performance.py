@@ -112,7 +112,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     """Per-period performance of the logged predictions whose labels the lake now observes."""
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
-    not_after = datetime.now(UTC) + timedelta(hours=config.monitoring.clock_skew_hours)
+    not_after = config.monitoring.latest_data_time()
     log, skipped = read_predictions(workdir.prediction_log, not_after)
     dated = log.dropna(subset=["as_of", "customer_id"]).copy()
     lake = Lake(workdir)

@@ -6,7 +6,7 @@ Handlers read the service state from ``request.app.state.flywheel`` (built by ``
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -203,7 +203,7 @@ def _check_data_time(state: State, as_of: datetime) -> list[dict[str, str]]:
     """A data time must lie within the data: not before its first snapshot, not after now plus
     ``monitoring.clock_skew_hours`` (the bound the log's readers apply too)."""
     moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
-    latest = datetime.now(UTC) + timedelta(hours=state.config.monitoring.clock_skew_hours)
+    latest = state.config.monitoring.latest_data_time()
     if moment < state.data_start:
         return [_invalid("as_of", f"before the data starts ({state.data_start:%Y-%m-%d})")]
     if moment > latest:
