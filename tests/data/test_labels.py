@@ -66,3 +66,19 @@ def test_too_short_a_history_is_a_clear_error(tmp_path) -> None:
     commit_tiny_lake(workdir, [Order(1, T), Order(1, T + 10 * DAY)], period_end=T + 11 * DAY)
     with pytest.raises(DataError, match="too short for a 60-day label horizon"):
         labels.compute(FlywheelConfig(), Lake(workdir))
+
+
+def test_labels_are_computed_once_per_lake_state(lake_copy: Workdir, small_config: FlywheelConfig) -> None:
+    """A loop tick builds the labels, and its pipeline run asks again: the second build reuses them
+    until the lake, the SQL or the label settings change."""
+    from flywheel.data import ops
+
+    first = labels.build(small_config, lake_copy)
+    written = first.path.stat().st_mtime_ns
+    again = labels.build(small_config, lake_copy)
+    assert again == first and first.path.stat().st_mtime_ns == written
+    ops.simulate(small_config, lake_copy, days=60)
+    grown = labels.build(small_config, lake_copy)
+    assert grown.rows > first.rows and first.path.stat().st_mtime_ns != written
+    shorter = labels.build(apply_overrides(small_config, {"labels.horizon_days": 30}), lake_copy)
+    assert shorter.rows != grown.rows

@@ -11,6 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -21,6 +24,7 @@ from flywheel.pipeline.compile import airflow_dag, compile_kfp
 from flywheel.pipeline.dag import PIPELINE, STEPS
 from flywheel.pipeline.runner import apply_params, run_pipeline
 from flywheel.registry import registry
+from flywheel.training.train import read_evaluation
 from flywheel.workdir import Workdir
 from tests.servers import flywheel_command, write_config
 
@@ -32,7 +36,11 @@ EDGES = {
     ("data_load", "eval"),
     ("eval", "model_upload"),
     ("train", "model_upload"),
+    ("data_load", "model_upload"),
     ("model_upload", "promote"),
+    ("eval", "promote"),
+    ("data_load", "promote"),
+    ("promote", "publish"),
 }
 
 
@@ -49,7 +57,16 @@ def workdir(featured_workdir: Workdir, tmp_path: Path) -> Workdir:
 
 def test_wiring_follows_the_seed_dag() -> None:
     names = [step.name for step in PIPELINE]
-    assert names == ["validate", "features", "data_load", "train", "eval", "model_upload", "promote"]
+    assert names == [
+        "validate",
+        "features",
+        "data_load",
+        "train",
+        "eval",
+        "model_upload",
+        "promote",
+        "publish",
+    ]
     assert {(up, step.name) for step in PIPELINE for up in step.upstream} == EDGES
     for step in PIPELINE:  # every upstream runs before the step, and every step is a step module
         assert all(names.index(up) < names.index(step.name) for up in step.upstream)
@@ -75,11 +92,58 @@ def test_a_full_run_registers_a_champion(workdir: Workdir, pipeline_config: Flyw
     assert record.status == runs.SUCCEEDED
     assert [s.status for s in record.steps] == [runs.SUCCEEDED] * len(PIPELINE)
     assert ("train", runs.RUNNING) in events
-    version = record.steps[-2].outputs["version"]
-    assert record.steps[-1].outputs["promoted"] == "true"
+    version = record.steps[-3].outputs["version"]
+    assert record.steps[-1].outputs["promoted"] == "true" and record.steps[-1].outputs["champion"] == version
     assert registry.describe(pipeline_config, workdir, version)["aliases"] == ["challenger", "champion"]
     listed = runs.Store(pipeline_config, workdir).list()
     assert listed[0].run_id == record.run_id and listed[0].params["train_ratio"] == "0.7"
+    # the gate decided on eval's metrics, measured at the threshold train chose
+    outputs = {s.name: s.outputs for s in record.steps}
+    evaluated = read_evaluation(outputs["eval"]["metrics"])
+    assert evaluated["threshold"] == float(outputs["train"]["threshold"])
+    assert evaluated["test"]["threshold"] == evaluated["threshold"]
+    tags = registry.describe(pipeline_config, workdir, version)["tags"]
+    assert float(tags["gate.roc_auc.value"]) == pytest.approx(evaluated["test"]["roc_auc"], rel=1e-5)
+    assert float(tags["gate.pr_auc.value"]) == pytest.approx(evaluated["test"]["pr_auc"], rel=1e-5)
+
+
+def test_train_fails_before_tuning_when_artifacts_cannot_be_written(
+    workdir: Workdir, pipeline_config: FlywheelConfig
+) -> None:
+    """Regression: an unwritable artifact store failed the run only when the model was logged, after
+    the whole tuning. Now train writes to the store first (a file where the artifact folder should
+    be stops even root)."""
+    workdir.artifacts.write_text("not a folder")
+    slow = apply_overrides(
+        pipeline_config,
+        {
+            "training.tuning.method": "optuna",
+            "training.tuning.trials": 1000,
+            "training.tuning.timeout_s": 300,
+        },
+    )
+    record = run_pipeline(slow, workdir)
+    statuses = {s.name: s.status for s in record.steps}
+    assert record.status == runs.FAILED and statuses["train"] == runs.FAILED
+    client = registry.mlflow_client(slow, workdir)
+    experiment = client.get_experiment_by_name(slow.tracking.experiment).experiment_id
+    assert client.search_runs([experiment], filter_string="tags.`mlflow.parentRunId` != ''") == []
+    assert "artifact" in next(s for s in record.steps if s.name == "train").error.lower()
+
+
+def test_data_load_reads_the_labels_it_is_handed(
+    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    from flywheel.features import labels as labels_module
+    from flywheel.pipeline.context import StepContext
+
+    table = labels_module.read(workdir)
+    dates = sorted(set(table.column("label_timestamp").to_pylist()))[:-4]  # the newest 4 dates left out
+    fewer = tmp_path / "fewer_labels.parquet"
+    pq.write_table(table.filter(pc.is_in(table.column("label_timestamp"), pa.array(dates))), fewer)
+    outputs = STEPS["data_load"].run(StepContext(pipeline_config, workdir), labels=str(fewer))
+    metadata = json.loads(Path(outputs["dataset"], "metadata.json").read_text())
+    assert metadata["rows_in"] == pq.read_metadata(fewer).num_rows < table.num_rows
 
 
 def test_a_failed_step_skips_the_rest_and_resume_finishes(
@@ -100,6 +164,7 @@ def test_a_failed_step_skips_the_rest_and_resume_finishes(
         "eval": runs.SKIPPED,
         "model_upload": runs.SKIPPED,
         "promote": runs.SKIPPED,
+        "publish": runs.SKIPPED,
     }
     assert "out of memory while training" in failed.steps[3].error
     assert registry.list_versions(pipeline_config, workdir) == []  # nothing registered, no champion

@@ -187,3 +187,17 @@ def test_a_kill_during_registration_never_leaves_a_version_without_its_gate(
     [row] = registry.list_versions(training_config, workdir)
     assert row["gate_passed"] == "true" and row["roc_auc"] is not None
     assert registry.describe(training_config, workdir, row["version"])["tags"]["gate.p99_latency_ms.passed"]
+
+
+def test_register_and_compare_use_the_versions_own_dataset(
+    workdir: Workdir, trained, training_config: FlywheelConfig
+) -> None:
+    """Regression: the gate's latency sample and the comparison read the global LATEST dataset
+    pointer; now they read the split the version was trained and evaluated on."""
+    _, result = trained
+    (workdir.datasets / "LATEST").unlink()  # no global pointer to fall back on
+    first = registry.register(training_config, workdir, result.run_id, result.model_uri)
+    assert registry.promote(training_config, workdir, first.version).promoted
+    second = registry.register(training_config, workdir, result.run_id, result.model_uri)
+    decision = registry.promote(training_config, workdir, second.version)
+    assert decision.comparison is not None and decision.comparison["delta"] == pytest.approx(0.0)

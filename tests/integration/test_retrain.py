@@ -261,7 +261,7 @@ def test_the_cron_loop_ticks_at_each_scheduled_time(
         loop.run(config, workdir, cron="*/5 * * * *", sleep=waits.append, on_tick=on_tick)
     assert len(waits) == 2 and all(0 <= w <= 300 for w in waits)  # until the next 5-minute mark
     assert all(t.ok for t in ticks), [t.error for t in ticks]
-    assert [stage for stage, _ in ticks[0].stages] == ["ingest", "features", "materialize", "retrain"]
+    assert [stage for stage, _ in ticks[0].stages] == ["ingest", "features", "retrain", "publish"]
 
 
 def test_loop_once_from_the_cli(workdir: Workdir, training_config: FlywheelConfig, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``flywheel demo``: runs :func:`flywheel.demo.run` and prints what each step did."""
+"""``flywheel demo``: runs :func:`flywheel.demo.run` and prints what each stage did and how long it took."""
 
 from __future__ import annotations
 
@@ -13,17 +13,21 @@ from flywheel.cli.monitor import show_decision
 
 
 def run_demo() -> None:
-    config = STATE.config()
+    config = demo.demo_config(STATE.config())
     workdir = STATE.workdir_for(config, must_exist=False)
     started = time.perf_counter()
     console.print(f"Flywheel demo in {workdir.root}")
+    console.print("scenario: " + ", ".join(f"{k}={v}" for k, v in demo.SCENARIO.items()))
     with progress("demo") as stage:
         summary = demo.run(config, workdir, on_step=lambda line: (console.print(f"  ✓ {line}"), stage(line)))
     console.print(batches_table(summary.batches, title="lake"))
     for title, rows in (
         ("POST /v1/predict (first champion)", summary.predictions),
-        ("POST /v1/predict (after the retrain decision)", summary.after_retrain),
+        ("POST /v1/predict (after the promotion: hot swap)", summary.after_promotion),
+        ("POST /v1/predict (after the rollback)", summary.after_rollback),
     ):
+        if not rows:
+            continue
         answers = Table("customer_id", "churn_probability", "risk_band", "model_version", title=title)
         for answer in rows:
             answers.add_row(
@@ -33,23 +37,28 @@ def run_demo() -> None:
                 answer["model_version"],
             )
         console.print(answers)
+    if summary.tick is not None and summary.tick.decision is not None:
+        show_decision(summary.tick.decision)
+    stages = Table("stage", "seconds", title="stages")
+    for name, _, seconds in summary.stages:
+        if not name.startswith("  "):
+            stages.add_row(name, f"{seconds:.1f}")
+    stages.add_row("total", f"{summary.seconds:.1f}")
+    console.print(stages)
     name = config.registry.model_name
-    console.print(f"champion: {name} v{summary.champion}   first pipeline run: {summary.pipeline_run_id}")
-    if summary.decision is not None:
-        show_decision(summary.decision)
     console.print(
-        f"reports: drift {summary.drift_report} (and .json); performance {summary.performance_report}; "
-        f"alerts {workdir.reports / 'alerts.jsonl'}"
+        f"champion: {name} v{summary.champion} (first champion v{summary.first_champion}); "
+        f"performance report {summary.performance_report}; alerts {workdir.reports / 'alerts.jsonl'}"
     )
     console.print(
         f"workdir {workdir.root}: lake/, features/, datasets/, feature_repo/, predictions/, reports/, "
         "mlflow.db, mlartifacts/"
     )
+    first = summary.predictions[0]["customer_id"] if summary.predictions else 1
     console.print(
         "next: flywheel serve  →  curl -X POST localhost:8000/v1/predict -H 'content-type: application/json' "
-        f"-d '{{\"customer_id\": {summary.predictions[0]['customer_id'] if summary.predictions else 1}}}' | "
-        "flywheel monitor drift | flywheel monitor performance | flywheel retrain --check-only | "
-        "flywheel loop --once --simulate | flywheel model rollback | "
+        f"-d '{{\"customer_id\": {first}}}' | flywheel monitor drift | flywheel monitor performance | "
+        "flywheel retrain --check-only | flywheel loop --once --simulate | flywheel model list | "
         f"mlflow ui --backend-store-uri sqlite:///{workdir.mlflow_db}"
     )
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s")

@@ -55,7 +55,14 @@ def _train_register_promote(config: FlywheelConfig, workdir: Workdir, promote: b
     with progress("train"):
         result = training.train(config, workdir)
     with progress("register"):
-        registration = registry.register(config, workdir, result.run_id, result.model_uri)
+        registration = registry.register(
+            config,
+            workdir,
+            result.run_id,
+            result.model_uri,
+            result.test_metrics,
+            result.dataset_path / "test.parquet",
+        )
     table = Table(
         "metric", "valid", "test", f"baseline ({config.training.baseline})", title=f"run {result.run_id}"
     )

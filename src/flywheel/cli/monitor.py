@@ -254,8 +254,8 @@ def loop_command(
         bool, typer.Option("--simulate", help="Each tick appends a simulated batch instead of the inbox.")
     ] = False,
 ) -> None:
-    """The continuous-training loop: new batches → features → materialize → monitor → decide →
-    retrain → promote, at every cron time (or once)."""
+    """The continuous-training loop: new batches → features → monitor → decide → retrain → publish
+    (online store, champion), at every cron time (or once)."""
     from croniter import croniter
 
     if cron and not croniter.is_valid(cron):
@@ -265,7 +265,8 @@ def loop_command(
 
     def report(tick: loop.Tick) -> None:
         status = "[green]ok[/green]" if tick.ok else f"[red]failed at {tick.failed_stage}[/red]: {tick.error}"
-        console.print(f"tick {tick.started}: {status}")
+        seconds = ", ".join(f"{stage} {s:.1f}s" for stage, s in tick.seconds.items())
+        console.print(f"tick {tick.started}: {status} ({seconds})")
 
     result = loop.run(
         config,

@@ -148,7 +148,10 @@ def compile_command(
 
 def step_command(
     name: Annotated[
-        str, typer.Argument(help="validate | features | data_load | train | eval | model_upload | promote")
+        str,
+        typer.Argument(
+            help="validate | features | data_load | train | eval | model_upload | promote | publish"
+        ),
     ],
     input_: Annotated[list[str] | None, typer.Option("--input", help="Input NAME=VALUE, repeatable.")] = None,
     upstream_json: Annotated[

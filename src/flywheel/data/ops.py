@@ -9,12 +9,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from flywheel.config import FlywheelConfig, IngestConfig
 from flywheel.data.batches import Batch, generate_batch, generation_id, simulate_batch
 from flywheel.data.ingest import read_batch
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TABLE_ORDER, TABLES
-from flywheel.data.validation import ValidationReport, check_relations, check_values, conform
+from flywheel.data.validation import CheckFailure, ValidationReport, check_relations, check_values, conform
 from flywheel.errors import DataError
 from flywheel.lock import locks_workdir
 from flywheel.workdir import Workdir
@@ -132,6 +135,44 @@ def validate(workdir: Workdir, progress: Progress | None = None) -> ValidationRe
     report.failures.extend(check_relations({n: f for n, f in files.items() if f}, {}, lake.period_end()))
     report.write(workdir.reports)
     return report
+
+
+def verify(workdir: Workdir) -> ValidationReport:
+    """The pipeline's ``validate``: every batch was validated when it was committed, so check only
+    that the lake is still what was committed — each file the manifest names exists, and its Parquet
+    footer has the committed row count and the table's schema. Reads footers, never rows."""
+    lake = Lake(workdir)
+    if lake.is_empty():
+        raise DataError(
+            f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
+        )
+    report = ValidationReport("lake", {})
+    for batch in lake.batches():
+        for name, table in batch["tables"].items():
+            report.rows[name] = report.rows.get(name, 0) + table["rows"]
+            rows = 0
+            for relative in table["files"]:
+                path = workdir.lake / relative
+                try:
+                    footer = pq.read_metadata(path)
+                except (OSError, pa.ArrowInvalid) as error:
+                    report.failures.append(_integrity(batch, name, f"{relative} unreadable: {error}"))
+                    continue
+                rows += footer.num_rows
+                expected = TABLES[name].arrow_schema
+                if not footer.schema.to_arrow_schema().remove_metadata().equals(expected):
+                    report.failures.append(
+                        _integrity(batch, name, f"{relative} no longer has the {name} schema")
+                    )
+            if rows != table["rows"] and not any(f.table == name for f in report.failures):
+                report.failures.append(
+                    _integrity(batch, name, f"{table['rows']} rows committed, {rows} in the files now")
+                )
+    return report
+
+
+def _integrity(batch: dict[str, Any], table: str, message: str) -> CheckFailure:
+    return CheckFailure("lake_integrity", table, None, 0, f"batch {batch['batch_id']}: {message}")
 
 
 def status(workdir: Workdir) -> list[dict[str, Any]]:

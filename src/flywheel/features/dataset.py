@@ -150,8 +150,11 @@ def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[
 
 
 @locks_workdir("features dataset")
-def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int = 8) -> DatasetResult:
-    """Join labels to snapshots point-in-time, split by time and write the dataset.
+def build(
+    config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int = 8, labels_path: Path | None = None
+) -> DatasetResult:
+    """Join labels (``labels_path``, default the workdir's) to snapshots point-in-time, split by time
+    and write the dataset.
 
     Works through the label dates a few at a time, reading only the snapshot files a chunk can match
     (those within the TTL before its dates), so memory stays bounded at any scale.
@@ -159,7 +162,7 @@ def build(config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int =
     require_snapshots(workdir)
     features = resolve_features(config, workdir)
     types = available_features(workdir)
-    labels = labels_module.read(workdir)
+    labels = labels_module.read(workdir, labels_path)
     label = config.labels.label_column
     if label not in labels.column_names:
         raise DataError(

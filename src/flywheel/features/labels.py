@@ -2,11 +2,13 @@
 
 Label dates lie on the snapshot grid every ``labels.cadence_days``, from the first order to the last
 order minus the horizon, so each label's horizon is fully observed in the data; the wall clock plays
-no part. Written whole to ``features/labels_customer_churn.parquet`` (atomic replace) on each build.
+no part. Written whole to ``features/labels_customer_churn.parquet`` (atomic replace) when the lake,
+the SQL or the label settings changed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -22,12 +24,13 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
-from flywheel.features.sql import LABELS_SQL, sql_text
+from flywheel.features.sql import LABELS_SQL, sql_hash, sql_text
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 LABELS_TABLE = "labels_customer_churn"
 TIMESTAMP_COLUMN = "label_timestamp"
+SOURCE_KEY, SUMMARY_KEY = b"flywheel.source", b"flywheel.summary"  # Parquet metadata of the file
 
 
 @dataclass(frozen=True)
@@ -77,21 +80,41 @@ def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = N
 
 
 def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
-    labels = compute(config, Lake(workdir))
+    """Compute the labels, unless the file already holds them for this lake, SQL and label config
+    (its Parquet metadata says which): a loop tick's later builds reuse the first."""
+    lake = Lake(workdir)
+    source = json.dumps(
+        {
+            "lake": lake.batch_ids(),
+            "sql": sql_hash(),
+            "labels": config.labels.model_dump(mode="json"),
+            "anchor": str(config.features.anchor),
+        },
+        sort_keys=True,
+    )
     path = labels_path(workdir)
+    if path.exists():
+        held = pq.read_schema(path).metadata or {}
+        if held.get(SOURCE_KEY, b"").decode() == source and SUMMARY_KEY in held:
+            return LabelResult(path, **json.loads(held[SUMMARY_KEY]))
+    labels = compute(config, lake)
+    column = labels.column(config.labels.label_column)
+    summary = {
+        "rows": labels.num_rows,
+        "dates": len(labels.column(TIMESTAMP_COLUMN).unique()),
+        "positive_rate": (pc.mean(column).as_py() if labels.num_rows else 0.0) or 0.0,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    labels = labels.replace_schema_metadata({SOURCE_KEY: source, SUMMARY_KEY: json.dumps(summary)})
     pq.write_table(labels, tmp, compression="zstd")
     os.replace(tmp, path)
-    column = labels.column(config.labels.label_column)
-    rate = pc.mean(column).as_py() if labels.num_rows else 0.0
-    dates = len(labels.column(TIMESTAMP_COLUMN).unique())
-    _logger.info("built %d labels over %d dates (positive rate %.3f)", labels.num_rows, dates, rate)
-    return LabelResult(path, labels.num_rows, dates, rate)
+    _logger.info("built %(rows)d labels over %(dates)d dates (positive rate %(positive_rate).3f)", summary)
+    return LabelResult(path, **summary)
 
 
-def read(workdir: Workdir) -> pa.Table:
-    path = labels_path(workdir)
+def read(workdir: Workdir, path: Path | None = None) -> pa.Table:
+    path = path or labels_path(workdir)
     if not path.exists():
         raise DataError(f"no labels in {workdir.features}; run `flywheel features build` first")
     return pq.read_table(path)

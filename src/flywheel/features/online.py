@@ -40,6 +40,7 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 WRITE_BATCH = 20_000
+APPLIED_MARKER = "applied.sha256"  # digest of the repo files last applied, beside the registry
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,30 @@ class SkewReport:
 
 
 @locks_workdir("features apply")
-def apply(config: FlywheelConfig, workdir: Workdir) -> list[str]:
-    """Generate the repo files from the config and snapshots, and register them with Feast."""
+def apply(config: FlywheelConfig, workdir: Workdir, if_changed: bool = False) -> list[str]:
+    """Generate the repo files from the config and snapshots, and register them with Feast (with
+    ``if_changed``, only when the generated files differ from what was last applied)."""
     from feast import FeatureStore
 
     files = require_snapshots(workdir)
     schema = pa.parquet.read_schema(files[-1])
-    repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
+    root = repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
+    applied = root / "data" / APPLIED_MARKER
+    digest = repo.digest(workdir)
+    if if_changed and applied.exists() and applied.read_text() == digest and repo.is_applied(workdir):
+        return []
     objects = repo.definitions(workdir)
-    FeatureStore(repo_path=str(repo.repo_dir(workdir))).apply(objects)  # creates the registry
+    FeatureStore(repo_path=str(root)).apply(objects)  # creates the registry
     _write_ahead_log(config, workdir)
+    applied.write_text(digest)
     return [f"{type(o).__name__} {o.name}" for o in objects]
+
+
+def publish(config: FlywheelConfig, workdir: Workdir) -> tuple[list[str], MaterializeResult]:
+    """Make the online store serve the newest snapshots: apply the repo if its definitions changed,
+    then materialize incrementally. The last act of a successful pipeline run or loop tick."""
+    applied = apply(config, workdir, if_changed=True)
+    return applied, materialize(config, workdir, incremental=True)
 
 
 def _write_ahead_log(config: FlywheelConfig, workdir: Workdir) -> None:

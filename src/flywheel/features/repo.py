@@ -15,6 +15,7 @@ point-in-time join, materialization, online reads) never go through that path.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -142,6 +143,17 @@ def render(
     return root
 
 
+def digest(workdir: Workdir) -> str:
+    """A hash of the generated repo files: what ``apply`` would register."""
+    root = repo_dir(workdir)
+    text = "".join((root / name).read_text() for name in ("feature_store.yaml", "features.py"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_applied(workdir: Workdir) -> bool:
+    return (repo_dir(workdir) / "data" / "registry.db").exists()
+
+
 def definitions(workdir: Workdir) -> list[Any]:
     """The Feast objects defined in the generated ``features.py``."""
     path = repo_dir(workdir) / "features.py"
@@ -155,6 +167,6 @@ def feature_store(workdir: Workdir):  # -> feast.FeatureStore (imported lazily: 
     """The applied Feast store; a clear error (not Feast's traceback) when nothing was applied yet."""
     from feast import FeatureStore
 
-    if not (repo_dir(workdir) / "data" / "registry.db").exists():
+    if not is_applied(workdir):
         raise DataError(f"no Feast registry in {repo_dir(workdir)}; run `flywheel features apply` first")
     return FeatureStore(repo_path=str(repo_dir(workdir)))

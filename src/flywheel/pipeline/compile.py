@@ -17,6 +17,7 @@ def flywheel_step(
     proceed: dsl.OutputPath(str),
     up1: str = "",
     up2: str = "",
+    up3: str = "",
 ) -> None:
     """Run ``flywheel step`` in this container; ``proceed`` is false when the step's condition fails."""
     import json
@@ -24,7 +25,7 @@ def flywheel_step(
     import sys
 
     command = [sys.executable, "-m", "flywheel", "--config", config, "--workdir", workdir, "step", step]
-    for upstream in (up1, up2):
+    for upstream in (up1, up2, up3):  # the most upstream steps any step has (dag.py)
         if upstream:
             command += ["--upstream-json", upstream]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -49,7 +50,7 @@ def kfp_pipeline(image: str, workdir: str, config: str, steps: list[str] | None 
 
     @dsl.pipeline(
         name="flywheel-churn",
-        description="validate → features → data_load → train → eval → model_upload → promote (Flywheel)",
+        description="validate → features → data_load → train → eval → model_upload → promote → publish",
     )
     def pipeline() -> None:
         tasks: dict[str, object] = {}

@@ -1,8 +1,10 @@
 """The wiring of the pipeline: which step feeds which input of which other step.
 
-validate → features → data_load → train → eval → model_upload → promote, with ``data_load`` also
-feeding ``eval`` (the test split) and ``train`` feeding ``model_upload`` (as in seed 000), and the
-whole training path conditional on ``validate.passed`` (seed 001).
+validate → features → data_load → train → eval → model_upload → promote → publish, as in seed 000
+with the gate (seed 001) and publishing added: ``data_load`` also feeds ``eval``, ``model_upload`` and
+``promote`` (the test split), ``train`` feeds ``model_upload``, ``eval`` feeds ``model_upload`` (the
+metrics the gate decides on) and ``promote`` (the candidate's test probabilities). The whole training
+path is conditional on ``validate.passed``; only ``publish`` changes what is served.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from flywheel.pipeline.steps import data_load, eval, features, model_upload, promote, train, validate
+from flywheel.pipeline.steps import (
+    data_load,
+    eval,
+    features,
+    model_upload,
+    promote,
+    publish,
+    train,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -35,16 +46,45 @@ PIPELINE: tuple[Step, ...] = (
     Step("features", features, {"passed": ("validate", "passed")}),
     Step("data_load", data_load, {"labels": ("features", "labels")}),
     Step("train", train, {"dataset": ("data_load", "dataset")}),
-    Step("eval", eval, {"model_uri": ("train", "model_uri"), "test": ("data_load", "test")}),
+    Step(
+        "eval",
+        eval,
+        {
+            "run_id": ("train", "run_id"),
+            "model_uri": ("train", "model_uri"),
+            "threshold": ("train", "threshold"),
+            "test": ("data_load", "test"),
+        },
+    ),
     Step(
         "model_upload",
         model_upload,
-        {"run_id": ("train", "run_id"), "model_uri": ("train", "model_uri"), "metrics": ("eval", "metrics")},
+        {
+            "run_id": ("train", "run_id"),
+            "model_uri": ("train", "model_uri"),
+            "metrics": ("eval", "metrics"),
+            "test": ("data_load", "test"),
+        },
     ),
     Step(
         "promote",
         promote,
-        {"version": ("model_upload", "version"), "gate_passed": ("model_upload", "gate_passed")},
+        {
+            "version": ("model_upload", "version"),
+            "gate_passed": ("model_upload", "gate_passed"),
+            "predictions": ("eval", "predictions"),
+            "test": ("data_load", "test"),
+        },
+    ),
+    Step(
+        "publish",
+        publish,
+        {
+            "version": ("promote", "version"),
+            "promote": ("promote", "promote"),
+            "reason": ("promote", "reason"),
+            "champion": ("promote", "champion"),
+        },
     ),
 )
 STEPS = {step.name: step for step in PIPELINE}

@@ -3,7 +3,8 @@
 Ctrl-C marks the run and its running step ``CANCELLED``; an exception marks the step ``FAILED``
 (with the error) and every step after it ``SKIPPED``; a step raising ``StepSkipped`` is ``SKIPPED``
 and so is everything downstream of it. ``resume`` reuses the outputs of succeeded steps and runs the
-rest. Only the ``promote`` step moves the champion alias, so a failed or cancelled run never does.
+rest. Only the last step, ``publish``, changes what is served (the online store, the champion alias),
+so a failed or cancelled run never does.
 """
 
 from __future__ import annotations

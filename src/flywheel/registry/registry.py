@@ -15,12 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow.parquet as pq
+
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.lock import locks_workdir
 from flywheel.registry.gates import GateCheck, evaluate_gates, folder_size_mb, single_row_latency_p99_ms
+from flywheel.serving.champion import load_version
 from flywheel.training import evaluation, tracking
-from flywheel.training.train import load_dataset, load_logged_model
+from flywheel.training.train import load_logged_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -106,25 +110,45 @@ def move_alias(
     _logger.info("%s: %s %s → %s (%s)", name, alias, previous, version, reason)
 
 
+def _run_test_split(workdir: Workdir, run: Any) -> Path:
+    """The test split of the dataset a training run read (its ``dataset_id``), never the LATEST pointer."""
+    dataset_id = run.data.params.get("dataset_id") or run.data.tags.get("flywheel.dataset_id")
+    path = workdir.datasets / str(dataset_id) / "test.parquet"
+    if not dataset_id or not path.exists():
+        raise RegistryError(f"run {run.info.run_id}'s dataset {dataset_id} is not in {workdir.datasets}")
+    return path
+
+
 @locks_workdir("model register")
-def register(config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: str) -> Registration:
+def register(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    run_id: str,
+    model_uri: str,
+    metrics: dict[str, float] | None = None,
+    test: Path | None = None,
+) -> Registration:
     """Run the quality gate on a trained candidate and register it with the gate's result as version
     tags (one registry write: a kill cannot leave a version without its gate); a passing candidate
-    becomes the ``challenger``."""
+    becomes the ``challenger``.
+
+    The gate takes the ``eval`` step's test ``metrics`` (at the run's threshold) and times the serving
+    path on rows of the ``test`` split; both default to what the run itself recorded."""
     import mlflow
 
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
     run = client.get_run(run_id)
-    metrics = {
-        key.removeprefix("test_"): value for key, value in run.data.metrics.items() if key.startswith("test_")
-    }
+    if metrics is None:
+        metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    if "roc_auc" not in metrics:
+        raise RegistryError(f"run {run_id} has no test metrics; evaluate it first (the eval step)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         size = folder_size_mb(folder)
         model = load_logged_model(folder)
-    rows = load_dataset(workdir).xy("test")[0].head(200)
-    latency = single_row_latency_p99_ms(model.predict_records, rows.to_dict("records"))
+    rows = pq.read_table(test or _run_test_split(workdir, run), columns=model.features).slice(0, 200)
+    latency = single_row_latency_p99_ms(model.predict_records, rows.to_pylist())
     checks = evaluate_gates(config.registry.gates, metrics, latency, size)
     passed = all(c.passed for c in checks)
     tags = {
@@ -152,41 +176,54 @@ def _gate_passed(client: Any, name: str, version: str) -> bool:
     return client.get_model_version(name, version).tags.get("gate.passed") == "true"
 
 
-def compare(config: FlywheelConfig, workdir: Workdir, challenger: str, champion: str) -> dict[str, float]:
-    """ROC-AUC(challenger) − ROC-AUC(champion) on the latest test split, with a bootstrap interval."""
-    import mlflow
+def test_probabilities(config: FlywheelConfig, workdir: Workdir, version: str, test: Path) -> pd.DataFrame:
+    """A registered version's probabilities on a test split, with the split's keys and labels."""
+    model = load_version(config, workdir, version).model
+    label = json.loads((Path(test).parent / "metadata.json").read_text())["label_column"]
+    frame = pq.read_table(test).to_pandas()
+    return frame.assign(label=frame[label], probability=model.predict_proba(frame[model.features]))
 
-    name = config.registry.model_name
-    data = load_dataset(workdir)
-    X, y = data.xy("test")
-    new = mlflow.pyfunc.load_model(f"models:/{name}/{challenger}").predict(X)
-    old = mlflow.pyfunc.load_model(f"models:/{name}/{champion}").predict(X)
+
+def compare(
+    config: FlywheelConfig, workdir: Workdir, candidate: pd.DataFrame, champion: str, test: Path
+) -> dict[str, float]:
+    """ROC-AUC(candidate) − ROC-AUC(champion) on the same test rows, with a bootstrap interval.
+
+    ``candidate`` holds the candidate's test probabilities (the ``eval`` step's output, in the split's
+    row order); only the champion is scored here, once."""
+    old = test_probabilities(config, workdir, champion, test)
+    if len(old) != len(candidate) or not (old["label"].to_numpy() == candidate["label"].to_numpy()).all():
+        raise RegistryError(f"the candidate's probabilities do not belong to the test split {test}")
     return evaluation.bootstrap_auc_difference(
-        y, new, old, config.registry.bootstrap_samples, config.registry.confidence, seed=config.training.seed
+        candidate["label"].to_numpy(),
+        candidate["probability"].to_numpy(),
+        old["probability"].to_numpy(),
+        config.registry.bootstrap_samples,
+        config.registry.confidence,
+        seed=config.training.seed,
     )
 
 
-@locks_workdir("model promote")
-def promote(
+def decide(
     config: FlywheelConfig,
     workdir: Workdir,
-    version: str | None = None,
+    version: str,
     force: bool = False,
-    run_id: str | None = None,
     automatic: bool = False,
+    candidate: pd.DataFrame | None = None,
+    test: Path | None = None,
 ) -> PromotionDecision:
-    """Apply the promotion policy to ``version`` (default: the challenger).
+    """The promotion policy for ``version``; moves nothing (:func:`promote` or the pipeline's
+    ``publish`` step acts on it).
 
     Promote when its gate passed and either there is no champion yet, or it beats the champion by at
-    least ``min_delta`` ROC-AUC with the bootstrap interval above zero. ``force`` skips the comparison
-    (never the gate). ``automatic`` (the pipeline) under ``registry.promotion: manual`` compares and
-    reports but leaves the alias to ``flywheel model promote``.
-    """
+    least ``min_delta`` ROC-AUC with the bootstrap interval above zero, on the ``test`` split (default:
+    the split the version was evaluated on) with the ``candidate``'s probabilities (default: scored
+    here). ``force`` skips the comparison (never the gate). ``automatic`` (the pipeline) under
+    ``registry.promotion: manual`` compares and reports but leaves the alias to ``flywheel model
+    promote``."""
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
-    version = version or alias_version(client, name, CHALLENGER)
-    if version is None:
-        raise RegistryError(f"{name} has no challenger to promote; train and register a candidate first")
     _version_exists(client, name, version)
     champion = alias_version(client, name, CHAMPION)
     if not _gate_passed(client, name, version):
@@ -195,9 +232,12 @@ def promote(
         return PromotionDecision(False, f"version {version} is already the champion", version, champion)
     if champion is None or force:
         reason = "no champion yet" if champion is None else "promoted by hand (--force)"
-        move_alias(client, name, CHAMPION, version, reason, run_id)
         return PromotionDecision(True, reason, version, champion)
-    result = compare(config, workdir, version, champion)
+    if test is None:
+        test = _run_test_split(workdir, version_run(client, name, version))
+    if candidate is None:
+        candidate = test_probabilities(config, workdir, version, test)
+    result = compare(config, workdir, candidate, champion, test)
     beats = result["delta"] >= config.registry.min_delta and result["ci_low"] > 0
     reason = (
         f"ROC-AUC {result['delta']:+.4f} vs champion v{champion} "
@@ -207,9 +247,28 @@ def promote(
     if beats and automatic and config.registry.promotion == "manual":
         reason += f"; promotion policy is manual: `flywheel model promote {version}` promotes it"
         return PromotionDecision(False, reason, version, champion, result)
-    if beats:
-        move_alias(client, name, CHAMPION, version, reason, run_id)
     return PromotionDecision(beats, reason, version, champion, result)
+
+
+@locks_workdir("model promote")
+def promote(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    version: str | None = None,
+    force: bool = False,
+    run_id: str | None = None,
+) -> PromotionDecision:
+    """Apply the promotion policy to ``version`` (default: the challenger) and move ``champion`` when
+    it says so: ``flywheel model promote``."""
+    client = mlflow_client(config, workdir)
+    name = config.registry.model_name
+    version = version or alias_version(client, name, CHALLENGER)
+    if version is None:
+        raise RegistryError(f"{name} has no challenger to promote; train and register a candidate first")
+    decision = decide(config, workdir, version, force=force)
+    if decision.promoted:
+        move_alias(client, name, CHAMPION, version, decision.reason, run_id)
+    return decision
 
 
 @locks_workdir("model rollback")

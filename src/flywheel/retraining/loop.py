@@ -1,11 +1,14 @@
 """``flywheel loop``: the continuous-training loop, one tick at a time.
 
-A tick: take new batches (folders in ``<workdir>/inbox``, or one simulated batch), rebuild features
-incrementally, materialize the online store, then monitor, decide and — when a trigger fires —
-retrain and promote (``flywheel retrain``). A running service picks up a new champion through its
-alias poller. Each stage only publishes when it succeeds (atomic lake commits and snapshot files,
-a guarded materialization, promotion as the pipeline's last step), so a failure at any stage leaves
-the champion and the online store as they were; it is alerted, and the next tick retries.
+A tick: take new batches (folders in ``<workdir>/inbox``, or one simulated batch), build the new
+snapshots and the labels once, then monitor, decide and — when a trigger fires — run the pipeline
+(``flywheel retrain``), whose last step publishes (materializes the online store, moves the champion
+alias when the challenger won). Without a successful run, the tick publishes the new snapshots for
+the serving champion itself. A running service picks up a new champion through its alias poller and
+new online rows on its next read. Each stage only publishes when it succeeds (atomic lake commits
+and snapshot files, a guarded materialization, publishing as the pipeline's last step), so a failure
+at any stage leaves the champion and the online store as they were; it is alerted, and the next
+tick retries.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _logger = logging.getLogger(__name__)
 class Tick:
     started: str
     stages: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage → wall-clock seconds
     decision: retrain.Decision | None = None
     failed_stage: str | None = None
     error: str | None = None
@@ -74,34 +78,46 @@ def tick(
     workdir: Workdir,
     simulate: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+    batch_id: str | None = None,
 ) -> Tick:
-    """One pass of the loop; never raises for a stage failure (it is returned, alerted and logged)."""
+    """One pass of the loop; never raises for a stage failure (it is returned, alerted and logged).
+    ``on_stage`` hears each finished stage, ``on_event`` each pipeline step's status; ``batch_id``
+    names the simulated batch (a batch already in the lake is not simulated again)."""
     result = Tick(started=datetime.now(UTC).isoformat())
+    clock = [time.perf_counter()]
 
     def done(stage: str, detail: str) -> None:
+        now = time.perf_counter()
         result.stages.append((stage, detail))
+        result.seconds[stage] = now - clock[0]
+        clock[0] = now
         if on_stage:
             on_stage(stage, detail)
 
     stage = "ingest"
     try:
         if simulate:
-            batch = ops.simulate(config, workdir)
-            done(stage, f"simulated {batch.batch_id} (drift={config.data.simulate.drift})")
+            batch = ops.simulate(config, workdir, batch_id=batch_id)
+            again = "" if batch.created else " (already in the lake)"
+            done(stage, f"simulated {batch.batch_id} (drift={config.data.simulate.drift}){again}")
         else:
             taken = _ingest_inbox(workdir, config.data.ingest)
             done(stage, f"ingested {', '.join(taken)}" if taken else f"no new batch in {workdir.inbox}")
         stage = "features"
         built, labels = feature_ops.build(config, workdir)
         done(stage, f"{len(built.dates_built)} snapshot dates built; {labels.rows:,} labels")
-        stage = "materialize"
-        materialized = online.materialize(config, workdir, incremental=True)
-        done(stage, f"{materialized.written:,} customers, through {materialized.through}")
         stage = "retrain"
-        result.decision = retrain.retrain(config, workdir)
+        result.decision = retrain.retrain(config, workdir, on_event=on_event)
         done(stage, f"{result.decision.outcome}: {'; '.join(result.decision.reasons)}")
         if result.decision.error:
             result.failed_stage, result.error = stage, result.decision.error
+        stage = "publish"
+        if result.decision.published:
+            done(stage, "published by the retrain's pipeline run")
+        else:  # the serving champion gets the new snapshots whatever the retrain did
+            _, materialized = online.publish(config, workdir)
+            done(stage, f"{materialized.written:,} customers materialized, through {materialized.through}")
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         result.failed_stage, result.error = stage, f"{type(error).__name__}: {error}"
         rejected = stage == "ingest" and not simulate and isinstance(error, DataError)

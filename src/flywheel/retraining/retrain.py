@@ -68,6 +68,7 @@ class Decision:
     gate_passed: bool | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None
+    published: bool = False  # the run's publish step ran: the online store holds the newest snapshots
     champion_after: str | None = None
     error: str | None = None
     rollback: str | None = None
@@ -270,18 +271,19 @@ def _execute(
 ) -> None:
     try:
         record = run_pipeline(config, workdir, on_event=on_event)
-    except Exception as error:  # the champion is untouched: promotion is the pipeline's last step
+    except Exception as error:  # nothing was published: publishing is the pipeline's last step
         decision.pipeline_status, decision.error = "FAILED", f"{type(error).__name__}: {error}"
     else:
         decision.pipeline_run_id, decision.pipeline_status = record.run_id, record.status
         outputs = {s.name: s.outputs for s in record.steps}
-        upload, promoted = outputs.get("model_upload", {}), outputs.get("promote", {})
+        upload, published = outputs.get("model_upload", {}), outputs.get("publish", {})
         decision.candidate = upload.get("version")
         if "gate_passed" in upload:
             decision.gate_passed = upload["gate_passed"] == "true"
-        if promoted:
-            decision.promoted = promoted.get("promoted") == "true"
-            decision.promotion_reason = promoted.get("reason")
+        if published:
+            decision.published = True
+            decision.promoted = published.get("promoted") == "true"
+            decision.promotion_reason = published.get("reason")
         if record.status != "SUCCEEDED":
             failed = next((s for s in record.steps if s.status == "FAILED"), None)
             decision.error = (failed.error if failed else record.error) or f"pipeline {record.status}"

@@ -28,20 +28,37 @@ def tracking_uri(config: FlywheelConfig, workdir: Workdir) -> str:
     return config.tracking.uri or f"sqlite:///{workdir.mlflow_db}"
 
 
+_done: dict[tuple, str] = {}  # what setup last did in this process → the experiment id
+
+
 def setup(config: FlywheelConfig, workdir: Workdir) -> str:
-    """Point MLflow's tracking and registry at the configured store; returns the experiment id."""
+    """Point MLflow's tracking and registry at the configured store; returns the experiment id.
+
+    Called by every command that touches MLflow; the work (re-rooting, creating the experiment) is
+    done once per process and store — a repeated call with the same store and experiment only checks
+    that MLflow still points there."""
     import mlflow
 
+    uri = tracking_uri(config, workdir)
+    store = (
+        workdir.mlflow_db.stat().st_ino if config.tracking.uri is None and workdir.mlflow_db.exists() else 0
+    )
+    key = (uri, config.tracking.experiment, store)
+    if key in _done and mlflow.get_tracking_uri() == uri and mlflow.get_registry_uri() == uri:
+        return _done[key]
     warnings.filterwarnings("ignore", module="mlflow")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     workdir.root.mkdir(parents=True, exist_ok=True)
     if config.tracking.uri is None:
         reroot(workdir)
-    uri = tracking_uri(config, workdir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment_id = ensure_experiment(mlflow.MlflowClient(), config, workdir, config.tracking.experiment)
     mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, never to ./mlruns
+    _done.clear()
+    if workdir.mlflow_db.exists() or config.tracking.uri is not None:
+        store = workdir.mlflow_db.stat().st_ino if config.tracking.uri is None else 0
+        _done[(uri, config.tracking.experiment, store)] = experiment_id
     return experiment_id
 
 

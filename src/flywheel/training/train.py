@@ -24,6 +24,7 @@ from flywheel import cancel
 from flywheel.config import FlywheelConfig
 from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
+from flywheel.features.dataset import SPLITS
 from flywheel.features.profile import PROFILE_ARTIFACT, build_profile
 from flywheel.lock import locks_workdir
 from flywheel.training import evaluation, tracking
@@ -33,6 +34,8 @@ from flywheel.workdir import Workdir
 _logger = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_FOLDER = "churn_model"  # the Flywheel model files inside the logged MLflow model's artifacts
+BASELINE_FOLDER = "baseline"  # the baseline model, in the training run's artifacts
+EVAL_FOLDER, METRICS_FILE, PREDICTIONS_FILE = "eval", "metrics.json", "test_predictions.parquet"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -56,6 +59,19 @@ class Dataset:
 
 
 @dataclass
+class Evaluation:
+    """The ``eval`` step's result: test metrics at the run's threshold, computed once, and where the
+    test-set probabilities (what the registry's comparison reuses) were logged."""
+
+    run_id: str
+    threshold: float
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    metrics_uri: str
+    predictions_uri: str
+
+
+@dataclass
 class TrainResult:
     run_id: str
     model_uri: str
@@ -63,10 +79,23 @@ class TrainResult:
     params: dict[str, Any]
     threshold: float
     valid_metrics: dict[str, float]
-    test_metrics: dict[str, float]
-    baseline_test_metrics: dict[str, float]
+    baseline_valid_metrics: dict[str, float]
     tuning_seconds: float
+    dataset_path: Path
     trials: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        if self.evaluation is None:
+            raise DataError(f"run {self.run_id} has not been evaluated; run the eval step")
+        return self.evaluation.metrics
+
+    @property
+    def baseline_test_metrics(self) -> dict[str, float]:
+        if self.evaluation is None:
+            raise DataError(f"run {self.run_id} has not been evaluated; run the eval step")
+        return self.evaluation.baseline_metrics
 
 
 def load_dataset(workdir: Workdir, path: Path | None = None) -> Dataset:
@@ -131,22 +160,17 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
     return best, trials, seconds
 
 
-def fit_and_evaluate(
+def fit(
     model_type: str, params: dict[str, Any], data: Dataset, seed: int, threshold_setting: float | str
-) -> tuple[ChurnModel, float, dict, dict]:
+) -> tuple[ChurnModel, float, dict[str, float]]:
+    """Fit on the train split; choose the threshold and measure on the validation split (never test)."""
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
-    Xt, yt = data.xy("test")
     model = make_model(model_type, data.features, data.metadata["categorical_features"], params, seed)
     model.fit(X, y, Xv, yv)
     p_valid = model.predict_proba(Xv)
     threshold = evaluation.choose_threshold(yv, p_valid, threshold_setting)
-    return (
-        model,
-        threshold,
-        evaluation.compute_metrics(yv, p_valid, threshold),
-        evaluation.compute_metrics(yt, model.predict_proba(Xt), threshold),
-    )
+    return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold)
 
 
 def load_logged_model(folder: Path) -> ChurnModel:
@@ -186,20 +210,37 @@ def _requirements(model_type: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
+def check_trainable(data: Dataset) -> None:
+    """Fail before any tuning when the dataset cannot give a model: an empty split or one class."""
+    for split in SPLITS:
+        _, y = data.xy(split)
+        if len(y) == 0:
+            raise DataError(f"dataset {data.path}: the {split} split is empty; build a longer history")
+        if split != "test" and len(np.unique(y)) < 2:
+            raise DataError(f"dataset {data.path}: the {split} split holds one class only ({int(y[0])})")
+
+
 @locks_workdir("train")
-def train(
+def fit_run(
     config: FlywheelConfig,
     workdir: Workdir,
     dataset_path: Path | None = None,
     pipeline_run_id: str | None = None,
 ) -> TrainResult:
-    """Tune and train the configured model type and the baseline; log everything to one MLflow run."""
+    """The ``train`` step: tune and fit the configured model type and the baseline on the train and
+    validation splits; log both, the threshold and the reference profile to one MLflow run. The test
+    split is left to :func:`evaluate`.
+
+    What can fail cheaply is checked first (the splits, a write to the artifact store), so a run that
+    cannot finish fails before the tuning."""
     import mlflow
 
     data = load_dataset(workdir, dataset_path)
-    tracking.setup(config, workdir)
+    check_trainable(data)
+    experiment_id = tracking.setup(config, workdir)
     training = config.training
-    with mlflow.start_run(run_name=f"train-{training.model_type}") as run:
+    with mlflow.start_run(run_name=f"train-{training.model_type}", experiment_id=experiment_id) as run:
+        mlflow.log_dict(data.metadata, "dataset.json")  # fails now, not after tuning, if unwritable
         mlflow.set_tags(
             {
                 **tracking.run_tags(config, data.metadata),
@@ -218,10 +259,10 @@ def train(
             )
         params, trials, tuning_seconds = tune(config, data)
         cancel.check()
-        model, threshold, valid_metrics, test_metrics = fit_and_evaluate(
+        model, threshold, valid_metrics = fit(
             training.model_type, params, data, training.seed, training.threshold
         )
-        _, _, _, baseline_metrics = fit_and_evaluate(
+        baseline, baseline_threshold, baseline_valid = fit(
             training.baseline, {}, data, training.seed, training.threshold
         )
         mlflow.log_params(
@@ -232,49 +273,28 @@ def train(
                 "tuning.method": training.tuning.method,
                 "tuning.trials": len(trials),
                 "threshold": threshold,
+                "baseline_threshold": baseline_threshold,
                 "dataset_id": data.metadata["dataset_id"],
             }
         )
         mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
-        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
-        mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline_metrics.items()})
-        mlflow.log_metric(
-            "test_roc_auc_lift_over_baseline", test_metrics["roc_auc"] - baseline_metrics["roc_auc"]
-        )
+        mlflow.log_metrics({f"baseline_valid_{k}": v for k, v in baseline_valid.items()})
         mlflow.log_metric("tuning_seconds", tuning_seconds)
-        Xt, yt = data.xy("test")
+        X, _ = data.xy("train")
         with tempfile.TemporaryDirectory() as tmp:
-            for path in evaluation.plots(
-                yt, model.predict_proba(Xt), threshold, model.feature_importance(), Path(tmp)
-            ):
-                mlflow.log_artifact(str(path), artifact_path="plots")
-            metrics_file = Path(tmp) / "metrics.json"
-            metrics_file.write_text(
-                json.dumps(
-                    {
-                        "valid": valid_metrics,
-                        "test": test_metrics,
-                        "baseline_test": baseline_metrics,
-                        "threshold": threshold,
-                        "params": params,
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
-            mlflow.log_artifact(str(metrics_file))
+            baseline.save(Path(tmp) / BASELINE_FOLDER)
+            mlflow.log_artifacts(str(Path(tmp) / BASELINE_FOLDER), BASELINE_FOLDER)
             # the reference profile drift monitoring compares against (fixed size, no training rows)
-            X, _ = data.xy("train")
-            profile = build_profile(X, model.categorical, model.predict_proba(X))
             profile_file = Path(tmp) / PROFILE_ARTIFACT
-            profile_file.write_text(json.dumps(profile))
+            profile_file.write_text(json.dumps(build_profile(X, model.categorical, model.predict_proba(X))))
             mlflow.log_artifact(str(profile_file))
-        model_uri = log_model(model, Xt)
+        cancel.check()  # a safe point: the run is complete but for its model
+        model_uri = log_model(model, X)
     _logger.info(
-        "run %s: test roc_auc %.4f (baseline %.4f)",
+        "run %s: valid roc_auc %.4f (baseline %.4f)",
         run.info.run_id,
-        test_metrics["roc_auc"],
-        baseline_metrics["roc_auc"],
+        valid_metrics["roc_auc"],
+        baseline_valid["roc_auc"],
     )
     return TrainResult(
         run.info.run_id,
@@ -283,11 +303,105 @@ def train(
         params,
         threshold,
         valid_metrics,
-        test_metrics,
-        baseline_metrics,
+        baseline_valid,
         tuning_seconds,
+        data.path,
         trials,
     )
+
+
+def evaluate(
+    config: FlywheelConfig, workdir: Workdir, run_id: str, model_uri: str, threshold: float, test: Path
+) -> Evaluation:
+    """The ``eval`` step: the candidate's and the baseline's test-set probabilities, computed once,
+    their metrics at the run's threshold, and the plots — all logged to the training run; the
+    probabilities are logged too, for the registry's comparison with the champion."""
+    import mlflow
+
+    data = load_dataset(workdir, Path(test).parent)
+    tracking.setup(config, workdir)
+    client = mlflow.MlflowClient()
+    baseline_threshold = float(client.get_run(run_id).data.params.get("baseline_threshold", threshold))
+    Xt, yt = data.xy("test")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_logged_model(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=f"{tmp}/m")))
+        baseline = ChurnModel.load(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=BASELINE_FOLDER, dst_path=f"{tmp}/b"
+                )
+            )
+        )
+        p, p_baseline = model.predict_proba(Xt), baseline.predict_proba(Xt)
+        metrics = evaluation.compute_metrics(yt, p, threshold)
+        baseline_metrics = evaluation.compute_metrics(yt, p_baseline, baseline_threshold)
+        logged = {
+            **{f"test_{k}": v for k, v in metrics.items()},
+            **{f"baseline_test_{k}": v for k, v in baseline_metrics.items()},
+            "test_roc_auc_lift_over_baseline": metrics["roc_auc"] - baseline_metrics["roc_auc"],
+        }
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in logged.items()])
+        folder = Path(tmp) / "eval"
+        for path in evaluation.plots(yt, p, threshold, model.feature_importance(), Path(tmp) / "plots"):
+            client.log_artifact(run_id, str(path), "plots")
+        folder.mkdir()
+        keys = data.splits["test"][[data.metadata["entity_column"], data.metadata["time_column"]]]
+        predictions = keys.assign(label=yt, probability=p, baseline_probability=p_baseline)
+        predictions.to_parquet(folder / PREDICTIONS_FILE, index=False)
+        summary = {
+            "threshold": threshold,
+            "test": metrics,
+            "baseline_test": baseline_metrics,
+            "dataset_id": data.metadata["dataset_id"],
+        }
+        (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+        client.log_artifacts(run_id, str(folder), EVAL_FOLDER)
+    return Evaluation(
+        run_id,
+        threshold,
+        metrics,
+        baseline_metrics,
+        f"runs:/{run_id}/{EVAL_FOLDER}/{METRICS_FILE}",
+        f"runs:/{run_id}/{EVAL_FOLDER}/{PREDICTIONS_FILE}",
+    )
+
+
+def train(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    dataset_path: Path | None = None,
+    pipeline_run_id: str | None = None,
+) -> TrainResult:
+    """``train`` then ``eval`` on the same dataset: what ``flywheel train`` runs outside the pipeline."""
+    result = fit_run(config, workdir, dataset_path, pipeline_run_id)
+    result.evaluation = evaluate(
+        config,
+        workdir,
+        result.run_id,
+        result.model_uri,
+        result.threshold,
+        result.dataset_path / "test.parquet",
+    )
+    return result
+
+
+def read_evaluation(uri: str) -> dict[str, Any]:
+    """The ``eval`` step's metrics file (a ``runs:/`` URI or a path)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp)).read_text())
+
+
+def read_predictions(uri: str) -> pd.DataFrame:
+    """The ``eval`` step's test-set probabilities (a ``runs:/`` URI or a path)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
 
 
 def evaluate_model(
@@ -297,22 +411,23 @@ def evaluate_model(
     threshold: float = 0.5,
     dataset_path: Path | None = None,
 ) -> dict[str, float]:
-    """Metrics of a logged or registered model on a test split (default: the latest dataset), as a run."""
+    """Metrics of any logged or registered model on a test split (default: the latest dataset), as a
+    run of its own: ``flywheel evaluate``."""
     import mlflow
 
     data = load_dataset(workdir, dataset_path)
-    tracking.setup(config, workdir)
+    experiment_id = tracking.setup(config, workdir)
     X, y = data.xy("test")
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # MLflow raises several types for a bad URI
         raise DataError(f"cannot load model {model_uri}: {error}") from None
     metrics = evaluation.compute_metrics(y, np.asarray(model.predict(X), dtype=float), threshold)
-    with mlflow.start_run(run_name="evaluate"):
+    with mlflow.start_run(run_name="evaluate", experiment_id=experiment_id):
         mlflow.set_tags(
             {
                 **tracking.run_tags(config, data.metadata),
-                "flywheel.step": "eval",
+                "flywheel.step": "evaluate",
                 "flywheel.model_uri": model_uri,
             }
         )

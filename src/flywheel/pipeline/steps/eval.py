@@ -1,16 +1,19 @@
-"""``eval``: score the trained model on the test split that ``data_load`` wrote."""
+"""``eval``: the candidate's and the baseline's test-set probabilities, once, and their metrics at
+the threshold ``train`` chose; logged to the training run."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flywheel.pipeline.context import StepContext
 from flywheel.training import train
 
 
-def run(ctx: StepContext, model_uri: str, test: str) -> dict[str, str]:
-    metrics = train.evaluate_model(ctx.config, ctx.workdir, model_uri, dataset_path=Path(test).parent)
-    path = Path(test).parent / f"eval-{model_uri.rsplit('/', 1)[-1]}.json"
-    path.write_text(json.dumps(metrics, indent=2))
-    return {"metrics": str(path), "roc_auc": f"{metrics['roc_auc']:.6f}"}
+def run(ctx: StepContext, run_id: str, model_uri: str, threshold: str, test: str) -> dict[str, str]:
+    result = train.evaluate(ctx.config, ctx.workdir, run_id, model_uri, float(threshold), Path(test))
+    return {
+        "metrics": result.metrics_uri,
+        "predictions": result.predictions_uri,
+        "roc_auc": f"{result.metrics['roc_auc']:.6f}",
+        "baseline_roc_auc": f"{result.baseline_metrics['roc_auc']:.6f}",
+    }

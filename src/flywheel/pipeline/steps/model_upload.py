@@ -1,11 +1,15 @@
-"""``model_upload``: register the candidate as a version of the model, behind the quality gate."""
+"""``model_upload``: register the candidate as a version, behind the quality gate on ``eval``'s metrics."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flywheel.pipeline.context import StepContext
 from flywheel.registry import registry
+from flywheel.training.train import read_evaluation
 
 
-def run(ctx: StepContext, run_id: str, model_uri: str, metrics: str) -> dict[str, str]:
-    registration = registry.register(ctx.config, ctx.workdir, run_id, model_uri)
+def run(ctx: StepContext, run_id: str, model_uri: str, metrics: str, test: str) -> dict[str, str]:
+    measured = read_evaluation(metrics)["test"]
+    registration = registry.register(ctx.config, ctx.workdir, run_id, model_uri, measured, Path(test))
     return {"version": registration.version, "gate_passed": str(registration.gate_passed).lower()}

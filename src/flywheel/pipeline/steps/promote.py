@@ -1,17 +1,29 @@
-"""``promote``: apply the promotion policy to the new version (a failed gate is a no-op)."""
+"""``promote``: the promotion policy on the new version — compared with the champion on the same
+test rows, reusing ``eval``'s probabilities. It decides; ``publish`` acts (a failed gate skips both)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flywheel.pipeline.context import StepContext, StepSkipped
 from flywheel.registry import registry
+from flywheel.training.train import read_predictions
 
 
-def run(ctx: StepContext, version: str, gate_passed: str) -> dict[str, str]:
+def run(ctx: StepContext, version: str, gate_passed: str, predictions: str, test: str) -> dict[str, str]:
     if gate_passed != "true":
         raise StepSkipped(f"version {version} failed the quality gate")
-    decision = registry.promote(ctx.config, ctx.workdir, version, run_id=ctx.pipeline_run_id, automatic=True)
+    decision = registry.decide(
+        ctx.config,
+        ctx.workdir,
+        version,
+        automatic=True,
+        candidate=read_predictions(predictions),
+        test=Path(test),
+    )
     return {
-        "promoted": str(decision.promoted).lower(),
+        "version": version,
+        "promote": str(decision.promoted).lower(),
         "reason": decision.reason,
-        "champion": decision.version if decision.promoted else (decision.previous or ""),
+        "champion": decision.previous or "",
     }
