@@ -1,8 +1,9 @@
 """The one-command demo: the whole loop on generated data, closing on data.
 
-A first champion is trained on a short history and served; simulated traffic goes through the
-service; then one tick of ``flywheel loop`` (the same function) takes a new batch in which prices
-rise: drift is detected, the retrain's challenger — trained on the longer history — beats the
+A first champion is trained on a one-year history and served; simulated traffic goes through the
+service; then one tick of ``flywheel loop`` (the same function) takes a four-month batch in which
+prices rise: drift is detected (against a reference profile of the young business; the price shows in
+``avg_order_value_90d``), the retrain's challenger — trained on the longer history — beats the
 champion under the registry's own rule, the run publishes, the running service hot-swaps to it, and
 ``flywheel model rollback`` takes it back. Every stage's seconds are recorded.
 
@@ -37,18 +38,20 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 DEMO_BATCH_ID = "demo-batch-1"
-# The demo's scenario on top of the use case's config: a short first history (so the first champion
-# has seen few label dates), then one longer batch with a price shock. The challenger trained after
-# it has the longer history and wins on data.
+# The demo's scenario on top of the use case's config: a one-year first history, then one 120-day
+# batch with a price shock. The first champion has seen only the young business (label dates of its
+# first months, 365-day features cut short); the challenger retrained after the batch has the longer
+# history and beats it under the registry's own rule (seeds 42 and 7: ROC-AUC +0.010 and +0.012,
+# bootstrap CI lows +0.007 and +0.008, against min_delta 0.002).
 SCENARIO: dict[str, Any] = {
-    "data.generator.customers": 8000,
+    "data.generator.customers": 5000,
     "data.generator.start": "2023-01-01",
-    "data.generator.end": "2024-04-01",
+    "data.generator.end": "2024-01-01",
     "data.simulate.days": 120,
     "data.simulate.drift": "price_shock",
-    "training.tuning.trials": 4,
+    "training.tuning.trials": 3,
 }
-TRAFFIC_DAYS, TRAFFIC_PER_DATE = 84, 60
+TRAFFIC_DAYS, TRAFFIC_PER_DATE = 84, 150
 
 
 @dataclass
@@ -178,8 +181,8 @@ def _tick(config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: Dem
         for trigger in decision.triggers:
             if trigger.name in ("drift", "performance") and trigger.value not in ("off", "n/a"):
                 where = f"; report {decision.reports['drift']}" if trigger.name == "drift" else ""
-                fired = " FIRED" if trigger.fired else ""
-                detail = f"{trigger.value} ({trigger.threshold}){fired}: {trigger.detail}{where}"
+                verdict = "FIRED" if trigger.fired else "not fired"
+                detail = f"{trigger.value}, fires at {trigger.threshold}: {verdict} ({trigger.detail}){where}"
                 stage(f"  {trigger.name}", detail, 0.0)
         if decision.promotion_reason:
             stage("  promotion", decision.promotion_reason, 0.0)

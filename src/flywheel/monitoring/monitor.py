@@ -30,11 +30,14 @@ from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir
 
 
-def champion_profile(config: FlywheelConfig, workdir: Workdir) -> tuple[str, dict[str, Any]]:
+def champion_profile(
+    config: FlywheelConfig, workdir: Workdir, version: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The reference profile of the champion (``version``, when the caller has looked it up)."""
     import mlflow
 
     client = registry.mlflow_client(config, workdir)
-    version = registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
+    version = version or registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
     if version is None:
         raise FlywheelError(
             f"no {config.registry.model_name}@champion to compare against; run the pipeline first"
@@ -118,13 +121,14 @@ def drift(
     since: datetime | None = None,
     until: datetime | None = None,
     evidently: bool = False,
+    champion: str | None = None,
 ) -> tuple[DriftReport, dict[str, Any], Path]:
     """Compare current data with the champion's reference profile; write the JSON and HTML reports.
 
     ``source="log"`` takes the served traffic answered in ``[since, until)`` (default: the last
     ``monitoring.window_days``); ``"snapshot"`` takes the snapshot of ``day`` (default: the newest).
     """
-    version, profile = champion_profile(config, workdir)
+    version, profile = champion_profile(config, workdir, champion)
     if source == "log":
         until = until or datetime.now(UTC)
         since = since or until - timedelta(days=config.monitoring.window_days)

@@ -109,12 +109,12 @@ def _performance(config: FlywheelConfig, workdir: Workdir) -> Trigger:
     return Trigger("performance", f"ROC-AUC {auc:.4f}", threshold, auc < rules.min_roc_auc, detail)
 
 
-def _drift(config: FlywheelConfig, workdir: Workdir, reports: dict[str, str]) -> Trigger:
+def _drift(config: FlywheelConfig, workdir: Workdir, reports: dict[str, str], champion: str) -> Trigger:
     threshold = f"≥ {config.monitoring.drift_share:.0%} of columns drifted"
     if not config.retrain.on_drift:
         return Trigger("drift", "off", threshold, False, "retrain.on_drift is false")
     try:
-        report, meta, path = monitor.drift(config, workdir)
+        report, meta, path = monitor.drift(config, workdir, champion=champion)
     except FlywheelError as error:
         return Trigger("drift", "n/a", threshold, False, str(error))
     reports["drift"] = str(path)
@@ -185,7 +185,7 @@ def check(
     else:
         triggers = [
             _performance(config, workdir),
-            _drift(config, workdir, reports),
+            _drift(config, workdir, reports, champion),
             _schedule(config, client, champion),
             _new_data(config, workdir, client, champion),
         ]
@@ -253,7 +253,8 @@ def retrain(
             client.set_tag(decision.record_run_id, "flywheel.outcome", "retrain cancelled")
             client.set_terminated(decision.record_run_id, "KILLED")
             raise
-    decision.champion_after = registry.alias_version(client, config.registry.model_name, registry.CHAMPION)
+    if decision.champion_after is None:  # no run published: the champion is the one decided on
+        decision.champion_after = decision.champion
     if decision.promoted:
         decision.rollback = f"flywheel model rollback  (back to v{decision.champion})"
     decision.reports["decision"] = str(_write(decision, workdir))
@@ -281,7 +282,7 @@ def _execute(
         if "gate_passed" in upload:
             decision.gate_passed = upload["gate_passed"] == "true"
         if published:
-            decision.published = True
+            decision.published, decision.champion_after = True, published.get("champion") or None
             decision.promoted = published.get("promoted") == "true"
             decision.promotion_reason = published.get("reason")
         if record.status != "SUCCEEDED":
