@@ -137,6 +137,7 @@ def test_data_load_reads_the_labels_it_is_handed(
     from flywheel.features import labels as labels_module
     from flywheel.pipeline.context import StepContext
 
+    own = (workdir.datasets / "LATEST").read_text().strip()  # other labels must get another dataset id
     table = labels_module.read(workdir)
     dates = sorted(set(table.column("label_timestamp").to_pylist()))[:-4]  # the newest 4 dates left out
     fewer = tmp_path / "fewer_labels.parquet"
@@ -144,6 +145,7 @@ def test_data_load_reads_the_labels_it_is_handed(
     outputs = STEPS["data_load"].run(StepContext(pipeline_config, workdir), labels=str(fewer))
     metadata = json.loads(Path(outputs["dataset"], "metadata.json").read_text())
     assert metadata["rows_in"] == pq.read_metadata(fewer).num_rows < table.num_rows
+    assert outputs["dataset_id"] != own and (workdir.datasets / own / "test.parquet").exists()
 
 
 def test_a_failed_step_skips_the_rest_and_resume_finishes(

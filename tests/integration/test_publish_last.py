@@ -83,27 +83,30 @@ def _fails_after_its_work(real, error: BaseException):
 def test_a_run_failing_at_any_step_changes_nothing_served(
     workdir: Workdir, config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each step in turn is cancelled (Ctrl-C), then fails, after doing its work (``publish`` as it
+    starts to materialize); the same run is resumed each time, so each step runs again."""
     before = served_state(config, workdir)
     run_id = None
     for step in PIPELINE:
-        cancelled = step.name == "train"  # Ctrl-C there; a failure everywhere else
-        with monkeypatch.context() as patch:
-            if step.name == "publish":  # fails in the middle of its work: materializing
-                patch.setattr(online, "materialize", _raise(OSError("disk full while materializing")))
-            else:  # each other step does all its work (writes its outputs), then fails
-                error = KeyboardInterrupt() if cancelled else RuntimeError(f"injected in {step.name}")
-                patch.setattr(STEPS[step.name].module, "run", _fails_after_its_work(step.run, error))
-            if cancelled:
-                with pytest.raises(KeyboardInterrupt):
-                    run_pipeline(config, workdir, resume=run_id)
-                record = runs.Store(config, workdir).get(run_id)
-            else:  # the first run, then the same run resumed: each step runs once more, then fails
-                record = run_pipeline(config, workdir, resume=run_id)
-        run_id = record.run_id
-        statuses = {s.name: s.status for s in record.steps}
-        expected = runs.CANCELLED if cancelled else runs.FAILED
-        assert record.status == expected and statuses[step.name] == expected, (step.name, record.error)
-        assert served_state(config, workdir) == before, f"a run failing in {step.name} changed what is served"
+        for cancelled in (True, False):
+            error = KeyboardInterrupt() if cancelled else RuntimeError(f"injected in {step.name}")
+            with monkeypatch.context() as patch:
+                if step.name == "publish":
+                    patch.setattr(online, "materialize", _raise(error))
+                else:
+                    patch.setattr(STEPS[step.name].module, "run", _fails_after_its_work(step.run, error))
+                if cancelled:
+                    with pytest.raises(KeyboardInterrupt):
+                        run_pipeline(config, workdir, resume=run_id)
+                    record = runs.Store(config, workdir).list(1)[0] if run_id is None else None
+                    record = record or runs.Store(config, workdir).get(run_id)
+                else:
+                    record = run_pipeline(config, workdir, resume=run_id)
+            run_id = record.run_id
+            statuses = {s.name: s.status for s in record.steps}
+            expected = runs.CANCELLED if cancelled else runs.FAILED
+            assert record.status == expected and statuses[step.name] == expected, (step.name, record.error)
+            assert served_state(config, workdir) == before, f"{step.name} {expected} changed what is served"
 
     finished = run_pipeline(config, workdir, resume=run_id)  # the same run, nothing injected: it publishes
     assert finished.status == runs.SUCCEEDED
@@ -117,3 +120,28 @@ def _raise(error: BaseException):
         raise error
 
     return failing
+
+
+def test_publish_refuses_a_decision_the_champion_moved_under(
+    workdir: Workdir, config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under KFP or Airflow each step locks the workdir on its own: a rollback or another run can move
+    the champion between ``promote`` and ``publish``; the stale decision publishes nothing."""
+    real = STEPS["promote"].run
+    client = registry.mlflow_client(config, workdir)
+    name = config.registry.model_name
+
+    def promote_then_someone_moves_the_champion(ctx, **inputs):
+        outputs = real(ctx, **inputs)
+        registry.move_alias(client, name, registry.CHAMPION, inputs["version"], "another run promoted it")
+        return outputs
+
+    monkeypatch.setattr(STEPS["promote"].module, "run", promote_then_someone_moves_the_champion)
+    before = served_state(config, workdir)
+    record = run_pipeline(config, workdir)
+    publish = next(s for s in record.steps if s.name == "publish")
+    assert record.status == runs.FAILED and "nothing published" in publish.error
+    after = served_state(config, workdir)
+    assert {k: v for k, v in after.items() if "champion" not in k} == {
+        k: v for k, v in before.items() if "champion" not in k
+    }

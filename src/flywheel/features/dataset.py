@@ -129,9 +129,21 @@ def _boundaries(
     return best
 
 
-def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[str]) -> str:
+def _labels_digest(labels: pa.Table, label: str) -> str:
+    """What identifies the labels a dataset was built from (a caller may hand any labels file)."""
+    summary = [
+        labels.num_rows,
+        pc.sum(labels.column(label)).as_py(),
+        pc.sum(labels.column(ENTITY)).as_py(),
+        pc.min_max(labels.column(labels_module.TIMESTAMP_COLUMN)).as_py(),
+    ]
+    return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()[:16]
+
+
+def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[str], labels: str) -> str:
     payload = json.dumps(
         {
+            "labels_read": labels,
             "sql": sql_hash(),
             "lake": lake_batches,
             "features": features,
@@ -181,7 +193,7 @@ def build(
     }
 
     lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir).batch_ids()
-    dataset_id = _dataset_id(config, lake_batches, features)
+    dataset_id = _dataset_id(config, lake_batches, features, _labels_digest(labels, label))
     target = workdir.datasets / dataset_id
     # unique per builder: two builders of the same dataset id must never share a staging folder
     staging = workdir.datasets / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"

@@ -104,6 +104,11 @@ def _run_pipeline(
         previous = store.get(resume)
         if previous.status == runs.RUNNING:
             raise FlywheelError(f"pipeline run {resume} is still running")
+        if [step.name for step in previous.steps] != [step.name for step in PIPELINE]:
+            raise FlywheelError(
+                f"pipeline run {resume} has the steps {[step.name for step in previous.steps]}, not this "
+                f"version's {[step.name for step in PIPELINE]}: it cannot be resumed; start a new run"
+            )
         run_id = resume
         step_ids = store.step_runs(run_id)
         for step in previous.steps:

@@ -127,10 +127,11 @@ def register(
     model_uri: str,
     metrics: dict[str, float] | None = None,
     test: Path | None = None,
+    challenger: bool = True,
 ) -> Registration:
     """Run the quality gate on a trained candidate and register it with the gate's result as version
     tags (one registry write: a kill cannot leave a version without its gate); a passing candidate
-    becomes the ``challenger``.
+    becomes the ``challenger`` (unless ``challenger`` is false: the pipeline moves it when it publishes).
 
     The gate takes the ``eval`` step's test ``metrics`` (at the run's threshold) and times the serving
     path on rows of the ``test`` split; both default to what the run itself recorded."""
@@ -147,8 +148,9 @@ def register(
         folder = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         size = folder_size_mb(folder)
         model = load_logged_model(folder)
-    rows = pq.read_table(test or _run_test_split(workdir, run), columns=model.features).slice(0, 200)
-    latency = single_row_latency_p99_ms(model.predict_records, rows.to_pylist())
+    split = pq.ParquetFile(test or _run_test_split(workdir, run))
+    rows = next(split.iter_batches(batch_size=200, columns=model.features)).to_pylist()
+    latency = single_row_latency_p99_ms(model.predict_records, rows)
     checks = evaluate_gates(config.registry.gates, metrics, latency, size)
     passed = all(c.passed for c in checks)
     tags = {
@@ -162,7 +164,7 @@ def register(
         tags[f"gate.{check.name}.threshold"] = f"{check.threshold:.6g}"
         tags[f"gate.{check.name}.passed"] = str(check.passed).lower()
     version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-    if passed:
+    if passed and challenger:
         move_alias(client, name, CHALLENGER, version, "passed the quality gate", run_id)
     else:
         failed = ", ".join(

@@ -119,7 +119,10 @@ def tick(
             _, materialized = online.publish(config, workdir)
             done(stage, f"{materialized.written:,} customers materialized, through {materialized.through}")
     except Exception as error:  # any stage: report, keep what is published, retry next tick
-        result.failed_stage, result.error = stage, f"{type(error).__name__}: {error}"
+        failure = f"{type(error).__name__}: {error}"
+        if result.error:  # the retrain failed before: keep both
+            failure = f"{result.failed_stage}: {result.error}; {stage}: {failure}"
+        result.failed_stage, result.error = stage, failure
         rejected = stage == "ingest" and not simulate and isinstance(error, DataError)
         kind = "batch_rejected" if rejected else "loop_failed"
         alert(config, workdir, kind, f"loop stage {stage} failed: {result.error}", stage=stage)

@@ -63,6 +63,11 @@ def bootstrap_auc_difference(
         both = (counts @ y > 0) & (counts @ (1 - y) > 0)  # a sample with one class has no AUC
         deltas.append((weighted_auc(new, counts) - weighted_auc(old, counts))[both])
     spread = np.concatenate(deltas)
+    if spread.size == 0:
+        raise ValueError(
+            f"none of {samples} bootstrap samples of {len(y)} rows holds both classes; "
+            "the comparison needs a test split with churners and non-churners"
+        )
     alpha = (1 - confidence) / 2
     return {
         "delta": float(skm.roc_auc_score(y, p_new) - skm.roc_auc_score(y, p_old)),

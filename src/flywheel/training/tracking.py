@@ -44,8 +44,9 @@ def setup(config: FlywheelConfig, workdir: Workdir) -> str:
         workdir.mlflow_db.stat().st_ino if config.tracking.uri is None and workdir.mlflow_db.exists() else 0
     )
     key = (uri, config.tracking.experiment, store)
-    if key in _done and mlflow.get_tracking_uri() == uri and mlflow.get_registry_uri() == uri:
-        return _done[key]
+    known = _done.get(key)
+    if known is not None and mlflow.get_tracking_uri() == uri and mlflow.get_registry_uri() == uri:
+        return known
     warnings.filterwarnings("ignore", module="mlflow")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     workdir.root.mkdir(parents=True, exist_ok=True)

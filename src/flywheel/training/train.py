@@ -98,14 +98,15 @@ class TrainResult:
         return self.evaluation.baseline_metrics
 
 
-def load_dataset(workdir: Workdir, path: Path | None = None) -> Dataset:
+def load_dataset(workdir: Workdir, path: Path | None = None, splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """A dataset folder (default: the newest) with the given splits read."""
     folder = path or dataset_module.latest(workdir)
     meta_path = folder / "metadata.json"
     if not meta_path.exists():
         raise DataError(f"{folder} is not a dataset (no metadata.json); run `flywheel features dataset`")
     metadata = json.loads(meta_path.read_text())
-    splits = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in dataset_module.SPLITS}
-    return Dataset(folder, metadata, splits)
+    frames = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in splits}
+    return Dataset(folder, metadata, frames)
 
 
 def _score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -216,8 +217,27 @@ def check_trainable(data: Dataset) -> None:
         _, y = data.xy(split)
         if len(y) == 0:
             raise DataError(f"dataset {data.path}: the {split} split is empty; build a longer history")
-        if split != "test" and len(np.unique(y)) < 2:
+        if len(np.unique(y)) < 2:  # no ROC-AUC to tune, gate or compare on
             raise DataError(f"dataset {data.path}: the {split} split holds one class only ({int(y[0])})")
+
+
+def _log_inputs(config: FlywheelConfig, data: Dataset, pipeline_run_id: str | None) -> None:
+    """The run's tags and its dataset splits as ``mlflow.data`` inputs."""
+    import mlflow
+
+    mlflow.set_tags(
+        {
+            **tracking.run_tags(config, data.metadata),
+            "flywheel.step": "train",
+            "flywheel.model_type": config.training.model_type,
+            **({"flywheel.pipeline_run_id": pipeline_run_id} if pipeline_run_id else {}),
+        }
+    )
+    for split, frame in data.splits.items():
+        name = f"{data.metadata['dataset_id']}-{split}"
+        source = str(data.path / f"{split}.parquet")
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=data.label, name=name)
+        mlflow.log_input(dataset, context=split)
 
 
 @locks_workdir("train")
@@ -241,22 +261,7 @@ def fit_run(
     training = config.training
     with mlflow.start_run(run_name=f"train-{training.model_type}", experiment_id=experiment_id) as run:
         mlflow.log_dict(data.metadata, "dataset.json")  # fails now, not after tuning, if unwritable
-        mlflow.set_tags(
-            {
-                **tracking.run_tags(config, data.metadata),
-                "flywheel.step": "train",
-                "flywheel.model_type": training.model_type,
-                **({"flywheel.pipeline_run_id": pipeline_run_id} if pipeline_run_id else {}),
-            }
-        )
-        for split, frame in data.splits.items():
-            source = str(data.path / f"{split}.parquet")
-            mlflow.log_input(
-                mlflow.data.from_pandas(
-                    frame, source=source, targets=data.label, name=f"{data.metadata['dataset_id']}-{split}"
-                ),
-                context=split,
-            )
+        _log_inputs(config, data, pipeline_run_id)
         params, trials, tuning_seconds = tune(config, data)
         cancel.check()
         model, threshold, valid_metrics = fit(
@@ -318,7 +323,7 @@ def evaluate(
     probabilities are logged too, for the registry's comparison with the champion."""
     import mlflow
 
-    data = load_dataset(workdir, Path(test).parent)
+    data = load_dataset(workdir, Path(test).parent, splits=("test",))
     tracking.setup(config, workdir)
     client = mlflow.MlflowClient()
     baseline_threshold = float(client.get_run(run_id).data.params.get("baseline_threshold", threshold))

@@ -1,6 +1,8 @@
 """``publish``: the last act of a successful run — the online store takes the new snapshots (and the
-repo's definitions, when they changed), then the ``champion`` alias moves if ``promote`` said so.
-Nothing before this step changes what the service serves."""
+repo's definitions, when they changed), then the aliases move: ``challenger`` to the new version
+(it passed the gate) and ``champion`` too if ``promote`` said so. Nothing before this step changes
+what is served. A champion that moved since ``promote`` compared against it (a rollback, another
+run) stops the step before anything is written: the decision is stale."""
 
 from __future__ import annotations
 
@@ -9,18 +11,30 @@ from flywheel.pipeline.context import StepContext
 from flywheel.registry import registry
 
 
+class StaleDecision(registry.RegistryError):
+    """The champion is no longer the version the promotion decision compared against."""
+
+
 def run(ctx: StepContext, version: str, promote: str, reason: str, champion: str) -> dict[str, str]:
-    applied, materialized = online.publish(ctx.config, ctx.workdir)
-    if promote == "true":
-        client = registry.mlflow_client(ctx.config, ctx.workdir)
-        registry.move_alias(
-            client, ctx.config.registry.model_name, registry.CHAMPION, version, reason, ctx.pipeline_run_id
+    client = registry.mlflow_client(ctx.config, ctx.workdir)
+    name = ctx.config.registry.model_name
+    current = registry.alias_version(client, name, registry.CHAMPION) or ""
+    if current != champion:
+        raise StaleDecision(
+            f"the champion is v{current or ' (none)'} now, not v{champion or ' (none)'} that version "
+            f"{version} was compared with; nothing published — rerun the pipeline"
         )
-        champion = version
+    applied, materialized = online.publish(ctx.config, ctx.workdir)
+    registry.move_alias(
+        client, name, registry.CHALLENGER, version, "passed the quality gate", ctx.pipeline_run_id
+    )
+    if promote == "true":
+        registry.move_alias(client, name, registry.CHAMPION, version, reason, ctx.pipeline_run_id)
+        current = version
     return {
         "promoted": promote,
         "reason": reason,
-        "champion": champion,
+        "champion": current,
         "applied": ", ".join(applied),
         "materialized": str(materialized.written),
         "through": materialized.through or "",

@@ -1,0 +1,42 @@
+"""``flywheel demo`` closes the loop on data: drift, a retrain whose challenger wins under the registry's
+own rule, publishing, the running service's hot swap, and a rollback — with each stage's seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flywheel import demo
+from flywheel.config import FlywheelConfig
+from flywheel.registry import registry
+from flywheel.workdir import Workdir
+
+
+@pytest.mark.slow
+def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
+    config = demo.demo_config(FlywheelConfig())
+    workdir = Workdir.at(tmp_path / "wd")
+    summary = demo.run(config, workdir)
+
+    decision = summary.tick.decision
+    fired = {t.name for t in decision.triggers if t.fired}
+    assert "drift" in fired and decision.retrain and decision.published
+    assert decision.promoted, decision.promotion_reason  # on data: delta ≥ min_delta, CI above 0
+    challenger, first = decision.champion_after, summary.first_champion
+    assert challenger != first and decision.candidate == challenger
+    assert {p["model_version"] for p in summary.predictions} == {first}
+    assert {p["model_version"] for p in summary.after_promotion} == {challenger}  # the hot swap
+    assert {p["model_version"] for p in summary.after_rollback} == {first}  # and back
+    assert registry.champion_version(config, workdir) == first == summary.champion
+
+    names = [name for name, _, _ in summary.stages if not name.startswith("  ")]
+    assert names[:3] == ["generate", "features", "pipeline"]
+    assert names[-2:] == ["hot swap", "rollback"]
+    assert [n for n in names if n.startswith("loop: ")] == [
+        "loop: ingest",
+        "loop: features",
+        "loop: retrain",
+        "loop: publish",
+    ]
+    assert all(seconds >= 0 for _, _, seconds in summary.stages) and summary.seconds > 0
