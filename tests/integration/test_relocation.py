@@ -12,8 +12,8 @@ import pytest
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import online, repo, snapshots
 from flywheel.registry import registry
+from flywheel.registry.versions import load_version
 from flywheel.retraining import retrain
-from flywheel.serving.champion import load_version
 from flywheel.training import train
 from flywheel.workdir import Workdir
 from tests.conftest import tree_digest

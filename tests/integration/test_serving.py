@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import online, snapshots
 from flywheel.registry import registry
-from flywheel.serving.champion import load_version
+from flywheel.registry.versions import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.workdir import Workdir

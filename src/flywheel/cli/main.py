@@ -80,7 +80,8 @@ def show_config() -> None:
 
 @app.command()
 def demo() -> None:
-    """Run the whole loop end to end on generated data (about 2 minutes)."""
+    """Run the whole loop on generated data until it closes: drift, retrain, promotion, hot swap,
+    rollback (about a minute)."""
     from flywheel.cli.demo import run_demo
 
     run_demo()

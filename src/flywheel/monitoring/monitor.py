@@ -24,7 +24,7 @@ from flywheel.monitoring import html, logrows
 from flywheel.monitoring.alerts import alert
 from flywheel.monitoring.drift import DriftReport, compare
 from flywheel.registry import registry
-from flywheel.serving.champion import load_version
+from flywheel.registry.versions import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir

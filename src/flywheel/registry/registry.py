@@ -22,7 +22,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.lock import locks_workdir
 from flywheel.registry.gates import GateCheck, evaluate_gates, folder_size_mb, single_row_latency_p99_ms
-from flywheel.serving.champion import load_version
+from flywheel.registry.versions import load_version
 from flywheel.training import evaluation, tracking
 from flywheel.training.train import load_logged_model
 from flywheel.workdir import Workdir

@@ -13,7 +13,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features.online import latest_snapshots
 from flywheel.registry import registry
-from flywheel.serving.champion import load_version
+from flywheel.registry.versions import load_version
 from flywheel.workdir import Workdir
 
 

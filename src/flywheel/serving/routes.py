@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from flywheel.serving.champion import LoadedModel
+from flywheel.registry.versions import LoadedModel
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import utc_iso
 from flywheel.serving.schemas import (

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from flywheel.config import FlywheelConfig
 from flywheel.features import snapshots
 from flywheel.registry import registry
-from flywheel.serving.champion import LoadedModel, load_version
+from flywheel.registry.versions import LoadedModel, load_version
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog

@@ -1,4 +1,5 @@
-"""The served model: the version behind the ``champion`` alias, loaded from its MLflow artifacts.
+"""A registered version, loaded from its MLflow artifacts: what the service serves (the version
+behind ``champion``), what drift monitoring scores with, and what the promotion policy compares.
 
 The service scores with the model's own fast path (``predict_records``), which is tested to give
 the same probabilities as the logged MLflow pyfunc.
