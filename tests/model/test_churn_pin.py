@@ -1,0 +1,32 @@
+"""Churn's results, pinned: the generic use-case work (issue 13) must leave them as they are — the same
+data, the same dataset id, the same test metrics — on the tests' small generated lake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flywheel.workdir import Workdir
+
+DATASET_ID = "ds-9ec63c1c734a"
+SPLIT_ROWS = {"train": 5556, "valid": 1390, "test": 850}
+TEST_METRICS = {  # LightGBM, 2 Optuna trials, seed 42, at the max-F1 threshold chosen on valid
+    "roc_auc": 0.8899292452830188,
+    "pr_auc": 0.9383053723606612,
+    "f1": 0.8467023172905526,
+    "log_loss": 0.40850452060024567,
+}
+THRESHOLD = 0.35546342569892553
+
+
+def test_the_training_set_is_pinned(featured_workdir: Workdir) -> None:
+    metadata = json.loads((featured_workdir.datasets / DATASET_ID / "metadata.json").read_text())
+    assert {name: split["rows"] for name, split in metadata["splits"].items()} == SPLIT_ROWS
+
+
+def test_the_test_metrics_are_pinned(trained) -> None:
+    _, result = trained
+    assert result.dataset_path.name == DATASET_ID
+    assert result.threshold == pytest.approx(THRESHOLD, abs=1e-9)
+    assert {name: result.test_metrics[name] for name in TEST_METRICS} == pytest.approx(TEST_METRICS, abs=1e-9)
