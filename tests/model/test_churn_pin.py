@@ -7,8 +7,13 @@ import json
 
 import pytest
 
+from flywheel.config import FlywheelConfig
+from flywheel.data.batches import generation_id
+from flywheel.features.sql import sql_hash
 from flywheel.workdir import Workdir
 
+BATCH_ID = "gen-20230101-20240701-s7-n1500-p300-v1"  # the generated history's id: part of the dataset id
+SQL_HASH = "f03168cc1dc99af3"  # the feature and label SQL, byte for byte: part of the dataset id
 DATASET_ID = "ds-9ec63c1c734a"
 SPLIT_ROWS = {"train": 5556, "valid": 1390, "test": 850}
 TEST_METRICS = {  # LightGBM, 2 Optuna trials, seed 42, at the max-F1 threshold chosen on valid
@@ -18,6 +23,11 @@ TEST_METRICS = {  # LightGBM, 2 Optuna trials, seed 42, at the max-F1 threshold 
     "log_loss": 0.40850452060024567,
 }
 THRESHOLD = 0.35546342569892553
+
+
+def test_the_inputs_of_the_dataset_id_are_pinned(small_config: FlywheelConfig) -> None:
+    assert generation_id(small_config.data.generator) == BATCH_ID
+    assert sql_hash() == SQL_HASH
 
 
 def test_the_training_set_is_pinned(featured_workdir: Workdir) -> None:
