@@ -82,3 +82,28 @@ def test_labels_are_computed_once_per_lake_state(lake_copy: Workdir, small_confi
     assert grown.rows > first.rows and first.path.stat().st_mtime_ns != written
     shorter = labels.build(apply_overrides(small_config, {"labels.horizon_days": 30}), lake_copy)
     assert shorter.rows != grown.rows
+
+
+def test_labels_at_dates_reuse_the_built_file(
+    lake_copy: Workdir, small_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The performance monitor labels the log's dates (weekly) from the built file where it holds
+    them (every other week) and computes only the rest — the same rows as computing them all."""
+    built = labels.build(small_config, lake_copy)
+    grid = sorted(set(labels.read(lake_copy).column(labels.TIMESTAMP_COLUMN).to_pylist()))[-6:]
+    between = [d + timedelta(days=7) for d in grid[:-1]]  # weekly dates the label grid skips
+    wanted = sorted(grid + between)
+    expected = labels.compute(small_config, Lake(lake_copy), wanted)
+    asked: list[list] = []
+    real = labels.compute
+    monkeypatch.setattr(
+        labels, "compute", lambda config, lake, dates=None: asked.append(dates) or real(config, lake, dates)
+    )
+    got = labels.at_dates(small_config, lake_copy, wanted)
+    assert asked == [between]  # the file's dates were not computed again
+    key = ["label_timestamp", "customer_id"]
+    assert (
+        got.sort_by([(k, "ascending") for k in key]).to_pylist()
+        == expected.sort_by([(k, "ascending") for k in key]).to_pylist()
+    )
+    assert built.rows > 0

@@ -79,11 +79,9 @@ def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = N
     return con.sql(f"SELECT * FROM ({query}) ORDER BY {TIMESTAMP_COLUMN}, customer_id").to_arrow_table()
 
 
-def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
-    """Compute the labels, unless the file already holds them for this lake, SQL and label config
-    (its Parquet metadata says which): a loop tick's later builds reuse the first."""
-    lake = Lake(workdir)
-    source = json.dumps(
+def _source(config: FlywheelConfig, lake: Lake) -> str:
+    """What the labels depend on: the lake's batches, the SQL and the label settings."""
+    return json.dumps(
         {
             "lake": lake.batch_ids(),
             "sql": sql_hash(),
@@ -92,11 +90,24 @@ def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
         },
         sort_keys=True,
     )
-    path = labels_path(workdir)
-    if path.exists():
-        held = pq.read_schema(path).metadata or {}
-        if held.get(SOURCE_KEY, b"").decode() == source and SUMMARY_KEY in held:
-            return LabelResult(path, **json.loads(held[SUMMARY_KEY]))
+
+
+def _held(path: Path, source: str) -> dict[bytes, bytes] | None:
+    """The labels file's metadata when it holds the labels of ``source``, else None."""
+    if not path.exists():
+        return None
+    held = pq.read_schema(path).metadata or {}
+    return held if held.get(SOURCE_KEY, b"").decode() == source and SUMMARY_KEY in held else None
+
+
+def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
+    """Compute the labels, unless the file already holds them for this lake, SQL and label config
+    (its Parquet metadata says which): a loop tick's later builds reuse the first."""
+    lake = Lake(workdir)
+    source, path = _source(config, lake), labels_path(workdir)
+    held = _held(path, source)
+    if held is not None:
+        return LabelResult(path, **json.loads(held[SUMMARY_KEY]))
     labels = compute(config, lake)
     column = labels.column(config.labels.label_column)
     summary = {
@@ -111,6 +122,24 @@ def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
     os.replace(tmp, path)
     _logger.info("built %(rows)d labels over %(dates)d dates (positive rate %(positive_rate).3f)", summary)
     return LabelResult(path, **summary)
+
+
+def at_dates(config: FlywheelConfig, workdir: Workdir, dates: list[datetime]) -> pa.Table:
+    """Labels at the given observable ``dates``: taken from the labels file for the dates it holds
+    (when it is current for this lake), computed only for the others. Each date's labels depend on
+    that date alone, so both give the same rows."""
+    lake = Lake(workdir)
+    path = labels_path(workdir)
+    if _held(path, _source(config, lake)) is None:
+        return compute(config, lake, dates)
+    labels = pq.read_table(path)
+    when = labels.column(TIMESTAMP_COLUMN)
+    have = set(pc.unique(when).to_pylist())
+    parts = [labels.filter(pc.is_in(when, value_set=pa.array(dates, when.type)))]
+    missing = [d for d in dates if d not in have]
+    if missing:
+        parts.append(compute(config, lake, missing).cast(labels.schema.remove_metadata()))
+    return pa.concat_tables([part.replace_schema_metadata(None) for part in parts])
 
 
 def read(workdir: Workdir, path: Path | None = None) -> pa.Table:

@@ -123,8 +123,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     observable_dates = sorted(dated.loc[dated["observable"], "as_of"].unique())
     labelled = dated.iloc[0:0].assign(label=pd.Series(dtype="int64"))
     if observable_dates:
-        truth = labels_module.compute(
-            config, lake, [pd.Timestamp(d).to_pydatetime() for d in observable_dates]
+        truth = labels_module.at_dates(
+            config, workdir, [pd.Timestamp(d).to_pydatetime() for d in observable_dates]
         ).to_pandas()
         truth = truth.rename(
             columns={labels_module.TIMESTAMP_COLUMN: "as_of", config.labels.label_column: "label"}
