@@ -378,3 +378,19 @@ def test_monitor_shows_a_finished_run(
     )
     assert shown.returncode == 1  # the run failed
     assert record.run_id in shown.stdout and "FAILED" in shown.stdout and "OSError: disk full" in shown.stdout
+
+
+def test_a_mistyped_metrics_input_is_a_clear_error(workdir: Workdir, pipeline_config: FlywheelConfig) -> None:
+    from flywheel.errors import DataError
+    from flywheel.pipeline.context import StepContext
+
+    with pytest.raises(
+        DataError, match="cannot read the eval step's metrics at 'runs:/nope/eval/metrics\\.json'"
+    ):
+        STEPS["model_upload"].run(
+            StepContext(pipeline_config, workdir),
+            run_id="nope",
+            model_uri="models:/nope",
+            metrics="runs:/nope/eval/metrics.json",
+            test=str(workdir.datasets / "x" / "test.parquet"),
+        )

@@ -395,18 +395,24 @@ def train(
 
 def read_evaluation(uri: str) -> dict[str, Any]:
     """The ``eval`` step's metrics file (a ``runs:/`` URI or a path)."""
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp)).read_text())
+        return json.loads(_download(uri, tmp, "the eval step's metrics").read_text())
 
 
 def read_predictions(uri: str) -> pd.DataFrame:
     """The ``eval`` step's test-set probabilities (a ``runs:/`` URI or a path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(_download(uri, tmp, "the eval step's test predictions"))
+
+
+def _download(uri: str, folder: str, what: str) -> Path:
+    """An artifact by URI, or a clear error naming the input (a step's input may be mistyped)."""
     import mlflow
 
-    with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_parquet(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=folder))
+    except Exception as error:  # MLflow raises several types for a bad or missing URI
+        raise DataError(f"cannot read {what} at {uri!r}: {error}") from None
 
 
 def evaluate_model(
