@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from flywheel.data.batches import Batch
+from flywheel.data.batch import Batch
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TABLES
 from flywheel.workdir import Workdir

@@ -7,15 +7,15 @@ synthetic batches, the customers' latent state at the period end and the generat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from flywheel.config import GeneratorConfig
 from flywheel.data import catalog
+from flywheel.data.batch import Batch
 from flywheel.data.drift import SCENARIOS
 from flywheel.data.population import (
     STATE_SCHEMA,
@@ -28,18 +28,6 @@ from flywheel.errors import DataError
 
 GENERATOR_VERSION = "1"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class Batch:
-    batch_id: str
-    kind: Literal["generate", "simulate", "ingest"]
-    period_start: datetime
-    period_end: datetime
-    tables: dict[str, pa.Table]
-    state: pa.Table | None = None
-    generator: dict[str, Any] | None = None
-    sources: list[str] = field(default_factory=list)
 
 
 def to_days(moment: datetime | date) -> float:

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flywheel.config import IngestConfig
-from flywheel.data.batches import Batch
+from flywheel.data.batch import Batch
 from flywheel.data.duck import connect
 from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP
 from flywheel.errors import DataError

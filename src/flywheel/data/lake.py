@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flywheel.data.batches import Batch
+from flywheel.data.batch import Batch
 from flywheel.data.duck import connect, select_table
 from flywheel.data.population import STATE_SCHEMA
 from flywheel.data.schema import TABLE_ORDER, TABLES

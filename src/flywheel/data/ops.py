@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig, IngestConfig
-from flywheel.data.batches import Batch, generate_batch, generation_id, simulate_batch
+from flywheel.data.batch import Batch
+from flywheel.data.batches import generate_batch, generation_id, simulate_batch
 from flywheel.data.ingest import read_batch
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TABLE_ORDER, TABLES
