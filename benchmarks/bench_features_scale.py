@@ -18,11 +18,11 @@ import time
 
 CHILD = r"""
 import json, resource, sys, time
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import apply_overrides, default_config
 from flywheel.features import dataset, ops
 from flywheel.workdir import Workdir
 
-config = apply_overrides(FlywheelConfig(), {"data.generator.customers": int(sys.argv[2])})
+config = apply_overrides(default_config(), {"data.generator.customers": int(sys.argv[2])})
 workdir = Workdir.at(sys.argv[1])
 started = time.perf_counter()
 built, labels = ops.build(config, workdir, full=True)
@@ -43,12 +43,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     args = parser.parse_args()
-    from flywheel.config import FlywheelConfig, apply_overrides
+    from flywheel.config import apply_overrides, default_config
     from flywheel.data import ops as data_ops
     from flywheel.workdir import Workdir
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = apply_overrides(FlywheelConfig(), {"data.generator.customers": args.customers})
+        config = apply_overrides(default_config(), {"data.generator.customers": args.customers})
         started = time.perf_counter()
         result = data_ops.generate(config, Workdir.at(f"{tmp}/wd"))
         print(

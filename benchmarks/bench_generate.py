@@ -17,13 +17,13 @@ import tempfile
 
 CHILD = """
 import json, resource, sys, time
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import apply_overrides, default_config
 from flywheel.data import ops
-from flywheel.data.batches import generate_batch
+from flywheel.usecases.churn.generator import generate_batch
 from flywheel.workdir import Workdir
 
 customers, workdir = int(sys.argv[1]), sys.argv[2]
-config = apply_overrides(FlywheelConfig(), {"data.generator.customers": customers})
+config = apply_overrides(default_config(), {"data.generator.customers": customers})
 started = time.perf_counter()
 batch = generate_batch(config.data.generator)
 generate_s = time.perf_counter() - started

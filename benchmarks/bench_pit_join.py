@@ -93,7 +93,7 @@ METHODS = ("flywheel", "duckdb-asof", "feast-duckdb", "feast-file")
 
 def prepare(folder: Path, customers: int, n_entities: int, n_features: int) -> tuple[int, int, list[str]]:
     """Generate a lake, build snapshots and labels, and write the benchmark's inputs."""
-    from flywheel.config import FlywheelConfig, apply_overrides
+    from flywheel.config import apply_overrides, default_config
     from flywheel.data import ops as data_ops
     from flywheel.features import labels, ops
     from flywheel.features.dataset import available_features
@@ -102,7 +102,7 @@ def prepare(folder: Path, customers: int, n_entities: int, n_features: int) -> t
 
     workdir = Workdir.at(folder / "wd")
     config = apply_overrides(
-        FlywheelConfig(), {"data.generator.customers": customers, "data.generator.start": date(2022, 1, 1)}
+        default_config(), {"data.generator.customers": customers, "data.generator.start": date(2022, 1, 1)}
     )
     data_ops.generate(config, workdir)
     ops.build(config, workdir)
@@ -117,7 +117,7 @@ def prepare(folder: Path, customers: int, n_entities: int, n_features: int) -> t
     entities = label_rows.take(pa.array(picks)).rename_columns(["customer_id", "event_timestamp", "label"])
     entities = entities.append_column("row_id", pa.array(np.arange(entities.num_rows, dtype=np.int64)))
     pq.write_table(entities, folder / "entities.parquet")
-    names = list(available_features(workdir))
+    names = list(available_features(config, workdir))
     (folder / "names.json").write_text(json.dumps(names))
     return entities.num_rows, features.num_rows, names
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import FlywheelConfig, apply_overrides, default_config
 from flywheel.data import ops
 from flywheel.workdir import Workdir
 
@@ -60,7 +60,7 @@ def _forget_tracking_env() -> None:
 
 @pytest.fixture(scope="session")
 def small_config() -> FlywheelConfig:
-    return apply_overrides(FlywheelConfig(), SMALL)
+    return apply_overrides(default_config(), SMALL)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from flywheel.data.batch import Batch
 from flywheel.data.lake import Lake
-from flywheel.data.schema import TABLES
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.usecases.churn.tables import TABLES
 from flywheel.workdir import Workdir
 
 T = datetime(2024, 3, 4, tzinfo=UTC)  # a snapshot date on the default weekly grid (anchor 2023-01-02)
@@ -115,4 +116,4 @@ def commit_tiny_lake(workdir: Workdir, orders: list[Order], period_end: datetime
             "order_items": pa.table(item_cols, schema=TABLES["order_items"].arrow_schema),
         },
     )
-    Lake(workdir).commit(batch)
+    Lake(workdir, CHURN).commit(batch)

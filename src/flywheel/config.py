@@ -7,6 +7,7 @@ the field. Any value can be overridden per run with a dotted key (``data.generat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,39 +17,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from flywheel import usecases
 from flywheel.errors import ConfigError
+from flywheel.usecases.spec import LabelSettings, Settings, UseCase
 
-DEFAULT_CONFIG_PATH = Path("configs/churn.yaml")
-DriftName = Literal["none", "price_shock", "acquisition_shift", "engagement_drop"]
+DEFAULT_USE_CASE = "churn"  # what `flywheel` runs without a config: `make demo`'s use case
+DEFAULT_CONFIG_PATH = Path(f"configs/{DEFAULT_USE_CASE}.yaml")
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class GeneratorConfig(StrictModel):
-    """Parameters of ``flywheel data generate`` (the first batch of synthetic theLook data)."""
-
-    customers: int = Field(20_000, ge=1, description="Users signing up over the period.")
-    start: date = Field(date(2022, 1, 1), description="First day of the generated period.")
-    end: date = Field(date(2025, 1, 1), description="Exclusive end of the generated period.")
-    seed: int = Field(42, description="Seed; equal seeds and parameters give identical tables.")
-    products: int = Field(2_000, ge=10, description="Size of the product catalogue.")
-
-    @model_validator(mode="after")
-    def _period_is_ordered(self) -> GeneratorConfig:
-        if self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
-        return self
-
-
 class SimulateConfig(StrictModel):
     """Parameters of ``flywheel data simulate`` (the next batch over time)."""
 
     days: int = Field(30, ge=1, le=366, description="Length of the simulated period in days.")
-    drift: DriftName = Field("none", description="Drift scenario applied to the new period.")
+    drift: str = Field("none", description="Drift scenario applied to the new period (the use case's).")
 
 
 class OnlineStoreConfig(StrictModel):
@@ -69,18 +64,6 @@ class FeaturesConfig(StrictModel):
     memory_limit: str = Field("6GB", description="DuckDB memory limit; beyond it DuckDB spills to disk.")
     online_store: OnlineStoreConfig = OnlineStoreConfig()
     project: str = Field("flywheel", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
-
-
-class LabelsConfig(StrictModel):
-    """Churn labels: who is scored at each label date, and what counts as churn."""
-
-    horizon_days: int = Field(60, ge=1, description="Churn = no non-cancelled order within this many days.")
-    cadence_days: int = Field(14, ge=1, description="Days between label dates (k × snapshot cadence).")
-    active_days: int = Field(365, ge=1, description="Population: an order within this many days before t.")
-
-    @property
-    def label_column(self) -> str:
-        return f"label_churn_{self.horizon_days}d"
 
 
 class DatasetConfig(StrictModel):
@@ -131,7 +114,7 @@ class TrainingConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
-    experiment: str = "churn"
+    experiment: str = Field("flywheel", description="MLflow experiment; default the use case's name.")
 
     @field_validator("uri")
     @classmethod
@@ -147,7 +130,7 @@ class GatesConfig(StrictModel):
 
 
 class RegistryConfig(StrictModel):
-    model_name: str = "churn-model"
+    model_name: str = Field("flywheel-model", description="Registered model; default <use case>-model.")
     gates: GatesConfig = GatesConfig()
     min_delta: float = Field(0.002, description="ROC-AUC a challenger must gain over the champion.")
     bootstrap_samples: int = Field(300, ge=50)
@@ -174,7 +157,7 @@ class ServingConfig(StrictModel):
     workers: int = Field(1, ge=1)
     risk_bands: dict[str, float] = Field(
         default_factory=lambda: {"low": 0.0, "medium": 0.4, "high": 0.7},
-        description="Band name → lowest churn probability in it.",
+        description="Band name → lowest predicted probability in it.",
     )
     poll_seconds: float = Field(10.0, gt=0, description="How often the champion alias is checked.")
     admin_token: str | None = Field(None, description="Bearer token of /v1/admin/*; unset: admin disabled.")
@@ -261,7 +244,7 @@ class IngestConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    generator: GeneratorConfig = GeneratorConfig()
+    generator: Settings = Settings()
     simulate: SimulateConfig = SimulateConfig()
     ingest: IngestConfig = IngestConfig()
 
@@ -269,11 +252,11 @@ class DataConfig(StrictModel):
 class FlywheelConfig(StrictModel):
     """Root configuration of one use case."""
 
-    use_case: str = "churn"
+    use_case: str = Field(DEFAULT_USE_CASE, description="A built-in use case's name or a dotted path.")
     workdir: str = Field(".flywheel", description="Root folder of all state; FLYWHEEL_WORKDIR overrides.")
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
-    labels: LabelsConfig = LabelsConfig()
+    labels: LabelSettings = LabelSettings()
     dataset: DatasetConfig = DatasetConfig()
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -286,12 +269,70 @@ class FlywheelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _label_dates_fall_on_snapshot_dates(self) -> FlywheelConfig:
-        if self.labels.cadence_days % self.features.cadence_days:
+        if self.labels.cadence_days is not None and self.labels.cadence_days % self.features.cadence_days:
             raise ValueError(
                 f"labels.cadence_days ({self.labels.cadence_days}) must be a multiple of "
                 f"features.cadence_days ({self.features.cadence_days})"
             )
         return self
+
+    @property
+    def spec(self) -> UseCase:
+        """The use case this config runs (imported on first use)."""
+        return usecases.load(self.use_case)
+
+
+@functools.cache
+def config_class(use_case: str) -> type[FlywheelConfig]:
+    """The root config model of ``use_case``: its own ``labels`` and ``data.generator`` sections and
+    drift scenario names, typed and strict like the rest."""
+    spec = usecases.load(use_case)
+    scenarios = tuple(spec.generator.scenarios)
+    simulate = create_model(
+        f"{spec.name.title()}SimulateConfig",
+        __base__=SimulateConfig,
+        drift=(Literal[scenarios], Field(scenarios[0], description="Drift scenario of the new period.")),
+    )
+    data = create_model(
+        f"{spec.name.title()}DataConfig",
+        __base__=DataConfig,
+        generator=(spec.generator_settings, spec.generator_settings()),
+        simulate=(simulate, simulate()),
+    )
+    return create_model(
+        f"{spec.name.title()}Config",
+        __base__=FlywheelConfig,
+        data=(data, data()),
+        labels=(spec.label_settings, spec.label_settings()),
+    )
+
+
+def _defaults(use_case: str) -> dict[str, Any]:
+    """Config values a use case implies when its file does not set them: its own experiment,
+    registered model and workdir, then the use case's own defaults."""
+    spec = usecases.load(use_case)
+    implied = {
+        "workdir": f".flywheel-{spec.name}",
+        "tracking": {"experiment": spec.name},
+        "registry": {"model_name": f"{spec.name}-model"},
+    }
+    return _merge(implied, spec.defaults)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_config(use_case: str = DEFAULT_USE_CASE, **overrides: Any) -> FlywheelConfig:
+    """The built-in defaults of ``use_case`` (no file), with dotted-key overrides."""
+    config = _validate({"use_case": use_case}, "built-in defaults")
+    return apply_overrides(config, overrides)
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -346,8 +387,15 @@ def _format_errors(error: ValidationError, source: str) -> str:
 
 
 def _validate(raw: dict[str, Any], source: str) -> FlywheelConfig:
+    use_case = raw.get("use_case", DEFAULT_USE_CASE)
+    if not isinstance(use_case, str):
+        raise ConfigError(f"{source}: use_case: expected a name or a dotted path (got {use_case!r})")
     try:
-        return FlywheelConfig.model_validate(raw)
+        cls = config_class(use_case)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    try:
+        return cls.model_validate(_merge(_defaults(use_case), raw))
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source)) from None
 
@@ -356,8 +404,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Load a config file (or the built-in defaults) and apply dotted-key overrides.
 
     Args:
-        path: YAML file. ``None`` means ``FLYWHEEL_CONFIG``, else ``configs/churn.yaml`` when it
-            exists, else the built-in defaults.
+        path: YAML file. ``None`` means ``FLYWHEEL_CONFIG``, else ``DEFAULT_CONFIG_PATH`` when it
+            exists, else the built-in defaults of the default use case.
         overrides: ``{"data.generator.customers": 500}``-style values applied after the file.
     """
     if path is None:

@@ -140,7 +140,7 @@ def run(
                 f"flywheel model rollback: v{current} → v{previous}; the service answers with v{previous}",
             )
     summary.champion = registry.champion_version(config, workdir)
-    summary.batches = ops.status(workdir)
+    summary.batches = ops.status(config.spec, workdir)
     return summary
 
 

@@ -9,16 +9,17 @@ import pytest
 
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
-from flywheel.data.batches import generate_batch
 from flywheel.data.duck import connect
 from flywheel.data.lake import Lake
-from flywheel.data.schema import TABLES
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.usecases.churn.generator import generate_batch
+from flywheel.usecases.churn.tables import TABLES
 from flywheel.workdir import Workdir
 
 
 @pytest.fixture(scope="module")
 def tables(generated_workdir: Workdir) -> dict[str, pa.Table]:
-    lake = Lake(generated_workdir)
+    lake = Lake(generated_workdir, CHURN)
     return {name: lake.read(name) for name in TABLES}
 
 
@@ -139,7 +140,7 @@ def test_generate_twice_is_a_no_op_and_a_different_history_is_refused(
 
 
 def test_manifest_records_the_batch(generated_workdir: Workdir, small_config: FlywheelConfig) -> None:
-    (record,) = Lake(generated_workdir).batches()
+    (record,) = Lake(generated_workdir, CHURN).batches()
     assert record["kind"] == "generate"
     assert record["generator"]["seed"] == small_config.data.generator.seed
     assert record["generator"]["version"]
@@ -151,6 +152,6 @@ def test_manifest_records_the_batch(generated_workdir: Workdir, small_config: Fl
 
 
 def test_validate_passes_on_a_generated_lake(lake_copy: Workdir) -> None:
-    report = ops.validate(lake_copy)
+    report = ops.validate(CHURN, lake_copy)
     assert report.ok, report.summary()
     assert report.rows["users"] == 1500

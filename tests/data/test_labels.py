@@ -7,10 +7,11 @@ from datetime import timedelta
 import pyarrow.compute as pc
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import FlywheelConfig, apply_overrides, default_config
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features import labels
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 from tests.tiny_lake import DAY, SECOND, Order, T, commit_tiny_lake
 
@@ -29,8 +30,8 @@ ORDERS = [
 def label_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, str], int]:
     workdir = Workdir.at(tmp_path_factory.mktemp("labels") / "wd")
     commit_tiny_lake(workdir, ORDERS, period_end=T + 201 * DAY)
-    config = apply_overrides(FlywheelConfig(), {"labels.cadence_days": 7})
-    table = labels.compute(config, Lake(workdir))
+    config = apply_overrides(default_config(), {"labels.cadence_days": 7})
+    table = labels.compute(config, Lake(workdir, CHURN))
     return {
         (r["customer_id"], r["label_timestamp"].date().isoformat()): r["label_churn_60d"]
         for r in table.to_pylist()
@@ -55,7 +56,7 @@ def test_spine_ends_one_horizon_before_the_last_order(label_rows) -> None:
 
 
 def test_labels_on_generated_data(generated_workdir: Workdir, small_config: FlywheelConfig) -> None:
-    table = labels.compute(small_config, Lake(generated_workdir))
+    table = labels.compute(small_config, Lake(generated_workdir, CHURN))
     rate = pc.mean(table.column("label_churn_60d")).as_py()
     assert 0.3 < rate < 0.85
     assert table.num_rows == len({(r["customer_id"], r["label_timestamp"]) for r in table.to_pylist()})
@@ -65,7 +66,7 @@ def test_too_short_a_history_is_a_clear_error(tmp_path) -> None:
     workdir = Workdir.at(tmp_path / "wd")
     commit_tiny_lake(workdir, [Order(1, T), Order(1, T + 10 * DAY)], period_end=T + 11 * DAY)
     with pytest.raises(DataError, match="too short for a 60-day label horizon"):
-        labels.compute(FlywheelConfig(), Lake(workdir))
+        labels.compute(default_config(), Lake(workdir, CHURN))
 
 
 def test_labels_are_computed_once_per_lake_state(lake_copy: Workdir, small_config: FlywheelConfig) -> None:
@@ -93,7 +94,7 @@ def test_labels_at_dates_reuse_the_built_file(
     grid = sorted(set(labels.read(lake_copy).column(labels.TIMESTAMP_COLUMN).to_pylist()))[-6:]
     between = [d + timedelta(days=7) for d in grid[:-1]]  # weekly dates the label grid skips
     wanted = sorted(grid + between)
-    expected = labels.compute(small_config, Lake(lake_copy), wanted)
+    expected = labels.compute(small_config, Lake(lake_copy, CHURN), wanted)
     asked: list[list] = []
     real = labels.compute
     monkeypatch.setattr(

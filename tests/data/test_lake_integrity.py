@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from flywheel.data import ops
 from flywheel.data.lake import Lake
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 
 
@@ -16,19 +17,19 @@ def test_an_intact_lake_passes_without_reading_rows(lake_copy: Workdir, monkeypa
         raise AssertionError("verify read rows")
 
     monkeypatch.setattr(pq, "read_table", no_rows)
-    report = ops.verify(lake_copy)
+    report = ops.verify(CHURN, lake_copy)
     assert report.ok, report.summary()
-    assert report.rows == {name: rows for name, rows in ops.status(lake_copy)[0]["rows"].items()}
+    assert report.rows == {name: rows for name, rows in ops.status(CHURN, lake_copy)[0]["rows"].items()}
 
 
 def test_a_missing_truncated_or_foreign_file_fails(lake_copy: Workdir) -> None:
-    lake = Lake(lake_copy)
+    lake = Lake(lake_copy, CHURN)
     orders, items, users = (lake.files(name)[0] for name in ("orders", "order_items", "users"))
     table = pq.read_table(items)
     pq.write_table(table.slice(0, table.num_rows - 3), items)  # rows lost
     pq.write_table(pa.table({"id": [1, 2]}), users)  # not the users schema any more
     (lake_copy.lake / orders).unlink()
-    report = ops.verify(lake_copy)
+    report = ops.verify(CHURN, lake_copy)
     problems = {failure.table: failure.message for failure in report.failures}
     assert set(problems) == {"orders", "order_items", "users"}
     assert "unreadable" in problems["orders"]

@@ -15,7 +15,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.features import dataset
 from flywheel.features.snapshots import snapshot_files
-from flywheel.features.sql import FEATURES_SQL, sql_text
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 
 
@@ -29,7 +29,7 @@ def test_features_do_not_change_when_the_future_is_removed(featured_workdir: Wor
     files = snapshot_files(featured_workdir)
     stored = pq.read_table(files[len(files) // 2])
     t = stored.column("feature_timestamp")[0].as_py()
-    con = Lake(featured_workdir).connect()
+    con = Lake(featured_workdir, CHURN).connect()
     cut = f"TIMESTAMPTZ '{t.isoformat()}'"
     for name in ("orders", "order_items"):
         con.execute(
@@ -40,7 +40,7 @@ def test_features_do_not_change_when_the_future_is_removed(featured_workdir: Wor
     con.execute(f"CREATE VIEW users_past AS SELECT * FROM users WHERE created_at <= {cut}")
     con.execute(f"CREATE TEMP TABLE snapshot_dates AS SELECT {cut} AS feature_timestamp")
     query, replaced = re.subn(
-        r"\b(FROM|JOIN) (orders|order_items|users)\b", r"\1 \2_past", sql_text(FEATURES_SQL)
+        r"\b(FROM|JOIN) (orders|order_items|users)\b", r"\1 \2_past", CHURN.sql_text(CHURN.snapshot.sql)
     )
     assert replaced == 5  # every read of a time-stamped table goes through the cut
     recomputed = con.sql(f"SELECT * FROM ({query}) ORDER BY customer_id").to_arrow_table()
@@ -64,7 +64,7 @@ def test_no_training_row_uses_a_later_or_expired_snapshot(
 def test_labels_horizons_stay_inside_the_data(
     featured_workdir: Workdir, small_config: FlywheelConfig
 ) -> None:
-    con = Lake(featured_workdir).connect()
+    con = Lake(featured_workdir, CHURN).connect()
     (last_order,) = con.execute("SELECT max(created_at) FROM orders").fetchall()[0]
     horizon = timedelta(days=small_config.labels.horizon_days)
     for name, table in _splits(featured_workdir).items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import default_config
 from flywheel.monitoring import performance
 from flywheel.serving.predlog import PredictionLog, utc_iso
 from flywheel.workdir import Workdir
@@ -48,7 +48,7 @@ def _logged(tmp_path: Path) -> Workdir:
 
 @pytest.fixture
 def report(tmp_path: Path) -> performance.PerformanceReport:
-    return performance.evaluate(FlywheelConfig(), _logged(tmp_path), period_days=7)
+    return performance.evaluate(default_config(), _logged(tmp_path), period_days=7)
 
 
 def test_periods_have_known_answers_and_pending_is_not_zero(report) -> None:
@@ -111,7 +111,7 @@ def test_bad_rows_are_counted_and_skipped_not_fatal(tmp_path: Path, caplog: pyte
             [(f"bad{i}", utc_iso(T + 100 * DAY), c, "1", p, a) for i, (c, p, a) in enumerate(BAD_ROWS)],
         )
     with caplog.at_level(logging.WARNING, logger="flywheel.monitoring.logrows"):
-        report = performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+        report = performance.evaluate(default_config(), workdir, period_days=7)
     assert report.skipped_rows == 8
     assert report.skipped == {"as_of": 3, "customer_id": 2, "churn_probability": 3}
     assert report.to_dict()["skipped_rows"] == 8
@@ -132,7 +132,7 @@ def test_a_prediction_without_a_customer_id_spoils_no_other_row(tmp_path: Path) 
             "INSERT INTO predictions VALUES ('anon', ?, NULL, '1', 0.4, '{}', 'score', ?)",
             (utc_iso(T + 100 * DAY), utc_iso(T)),
         )
-    report = performance.evaluate(FlywheelConfig(), workdir, period_days=7)
+    report = performance.evaluate(default_config(), workdir, period_days=7)
     assert report.skipped_rows == 0 and report.predictions == 9
     first = report.periods[0]
     assert (first.predictions, first.labelled, first.roc_auc) == (4, 3, pytest.approx(0.5))

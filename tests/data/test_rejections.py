@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel.data import ops
-from flywheel.data.batches import simulate_batch
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TIMESTAMP
 from flywheel.data.validation import BatchRejected
 from flywheel.errors import DataError
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.usecases.churn.generator import simulate_batch
 from flywheel.workdir import Workdir
 from tests.conftest import tree_digest
 
@@ -28,7 +29,7 @@ Tables = dict[str, pa.Table]
 @pytest.fixture(scope="module")
 def next_period(generated_workdir: Workdir) -> Tables:
     """A valid next batch (20 days after the history) in memory, to be written as files and spoiled."""
-    lake = Lake(generated_workdir)
+    lake = Lake(generated_workdir, CHURN)
     previous = lake.latest_synthetic()
     batch = simulate_batch(
         lake.read_state(previous),
@@ -76,11 +77,11 @@ def first_row_set(table: pa.Table, column: str, value: object) -> pa.Table:
 def test_a_clean_export_is_ingested(
     lake_copy: Workdir, next_period: Tables, tmp_path: Path, fmt: str
 ) -> None:
-    result = ops.ingest(lake_copy, [write(tmp_path / "in", next_period, fmt)])
+    result = ops.ingest(CHURN, lake_copy, [write(tmp_path / "in", next_period, fmt)])
     assert result.created and result.rows == {name: t.num_rows for name, t in next_period.items()}
-    assert Lake(lake_copy).read("orders").num_rows > next_period["orders"].num_rows
-    assert ops.validate(lake_copy).ok
-    assert not ops.ingest(lake_copy, [tmp_path / "in"]).created  # same files again: a no-op
+    assert Lake(lake_copy, CHURN).read("orders").num_rows > next_period["orders"].num_rows
+    assert ops.validate(CHURN, lake_copy).ok
+    assert not ops.ingest(CHURN, lake_copy, [tmp_path / "in"]).created  # same files again: a no-op
 
 
 def _drop_email(t: Tables) -> Tables:
@@ -147,7 +148,7 @@ def test_bad_batch_is_rejected_and_lake_unchanged(
     folder = write(tmp_path / "in", spoil(next_period), fmt)
     before = tree_digest(lake_copy.lake)
     with pytest.raises(BatchRejected, match=expected) as caught:
-        ops.ingest(lake_copy, [folder])
+        ops.ingest(CHURN, lake_copy, [folder])
     assert tree_digest(lake_copy.lake) == before
     report = json.loads(caught.value.report_path.read_text())
     assert not report["ok"] and report["failures"][0]["examples"]
@@ -158,10 +159,10 @@ def test_timestamps_after_the_declared_period_are_rejected(
     lake_copy: Workdir, next_period: Tables, tmp_path: Path
 ) -> None:
     folder = write(tmp_path / "in", next_period)
-    end = datetime.fromisoformat(Lake(lake_copy).batches()[-1]["period"]["end"]) + timedelta(days=10)
+    end = datetime.fromisoformat(Lake(lake_copy, CHURN).batches()[-1]["period"]["end"]) + timedelta(days=10)
     before = tree_digest(lake_copy.lake)
     with pytest.raises(BatchRejected, match=r"future_timestamp on orders"):
-        ops.ingest(lake_copy, [folder], period_end=end)
+        ops.ingest(CHURN, lake_copy, [folder], period_end=end)
     assert tree_digest(lake_copy.lake) == before
 
 
@@ -182,7 +183,7 @@ def test_unreadable_files_are_refused_and_lake_unchanged(
     (tmp_path / name).write_bytes(content)
     before = tree_digest(lake_copy.lake)
     with pytest.raises(DataError, match=expected):
-        ops.ingest(lake_copy, [tmp_path / name])
+        ops.ingest(CHURN, lake_copy, [tmp_path / name])
     assert tree_digest(lake_copy.lake) == before
 
 
@@ -209,7 +210,7 @@ def test_a_batch_dated_in_the_future_is_rejected_and_lake_unchanged(
     folder = write(tmp_path / "in", _moved_to(next_period, FUTURE))
     before = tree_digest(lake_copy.lake)
     with pytest.raises(BatchRejected, match=r"future_timestamp on \w+\.created_at") as caught:
-        ops.ingest(lake_copy, [folder])
+        ops.ingest(CHURN, lake_copy, [folder])
     assert tree_digest(lake_copy.lake) == before and not list(lake_copy.staging.glob("*"))
     failures = json.loads(caught.value.report_path.read_text())["failures"]
     named = {(f["table"], f["column"]) for f in failures if f["check"] == "future_timestamp"}
@@ -225,7 +226,7 @@ def test_a_period_end_in_the_future_is_refused(
     folder = write(tmp_path / "in", next_period)
     before = tree_digest(lake_copy.lake)
     with pytest.raises(DataError, match=rf"--period-end {FUTURE}-01-01 00:00 is in the future"):
-        ops.ingest(lake_copy, [folder], period_end=datetime(FUTURE, 1, 1, tzinfo=UTC))
+        ops.ingest(CHURN, lake_copy, [folder], period_end=datetime(FUTURE, 1, 1, tzinfo=UTC))
     assert tree_digest(lake_copy.lake) == before
 
 
@@ -237,4 +238,4 @@ def test_the_configured_clock_skew_reaches_ingest(
 
     folder = write(tmp_path / "in", _moved_to(next_period, FUTURE))
     lenient = IngestConfig(clock_skew_hours=24 * 365 * 10)
-    assert ops.ingest(lake_copy, [folder], settings=lenient).created
+    assert ops.ingest(CHURN, lake_copy, [folder], settings=lenient).created

@@ -13,11 +13,12 @@ from scipy import stats
 
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
-from flywheel.data.batches import simulate_batch
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features.profile import build_profile
 from flywheel.monitoring.drift import compare
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.usecases.churn.generator import simulate_batch
 from flywheel.workdir import Workdir
 
 DAYS = 60
@@ -26,7 +27,7 @@ DAYS = 60
 @pytest.fixture(scope="module")
 def scenario_batches(generated_workdir: Workdir) -> dict[str, dict[str, pa.Table]]:
     """The same 60 days after the generated history, simulated under every scenario (not committed)."""
-    lake = Lake(generated_workdir)
+    lake = Lake(generated_workdir, CHURN)
     previous = lake.latest_synthetic()
     products = lake.read("products")
     start = datetime.fromisoformat(previous["period"]["end"])
@@ -40,7 +41,7 @@ def scenario_batches(generated_workdir: Workdir) -> dict[str, dict[str, pa.Table
 
 @pytest.fixture(scope="module")
 def history(generated_workdir: Workdir) -> dict[str, pa.Table]:
-    lake = Lake(generated_workdir)
+    lake = Lake(generated_workdir, CHURN)
     return {name: lake.read(name) for name in ("users", "orders", "order_items")}
 
 
@@ -53,18 +54,18 @@ def _last_days(table: pa.Table, days: int) -> pa.Table:
 def test_simulate_appends_a_validated_batch_that_continues_ids(
     lake_copy: Workdir, small_config: FlywheelConfig
 ) -> None:
-    lake = Lake(lake_copy)
+    lake = Lake(lake_copy, CHURN)
     before = {name: lake.read(name) for name in ("users", "orders", "order_items")}
     result = ops.simulate(small_config, lake_copy, days=30, drift="price_shock")
     assert result.created and result.batch_id == "sim-20240701-20240731"
-    new_orders = Lake(lake_copy).read("orders").slice(before["orders"].num_rows)
+    new_orders = Lake(lake_copy, CHURN).read("orders").slice(before["orders"].num_rows)
     assert (
         pc.min(new_orders.column("order_id")).as_py()
         == pc.max(before["orders"].column("order_id")).as_py() + 1
     )
     returning = pc.is_in(new_orders.column("user_id"), value_set=before["users"].column("id"))
     assert pc.sum(returning).as_py() > 0.8 * new_orders.num_rows  # mostly the same customers buying again
-    assert ops.validate(lake_copy).ok
+    assert ops.validate(CHURN, lake_copy).ok
     second = ops.simulate(small_config, lake_copy, days=30)
     assert second.batch_id == "sim-20240731-20240830"
 
@@ -83,7 +84,7 @@ def test_simulate_needs_a_generated_lake(tmp_path, small_config: FlywheelConfig)
 
 
 def test_unknown_drift_is_named(generated_workdir: Workdir) -> None:
-    lake = Lake(generated_workdir)
+    lake = Lake(generated_workdir, CHURN)
     previous = lake.latest_synthetic()
     with pytest.raises(DataError, match="unknown drift scenario 'sideways'"):
         simulate_batch(

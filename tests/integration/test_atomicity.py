@@ -12,6 +12,7 @@ import pytest
 from flywheel.config import FlywheelConfig
 from flywheel.data import ops
 from flywheel.data.lake import Lake
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 from tests.conftest import SMALL
 
@@ -48,7 +49,7 @@ CHILD = textwrap.dedent(
     overrides = {
         k: (date.fromisoformat(v) if k.endswith(("start", "end")) else v) for k, v in OVERRIDES.items()
     }
-    config = apply_overrides(FlywheelConfig(), overrides)
+    config = apply_overrides(default_config(), overrides)
     ops.simulate(config, Workdir.at(sys.argv[1]), days=15, batch_id="crashed")
     """
 ).replace("OVERRIDES", repr({k: str(v) if hasattr(v, "isoformat") else v for k, v in SMALL.items()}))
@@ -61,7 +62,7 @@ def test_killed_commit_leaves_the_lake_as_it_was(
     lake_copy: Workdir, small_config: FlywheelConfig, function: str, nth: int, when: str
 ) -> None:
     manifest = lake_copy.manifest.read_bytes()
-    rows = {name: Lake(lake_copy).read(name).num_rows for name in ("users", "orders", "order_items")}
+    rows = {name: Lake(lake_copy, CHURN).read(name).num_rows for name in ("users", "orders", "order_items")}
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(lake_copy.root), function, str(nth), when],
         capture_output=True,
@@ -70,7 +71,7 @@ def test_killed_commit_leaves_the_lake_as_it_was(
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
 
-    lake = Lake(lake_copy)
+    lake = Lake(lake_copy, CHURN)
     assert lake_copy.manifest.read_bytes() == manifest
     assert lake.batch("crashed") is None
     assert {name: lake.read(name).num_rows for name in rows} == rows
@@ -81,7 +82,7 @@ def test_killed_commit_leaves_the_lake_as_it_was(
     # the next commit removes the orphans and succeeds
     result = ops.simulate(small_config, lake_copy, days=15, batch_id="crashed")
     assert result.created
-    assert ops.validate(lake_copy).ok
-    files = {f for t in Lake(lake_copy).batch("crashed")["tables"].values() for f in t["files"]}
+    assert ops.validate(CHURN, lake_copy).ok
+    files = {f for t in Lake(lake_copy, CHURN).batch("crashed")["tables"].values() for f in t["files"]}
     on_disk = {str(p.relative_to(lake_copy.lake)) for p in lake_copy.raw.glob("*/batch=crashed/*")}
     assert on_disk == files

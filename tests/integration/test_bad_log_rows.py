@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from flywheel.config import FlywheelConfig, apply_overrides
-from flywheel.features.snapshots import CREATED_COLUMN, ENTITY, TIMESTAMP_COLUMN
+from flywheel.features.snapshots import CREATED_COLUMN, TIMESTAMP_COLUMN
 from flywheel.monitoring import monitor, performance
 from flywheel.retraining import loop, retrain
 from flywheel.serving.predlog import PredictionLog, utc_iso
 from flywheel.workdir import Workdir
 
+ENTITY = "customer_id"
 QUIET = {"retrain.on_drift": False, "retrain.schedule_days": None, "retrain.min_new_batches": None}
 GOOD_ROWS = 60
 # (features JSON, churn_probability, as_of): each spoils one thing a reader parses

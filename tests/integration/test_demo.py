@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from flywheel import demo
-from flywheel.config import FlywheelConfig
+from flywheel.config import default_config
 from flywheel.registry import registry
 from flywheel.workdir import Workdir
 
 
 @pytest.mark.slow
 def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
-    config = demo.demo_config(FlywheelConfig())
+    config = demo.demo_config(default_config())
     workdir = Workdir.at(tmp_path / "wd")
     summary = demo.run(config, workdir)
 

@@ -17,6 +17,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.data import ops as data_ops
 from flywheel.errors import ConfigError
 from flywheel.features import dataset, online, ops, snapshots
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 from tests.conftest import tree_digest
 
@@ -137,7 +138,7 @@ def test_the_service_reads_the_online_store_while_a_materialization_writes(
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reader = OnlineFeatures(small_config, workdir)
-    customer = online.latest_snapshots(workdir).column("customer_id")[0].as_py()
+    customer = online.latest_snapshots(CHURN, workdir).column("customer_id")[0].as_py()
     before = reader.read([customer])
     writer = sqlite3.connect(path, timeout=0.1, isolation_level=None)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import FlywheelConfig, apply_overrides, default_config
 from flywheel.features import online, repo, snapshots
 from flywheel.registry import registry
 from flywheel.registry.versions import load_version
@@ -56,21 +56,21 @@ def test_a_copied_workdir_writes_and_reads_only_itself(
     probabilities = champion.predict(rows.to_dict("records"))
     assert len(probabilities) == 5 and all(0 <= p <= 1 for p in probabilities)
 
-    ids = [int(i) for i in frame[snapshots.ENTITY]]
+    ids = [int(i) for i in frame["customer_id"]]
     assert all(row["found"] for row in online.get(config, copy, ids))
     # the plain Feast offline read in the repo folder, as the `feast` CLI does, finds the copy's files
     monkeypatch.chdir(repo.repo_dir(copy))
     store = repo.feature_store(copy)
-    source = store.get_feature_view(snapshots.FEATURES_TABLE).batch_source.path
+    source = store.get_feature_view("features_customer").batch_source.path
     assert not Path(source).is_absolute()
-    entities = frame[[snapshots.ENTITY, snapshots.TIMESTAMP_COLUMN]].rename(
+    entities = frame[["customer_id", snapshots.TIMESTAMP_COLUMN]].rename(
         columns={snapshots.TIMESTAMP_COLUMN: "event_timestamp"}
     )
     historical = store.get_historical_features(
-        entity_df=entities, features=[f"{snapshots.FEATURES_TABLE}:orders_90d"]
+        entity_df=entities, features=[f"{'features_customer'}:orders_90d"]
     ).to_df()
-    expected = dict(zip(frame[snapshots.ENTITY], frame["orders_90d"], strict=True))
-    assert dict(zip(historical[snapshots.ENTITY], historical["orders_90d"], strict=True)) == expected
+    expected = dict(zip(frame["customer_id"], frame["orders_90d"], strict=True))
+    assert dict(zip(historical["customer_id"], historical["orders_90d"], strict=True)) == expected
     assert tree_digest(moved) == digest
 
 
@@ -82,7 +82,7 @@ def test_re_rooting_rewrites_locations_only(tmp_path: Path) -> None:
     from flywheel.training import tracking
 
     old = Workdir.at(tmp_path / "data")
-    config = FlywheelConfig()
+    config = default_config()
     tracking.setup(config, old)
     with mlflow.start_run() as run:
         mlflow.log_param("source", f"s3://bucket{old.root}/train.csv")

@@ -22,6 +22,7 @@ from flywheel.registry import registry
 from flywheel.registry.versions import load_version
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
+from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
 from tests.servers import ADMIN_TOKEN, call, service
 
@@ -246,7 +247,7 @@ def test_batch_scoring_scores_every_latest_snapshot(
 
     result = score_latest(serving_config, served_copy, tmp_path / "scores.parquet")
     scores = pq.read_table(tmp_path / "scores.parquet").to_pandas()
-    latest = latest_snapshots(served_copy).to_pandas()
+    latest = latest_snapshots(CHURN, served_copy).to_pandas()
     assert result.rows == len(scores) == len(latest) and result.version == "1"
     assert scores["customer_id"].is_unique and scores["churn_probability"].between(0, 1).all()
     registry.champion_version(serving_config, served_copy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import default_config
 from flywheel.training import tracking
 from flywheel.training.train import load_dataset
 from flywheel.workdir import Workdir
@@ -19,7 +19,7 @@ def test_beats_the_baseline_on_the_test_split(trained) -> None:
 
 def _logged_model(workdir: Workdir, uri: str):
     """The logged model, read from the workdir's own store (never whichever one MLflow last pointed at)."""
-    tracking.setup(FlywheelConfig(), workdir)
+    tracking.setup(default_config(), workdir)
     return mlflow.pyfunc.load_model(uri)
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from flywheel.config import FlywheelConfig
-from flywheel.data.batches import generation_id
-from flywheel.features.sql import sql_hash
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.usecases.churn.generator import generation_id
 from flywheel.workdir import Workdir
 
 BATCH_ID = "gen-20230101-20240701-s7-n1500-p300-v1"  # the generated history's id: part of the dataset id
@@ -27,7 +27,7 @@ THRESHOLD = 0.35546342569892553
 
 def test_the_inputs_of_the_dataset_id_are_pinned(small_config: FlywheelConfig) -> None:
     assert generation_id(small_config.data.generator) == BATCH_ID
-    assert sql_hash() == SQL_HASH
+    assert CHURN.sql_hash() == SQL_HASH
 
 
 def test_the_training_set_is_pinned(featured_workdir: Workdir) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides, load_config
+from flywheel.config import apply_overrides, default_config, load_config
 from flywheel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_shipped_config_loads_and_matches_the_model_defaults() -> None:
     config = load_config(REPO / "configs" / "churn.yaml")
-    assert config.model_dump() == FlywheelConfig().model_dump()
+    assert config.model_dump() == default_config().model_dump()
 
 
 def test_missing_file_falls_back_to_defaults_when_no_path_given() -> None:
@@ -52,17 +52,17 @@ def test_missing_env_var_is_named(tmp_path: Path) -> None:
 
 
 def test_overrides_replace_values_and_reject_unknown_keys() -> None:
-    config = apply_overrides(FlywheelConfig(), {"data.generator.customers": 7, "data.simulate.days": "14"})
+    config = apply_overrides(default_config(), {"data.generator.customers": 7, "data.simulate.days": "14"})
     assert (config.data.generator.customers, config.data.simulate.days) == (7, 14)
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
-        apply_overrides(FlywheelConfig(), {"data.nope.x": 1})
+        apply_overrides(default_config(), {"data.nope.x": 1})
     with pytest.raises(ConfigError, match="unknown key 'custmers'"):
-        apply_overrides(FlywheelConfig(), {"data.generator.custmers": 1})
+        apply_overrides(default_config(), {"data.generator.custmers": 1})
 
 
 def test_period_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="must be after start"):
-        apply_overrides(FlywheelConfig(), {"data.generator.end": "2022-01-01"})
+        apply_overrides(default_config(), {"data.generator.end": "2022-01-01"})
 
 
 def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_cross_field_error_prints_neither_the_config_nor_its_secrets(tmp_path:
         load_config(path)
     with pytest.raises(ConfigError) as from_overrides:
         apply_overrides(
-            FlywheelConfig(),
+            default_config(),
             {"serving.admin_token": TOKEN, "alerts.webhook_url": WEBHOOK, "labels.cadence_days": 10},
         )
     for error in (from_file.value, from_overrides.value):
@@ -100,7 +100,7 @@ def test_a_cross_field_error_prints_neither_the_config_nor_its_secrets(tmp_path:
 
 def test_a_secret_field_with_a_wrong_value_is_named_but_not_echoed() -> None:
     with pytest.raises(ConfigError) as error:
-        apply_overrides(FlywheelConfig(), {"serving.admin_token": [TOKEN], "tracking.uri": 5})
+        apply_overrides(default_config(), {"serving.admin_token": [TOKEN], "tracking.uri": 5})
     message = str(error.value)
     assert "serving.admin_token: Input should be a valid string (got ***)" in message
     assert TOKEN not in message and "tracking.uri" in message

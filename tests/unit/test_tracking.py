@@ -7,13 +7,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import default_config
 from flywheel.training import tracking
 from flywheel.workdir import Workdir
 
 
 def test_setup_does_its_work_once_per_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config, workdir = FlywheelConfig(), Workdir.at(tmp_path / "wd")
+    config, workdir = default_config(), Workdir.at(tmp_path / "wd")
     calls = []
     real = tracking.ensure_experiment
     monkeypatch.setattr(tracking, "ensure_experiment", lambda *args: calls.append(args) or real(*args))

@@ -128,24 +128,26 @@ def ingest(
     workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None
     with _committing("ingest") as stage:
-        result = ops.ingest(workdir, paths, batch_id, end, stage, config.data.ingest)
+        result = ops.ingest(config.spec, workdir, paths, batch_id, end, stage, config.data.ingest)
     _show_commit(result, "ingested")
 
 
 @app.command()
 def validate() -> None:
     """Re-check every table in the lake; exits 1 when a check fails."""
-    workdir = STATE.workdir_for(STATE.config())
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
     with progress("validate") as stage:
-        report = ops.validate(workdir, stage)
+        report = ops.validate(config.spec, workdir, stage)
     show_report(report)
     if not report.ok:
         raise typer.Exit(1)
 
 
-def batches_table(rows: list[dict], title: str | None = None) -> Table:
-    """The committed batches as a table (``flywheel data status`` and the demo)."""
-    table = Table("batch", "kind", "period", "drift", "users", "orders", "order_items", title=title)
+def batches_table(rows: list[dict], tables: tuple[str, ...], title: str | None = None) -> Table:
+    """The committed batches as a table (``flywheel data status`` and the demo), with the row counts
+    of ``tables``."""
+    table = Table("batch", "kind", "period", "drift", *tables, title=title)
     for row in rows:
         counts = row["rows"]
         table.add_row(
@@ -153,7 +155,7 @@ def batches_table(rows: list[dict], title: str | None = None) -> Table:
             row["kind"],
             f"{row['period_start'][:10]} → {row['period_end'][:10]}",
             row["drift"] or "",
-            *(f"{counts.get(n, 0):,}" for n in ("users", "orders", "order_items")),
+            *(f"{counts.get(n, 0):,}" for n in tables),
         )
     return table
 
@@ -161,9 +163,10 @@ def batches_table(rows: list[dict], title: str | None = None) -> Table:
 @app.command()
 def status() -> None:
     """List the committed batches."""
-    workdir = STATE.workdir_for(STATE.config())
-    rows = ops.status(workdir)
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    rows = ops.status(config.spec, workdir)
     if not rows:
         console.print(f"{workdir.lake} is empty")
         return
-    console.print(batches_table(rows))
+    console.print(batches_table(rows, config.spec.table_order))

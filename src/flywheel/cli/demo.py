@@ -20,7 +20,7 @@ def run_demo() -> None:
     console.print("scenario: " + ", ".join(f"{k}={v}" for k, v in demo.SCENARIO.items()))
     with progress("demo") as stage:
         summary = demo.run(config, workdir, on_step=lambda line: (console.print(f"  ✓ {line}"), stage(line)))
-    console.print(batches_table(summary.batches, title="lake"))
+    console.print(batches_table(summary.batches, config.spec.table_order, title="lake"))
     for title, rows in (
         ("POST /v1/predict (first champion)", summary.predictions),
         ("POST /v1/predict (after the promotion: hot swap)", summary.after_promotion),

@@ -45,7 +45,7 @@ def list_features() -> None:
     config, workdir = _context()
     used = set(dataset.resolve_features(config, workdir))
     table = Table("feature", "type", "used by the model")
-    for name, type_ in dataset.available_features(workdir).items():
+    for name, type_ in dataset.available_features(config, workdir).items():
         table.add_row(name, str(type_), "yes" if name in used else "")
     console.print(table)
 

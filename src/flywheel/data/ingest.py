@@ -1,7 +1,8 @@
-"""Reading real theLook exports (CSV or Parquet) into a batch.
+"""Reading real exports (CSV or Parquet) into a batch.
 
-File names pick the table: ``users.csv``, ``order_items.parquet`` and BigQuery's sharded exports such
-as ``order_items-000000000000.csv`` all work. CSV columns are read as text and converted to the theLook
+A use case may read files in its own published layout (``UseCase.read_file``). Otherwise file names
+pick the table: ``users.csv``, ``order_items.parquet`` and BigQuery's sharded exports such as
+``order_items-000000000000.csv`` all work. CSV columns are read as text and converted to the tables'
 types by validation, so a BigQuery export (``2023-01-06 07:59:00 UTC`` timestamps) loads as it is.
 
 Real data cannot come from the future: an ingested batch's period ends at the latest at now plus
@@ -25,21 +26,22 @@ import pyarrow.parquet as pq
 from flywheel.config import IngestConfig
 from flywheel.data.batch import Batch
 from flywheel.data.duck import connect
-from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP
+from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
+from flywheel.usecases.spec import UseCase
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 
-def _table_for(path: Path) -> str:
+def _table_for(usecase: UseCase, path: Path) -> str:
     stem = path.name
     for suffix in SUFFIXES:
         stem = stem.removesuffix(suffix)
-    for name in sorted(TABLES, key=len, reverse=True):
+    for name in sorted(usecase.tables, key=len, reverse=True):
         if stem == name or stem.startswith(f"{name}-") or stem.startswith(f"{name}_0"):
             return name
     raise DataError(
-        f"{path}: cannot tell which table this file holds; name it after one of {list(TABLE_ORDER)}"
+        f"{path}: cannot tell which table this file holds; name it after one of {list(usecase.table_order)}"
     )
 
 
@@ -92,13 +94,14 @@ def collect_files(paths: list[Path]) -> list[Path]:
 
 
 def read_batch(
+    usecase: UseCase,
     paths: list[Path],
     batch_id: str | None = None,
     period_end: datetime | None = None,
     settings: IngestConfig | None = None,
 ) -> Batch:
-    """Read theLook files into a batch. The period ends at ``period_end`` or just after the data,
-    and never after now plus the allowed clock skew.
+    """Read files of the use case's tables into a batch. The period ends at ``period_end`` or just
+    after the data, and never after now plus the allowed clock skew.
 
     Raises:
         DataError: ``period_end`` is in the future, or a file is unreadable.
@@ -117,17 +120,22 @@ def read_batch(
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
+        own = usecase.read_file(path) if usecase.read_file else None
+        if own is not None:
+            for name, table in own.items():
+                parts.setdefault(name, []).append(table)
+            continue
         table = _read_parquet(path) if path.name.endswith((".parquet", ".pq")) else _read_csv(path)
         if table.num_rows == 0:
             raise DataError(f"{path}: empty file; it has a header but no rows")
-        parts.setdefault(_table_for(path), []).append(table)
+        parts.setdefault(_table_for(usecase, path), []).append(table)
     tables = {}
     for name, chunks in parts.items():
         try:
             tables[name] = pa.concat_tables(chunks, promote_options="permissive")
         except pa.ArrowInvalid as error:
             raise DataError(f"files of table {name} disagree on their columns ({error})") from None
-    start, end = _time_bounds(tables, period_end)
+    start, end = _time_bounds(usecase, tables, period_end)
     end = min(end, latest)  # rows after it are then rejected by validation, named one by one
     return Batch(
         batch_id=batch_id or f"ingest-{digest.hexdigest()[:12]}",
@@ -139,13 +147,17 @@ def read_batch(
     )
 
 
-def _time_bounds(tables: dict[str, pa.Table], period_end: datetime | None) -> tuple[datetime, datetime]:
-    """Earliest ``created_at``, and ``period_end`` or else just after the latest timestamp in the files."""
+def _time_bounds(
+    usecase: UseCase, tables: dict[str, pa.Table], period_end: datetime | None
+) -> tuple[datetime, datetime]:
+    """Earliest time of each table's ``time_column``, and ``period_end`` or else just after the
+    latest timestamp in the files."""
     con = connect()
     lows, highs, unreadable = [], [], []
     for name, table in tables.items():
         con.register(f"incoming_{name}", table)
-        for column in (c.name for c in TABLES[name].columns if c.type == TIMESTAMP):
+        spec = usecase.tables[name]
+        for column in (c.name for c in spec.columns if c.type == TIMESTAMP):
             if column not in table.column_names:
                 unreadable.append(f"{name}.{column} (missing)")
                 continue
@@ -157,7 +169,7 @@ def _time_bounds(tables: dict[str, pa.Table], period_end: datetime | None) -> tu
                 unreadable.append(f"{name}.{column} (no readable timestamp)")
                 continue
             highs.append(high)
-            if column == "created_at":
+            if column == spec.time_column:
                 lows.append(low)
     if period_end is not None:
         return min(lows, default=period_end), period_end

@@ -1,7 +1,7 @@
 """The Parquet lake and its manifest.
 
-Layout: ``lake/raw/<table>/batch=<id>/part-0.parquet`` for theLook tables and
-``lake/sim/customer_state/batch=<id>/part-0.parquet`` for the synthetic customers' latent state.
+Layout: ``lake/raw/<table>/batch=<id>/part-0.parquet`` for the use case's raw tables and
+``lake/sim/<state table>/batch=<id>/part-0.parquet`` for a synthetic world's latent state.
 ``lake/manifest.json`` lists every committed batch; it is the only index readers use, so a file not
 named there is not part of the lake.
 
@@ -32,8 +32,6 @@ import pyarrow.parquet as pq
 
 from flywheel.data.batch import Batch
 from flywheel.data.duck import connect, select_table
-from flywheel.data.population import STATE_SCHEMA
-from flywheel.data.schema import TABLE_ORDER, TABLES
 from flywheel.data.validation import (
     BatchRejected,
     ValidationReport,
@@ -42,18 +40,21 @@ from flywheel.data.validation import (
     conform,
 )
 from flywheel.errors import DataError
+from flywheel.usecases.spec import UseCase
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
-STATE_DIR = "sim/customer_state"
 
 
 class Lake:
-    """Read and commit batches of theLook tables under one workdir."""
+    """Read and commit batches of one use case's raw tables under one workdir."""
 
-    def __init__(self, workdir: Workdir):
+    def __init__(self, workdir: Workdir, usecase: UseCase):
         self.workdir = workdir
+        self.usecase = usecase
+        self.tables = usecase.tables
+        self.state_dir = f"sim/{usecase.state_table}"
 
     # ---- reading -------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -88,16 +89,16 @@ class Lake:
     def read(self, table: str) -> pa.Table:
         files = self.files(table)
         if not files:
-            return TABLES[table].arrow_schema.empty_table()
-        return pa.concat_tables(pq.read_table(f, schema=TABLES[table].arrow_schema) for f in files)
+            return self.tables[table].arrow_schema.empty_table()
+        return pa.concat_tables(pq.read_table(f, schema=self.tables[table].arrow_schema) for f in files)
 
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per theLook table over the committed files."""
+        """A DuckDB connection with one view per raw table over the committed files."""
         con = connect()
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute(f"SET temp_directory = '{self.workdir.root / '.duckdb_tmp'}'")
-        for name, spec in TABLES.items():
+        for name, spec in self.tables.items():
             con.execute(f"CREATE VIEW {name} AS {select_table(spec, self.files(name))}")
         return con
 
@@ -106,7 +107,7 @@ class Lake:
         return next((b for b in reversed(self.batches()) if b.get("generator")), None)
 
     def read_state(self, record: dict[str, Any]) -> pa.Table:
-        return pq.read_table(self.workdir.lake / record["state"]["files"][0], schema=STATE_SCHEMA)
+        return pq.read_table(self.workdir.lake / record["state"]["files"][0])
 
     def period_end(self) -> datetime | None:
         ends = [datetime.fromisoformat(b["period"]["end"]) for b in self.batches()]
@@ -127,7 +128,10 @@ class Lake:
         """Delete batch folders that no manifest entry names (left by a crash mid-commit)."""
         committed = {b["batch_id"] for b in self.batches()}
         removed = []
-        for folder in [*self.workdir.raw.glob("*/batch=*"), *(self.workdir.lake / STATE_DIR).glob("batch=*")]:
+        for folder in [
+            *self.workdir.raw.glob("*/batch=*"),
+            *(self.workdir.lake / self.state_dir).glob("batch=*"),
+        ]:
             if folder.name.removeprefix("batch=") not in committed:
                 shutil.rmtree(folder)
                 removed.append(folder)
@@ -160,20 +164,20 @@ class Lake:
     def _stage_and_validate(
         self, batch: Batch, staging: Path, on_stage: Callable[[str], None]
     ) -> dict[str, Any]:
-        unknown = set(batch.tables) - set(TABLES)
+        unknown = set(batch.tables) - set(self.tables)
         if unknown:
             raise DataError(
                 f"batch {batch.batch_id}: unknown table(s) {sorted(unknown)}; "
-                f"expected theLook tables {list(TABLE_ORDER)}"
+                f"expected {self.usecase.name} tables {list(self.usecase.table_order)}"
             )
         report = ValidationReport(batch.batch_id, {n: t.num_rows for n, t in batch.tables.items()})
         on_stage("conform and check values")
         conformed: dict[str, pa.Table] = {}
-        for name in [n for n in TABLE_ORDER if n in batch.tables]:
-            table, failures = conform(TABLES[name], batch.tables[name])
+        for name in [n for n in self.usecase.table_order if n in batch.tables]:
+            table, failures = conform(self.tables[name], batch.tables[name])
             report.failures.extend(failures)
             if table is not None:
-                report.failures.extend(check_values(TABLES[name], table))
+                report.failures.extend(check_values(self.tables[name], table))
                 conformed[name] = table
         if report.failures:
             self._reject(report)
@@ -194,23 +198,23 @@ class Lake:
             relative = f"raw/{name}/batch={batch.batch_id}/part-0.parquet"
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table.cast(TABLES[name].arrow_schema), path, compression="zstd")
+            pq.write_table(table.cast(self.tables[name].arrow_schema), path, compression="zstd")
             staged[name] = [str(path)]
             record["tables"][name] = {
                 "files": [relative],
                 "rows": table.num_rows,
-                "time_range": _time_range(table, TABLES[name].time_column),
-                "schema_hash": TABLES[name].schema_hash,
+                "time_range": _time_range(table, self.tables[name].time_column),
+                "schema_hash": self.tables[name].schema_hash,
             }
         if batch.state is not None:
-            relative = f"{STATE_DIR}/batch={batch.batch_id}/part-0.parquet"
+            relative = f"{self.state_dir}/batch={batch.batch_id}/part-0.parquet"
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(batch.state, staging / relative, compression="zstd")
             record["state"] = {"files": [relative], "rows": batch.state.num_rows}
 
         on_stage("check relations")
-        lake_files = {name: self.files(name) for name in TABLES}
-        report.failures.extend(check_relations(staged, lake_files, batch.period_end))
+        lake_files = {name: self.files(name) for name in self.tables}
+        report.failures.extend(check_relations(self.usecase, staged, lake_files, batch.period_end))
         if report.failures:
             self._reject(report)
         return record

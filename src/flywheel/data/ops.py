@@ -14,13 +14,12 @@ import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig, IngestConfig
 from flywheel.data.batch import Batch
-from flywheel.data.batches import generate_batch, generation_id, simulate_batch
 from flywheel.data.ingest import read_batch
 from flywheel.data.lake import Lake
-from flywheel.data.schema import TABLE_ORDER, TABLES
 from flywheel.data.validation import CheckFailure, ValidationReport, check_relations, check_values, conform
 from flywheel.errors import DataError
 from flywheel.lock import locks_workdir
+from flywheel.usecases.spec import UseCase
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -38,16 +37,17 @@ class CommitResult:
         return {name: t["rows"] for name, t in self.record["tables"].items()}
 
 
-def _commit(workdir: Workdir, batch: Batch, progress: Progress | None) -> CommitResult:
-    record, created = Lake(workdir).commit(batch, on_stage=progress)
+def _commit(usecase: UseCase, workdir: Workdir, batch: Batch, progress: Progress | None) -> CommitResult:
+    record, created = Lake(workdir, usecase).commit(batch, on_stage=progress)
     return CommitResult(batch.batch_id, created, record)
 
 
 @locks_workdir("data generate")
 def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None = None) -> CommitResult:
     """Generate the first synthetic history into an empty lake (a no-op if it is already there)."""
-    lake = Lake(workdir)
-    batch_id = generation_id(config.data.generator)
+    spec = config.spec
+    lake = Lake(workdir, spec)
+    batch_id = spec.generator.generation_id(config.data.generator)
     existing = lake.batch(batch_id)
     if existing is not None:
         _logger.info("batch %s is already in the lake; nothing to do", batch_id)
@@ -59,7 +59,7 @@ def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None
         )
     if progress:
         progress("generate")
-    return _commit(workdir, generate_batch(config.data.generator, batch_id), progress)
+    return _commit(spec, workdir, spec.generator.generate(config.data.generator, batch_id), progress)
 
 
 @locks_workdir("data simulate")
@@ -71,8 +71,9 @@ def simulate(
     batch_id: str | None = None,
     progress: Progress | None = None,
 ) -> CommitResult:
-    """Append the next period of the synthetic world, continuing every customer's latent state."""
-    lake = Lake(workdir)
+    """Append the next period of the synthetic world, continuing its latent state."""
+    spec = config.spec
+    lake = Lake(workdir, spec)
     existing = lake.batch(batch_id) if batch_id is not None else None
     if existing is not None:
         _logger.info("batch %s is already in the lake; nothing to do", batch_id)
@@ -84,20 +85,15 @@ def simulate(
         )
     if progress:
         progress("simulate")
-    batch = simulate_batch(
-        previous_state=lake.read_state(previous),
-        generator=previous["generator"],
-        products=lake.read("products"),
-        period_start=datetime.fromisoformat(previous["period"]["end"]),
-        days=days or config.data.simulate.days,
-        drift=drift or config.data.simulate.drift,
-        batch_id=batch_id,
+    batch = spec.generator.simulate(
+        lake, previous, days or config.data.simulate.days, drift or config.data.simulate.drift, batch_id
     )
-    return _commit(workdir, batch, progress)
+    return _commit(spec, workdir, batch, progress)
 
 
 @locks_workdir("data ingest")
 def ingest(
+    usecase: UseCase,
     workdir: Workdir,
     paths: list[Path],
     batch_id: str | None = None,
@@ -105,44 +101,45 @@ def ingest(
     progress: Progress | None = None,
     settings: IngestConfig | None = None,
 ) -> CommitResult:
-    """Validate and add real theLook files (CSV or Parquet) as one batch (``settings``: the config's
-    ``data.ingest``, e.g. how far past now a timestamp may lie)."""
+    """Validate and add real files of the use case's tables (CSV or Parquet, or its own layout) as one
+    batch (``settings``: the config's ``data.ingest``, e.g. how far past now a timestamp may lie)."""
     if progress:
         progress("read")
-    return _commit(workdir, read_batch(paths, batch_id, period_end, settings), progress)
+    return _commit(usecase, workdir, read_batch(usecase, paths, batch_id, period_end, settings), progress)
 
 
-def validate(workdir: Workdir, progress: Progress | None = None) -> ValidationReport:
+def validate(usecase: UseCase, workdir: Workdir, progress: Progress | None = None) -> ValidationReport:
     """Re-check the whole lake: every committed file against its schema and every cross-table rule."""
-    lake = Lake(workdir)
+    lake = Lake(workdir, usecase)
     if lake.is_empty():
         raise DataError(
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
         )
-    files = {name: lake.files(name) for name in TABLE_ORDER}
+    files = {name: lake.files(name) for name in usecase.table_order}
     missing = [f for fs in files.values() for f in fs if not Path(f).exists()]
     if missing:
         raise DataError(f"the manifest names {len(missing)} missing file(s), e.g. {missing[0]}")
-    report = ValidationReport("lake", {name: 0 for name in TABLE_ORDER if files[name]})
+    report = ValidationReport("lake", {name: 0 for name in usecase.table_order if files[name]})
     for name in report.rows:
         if progress:
             progress(f"check {name}")
         table = lake.read(name)
         report.rows[name] = table.num_rows
-        conformed, failures = conform(TABLES[name], table)
-        report.failures.extend(failures or check_values(TABLES[name], conformed))
+        conformed, failures = conform(usecase.tables[name], table)
+        report.failures.extend(failures or check_values(usecase.tables[name], conformed))
     if progress:
         progress("check relations")
-    report.failures.extend(check_relations({n: f for n, f in files.items() if f}, {}, lake.period_end()))
+    present = {n: f for n, f in files.items() if f}
+    report.failures.extend(check_relations(usecase, present, {}, lake.period_end()))
     report.write(workdir.reports)
     return report
 
 
-def verify(workdir: Workdir) -> ValidationReport:
+def verify(usecase: UseCase, workdir: Workdir) -> ValidationReport:
     """The pipeline's ``validate``: every batch was validated when it was committed, so check only
     that the lake is still what was committed — each file the manifest names exists, and its Parquet
     footer has the committed row count and the table's schema. Reads footers, never rows."""
-    lake = Lake(workdir)
+    lake = Lake(workdir, usecase)
     if lake.is_empty():
         raise DataError(
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
@@ -160,7 +157,7 @@ def verify(workdir: Workdir) -> ValidationReport:
                     report.failures.append(_integrity(batch, name, f"{relative} unreadable: {error}"))
                     continue
                 rows += footer.num_rows
-                expected = TABLES[name].arrow_schema
+                expected = usecase.tables[name].arrow_schema
                 if not footer.schema.to_arrow_schema().remove_metadata().equals(expected):
                     report.failures.append(
                         _integrity(batch, name, f"{relative} no longer has the {name} schema")
@@ -176,7 +173,7 @@ def _integrity(batch: dict[str, Any], table: str, message: str) -> CheckFailure:
     return CheckFailure("lake_integrity", table, None, 0, f"batch {batch['batch_id']}: {message}")
 
 
-def status(workdir: Workdir) -> list[dict[str, Any]]:
+def status(usecase: UseCase, workdir: Workdir) -> list[dict[str, Any]]:
     """One row per committed batch: id, kind, period and row counts."""
     return [
         {
@@ -187,5 +184,5 @@ def status(workdir: Workdir) -> list[dict[str, Any]]:
             "drift": (b.get("generator") or {}).get("drift"),
             "rows": {n: t["rows"] for n, t in b["tables"].items()},
         }
-        for b in Lake(workdir).batches()
+        for b in Lake(workdir, usecase).batches()
     ]

@@ -3,7 +3,7 @@
 Three layers, each reporting failures as (check, table, column, failing-row count, example rows):
 
 1. ``conform`` — every expected column is present, no unexpected column, and each value converts to
-   the theLook type (DuckDB ``TRY_CAST``, so a CSV of strings conforms and a wrong type is caught);
+   the table's type (DuckDB ``TRY_CAST``, so a CSV of strings conforms and a wrong type is caught);
 2. ``check_values`` — pandera schemas per table: nullability, allowed values, ranges;
 3. ``check_relations`` — SQL checks across tables, against the batch *and* what the lake already
    holds: primary-key uniqueness, foreign keys, lifecycle timestamp order, nulls implied by the
@@ -23,8 +23,9 @@ import pandera.pandas as pda
 import pyarrow as pa
 
 from flywheel.data.duck import DUCK_TYPES, connect, select_table
-from flywheel.data.schema import TABLE_ORDER, TABLES, TIMESTAMP, TableSpec
+from flywheel.data.schema import TIMESTAMP, TableSpec
 from flywheel.errors import DataError
+from flywheel.usecases.spec import UseCase
 
 MAX_EXAMPLES = 5
 
@@ -112,7 +113,7 @@ def conform(spec: TableSpec, table: pa.Table) -> tuple[pa.Table | None, list[Che
                     spec.name,
                     name,
                     table.num_rows,
-                    f"column '{name}' is not part of the theLook {spec.name} schema",
+                    f"column '{name}' is not part of the {spec.name} schema",
                     _jsonable([{name: v} for v in table.column(name)[:MAX_EXAMPLES].to_pylist()]),
                 )
             )
@@ -192,12 +193,12 @@ def check_values(spec: TableSpec, table: pa.Table) -> list[CheckFailure]:
 
 
 def _relation_checks(
-    batch_tables: set[str], period_end: datetime
+    tables: dict[str, TableSpec], order: tuple[str, ...], batch_tables: set[str], period_end: datetime
 ) -> list[tuple[str, str, str | None, str, str]]:
     """(check, table, column, message, SQL selecting the failing rows of the batch table)."""
     checks = []
-    for name in (n for n in TABLE_ORDER if n in batch_tables):  # a stable order of failures
-        spec = TABLES[name]
+    for name in (n for n in order if n in batch_tables):  # a stable order of failures
+        spec = tables[name]
         pk = spec.primary_key
         checks.append(
             (
@@ -221,28 +222,19 @@ def _relation_checks(
                 )
             )
         if spec.lifecycle:
+            steps = spec.lifecycle
+            later = [
+                f"{column} < " + (f"coalesce({', '.join(reversed(steps[:i]))})" if i > 1 else steps[0])
+                for i, column in enumerate(steps)
+                if i
+            ]
             checks.append(
                 (
                     "timestamp_order",
                     name,
-                    "created_at,shipped_at,delivered_at,returned_at",
-                    "timestamps must satisfy created ≤ shipped ≤ delivered ≤ returned",
-                    f"SELECT * FROM {name}_batch WHERE shipped_at < created_at "
-                    "OR delivered_at < coalesce(shipped_at, created_at) "
-                    "OR returned_at < coalesce(delivered_at, shipped_at, created_at)",
-                )
-            )
-            checks.append(
-                (
-                    "status_timestamps",
-                    name,
-                    "status",
-                    "status implies which timestamps exist (shipped: Shipped/Complete/Returned; "
-                    "delivered: Complete/Returned; returned: Returned only)",
-                    f"SELECT * FROM {name}_batch WHERE "
-                    "(shipped_at IS NOT NULL) <> (status IN ('Shipped', 'Complete', 'Returned')) "
-                    "OR (delivered_at IS NOT NULL) <> (status IN ('Complete', 'Returned')) "
-                    "OR (returned_at IS NOT NULL) <> (status = 'Returned')",
+                    ",".join(steps),
+                    f"timestamps must satisfy {' ≤ '.join(c.removesuffix('_at') for c in steps)}",
+                    f"SELECT * FROM {name}_batch WHERE {' OR '.join(later)}",
                 )
             )
         # one check per column, so that a rejection names the column that lies in the future
@@ -256,54 +248,30 @@ def _relation_checks(
                     f"SELECT * FROM {name}_batch WHERE {column} >= TIMESTAMPTZ '{period_end.isoformat()}'",
                 )
             )
-    if "orders" in batch_tables:
-        checks.append(
-            (
-                "items_per_order",
-                "orders",
-                "num_of_item",
-                "num_of_item must equal the order's item count",
-                "SELECT o.*, coalesce(i.n, 0) AS item_count FROM orders_batch o LEFT JOIN "
-                "(SELECT order_id, count(*) AS n FROM order_items_all GROUP BY order_id) i "
-                "USING (order_id) WHERE o.num_of_item <> coalesce(i.n, 0)",
-            )
-        )
-        checks.append(
-            (
-                "order_before_signup",
-                "orders",
-                "created_at",
-                "an order cannot precede its user's signup",
-                "SELECT o.* FROM orders_batch o JOIN users_all u ON u.id = o.user_id "
-                "WHERE o.created_at < u.created_at",
-            )
-        )
-    if "order_items" in batch_tables:
-        checks.append(
-            (
-                "item_order_mismatch",
-                "order_items",
-                "user_id",
-                "an item's user_id must equal its order's user_id",
-                "SELECT i.* FROM order_items_batch i JOIN orders_all o USING (order_id) "
-                "WHERE i.user_id <> o.user_id",
-            )
-        )
     return checks
 
 
 def check_relations(
-    batch_files: dict[str, list[str]], lake_files: dict[str, list[str]], period_end: datetime
+    usecase: UseCase,
+    batch_files: dict[str, list[str]],
+    lake_files: dict[str, list[str]],
+    period_end: datetime,
 ) -> list[CheckFailure]:
-    """Cross-table checks over Parquet files: the staged batch against the batch plus the lake."""
+    """Cross-table checks over Parquet files: the staged batch against the batch plus the lake (the
+    keys, lifecycles and times every table spec states, then the use case's own checks)."""
     con = connect()
-    for name, spec in TABLES.items():
+    for name, spec in usecase.tables.items():
         batch = select_table(spec, batch_files.get(name, []))
         lake = select_table(spec, lake_files.get(name, []))
         con.execute(f"CREATE VIEW {name}_batch AS {batch}")
         con.execute(f"CREATE VIEW {name}_all AS ({batch}) UNION ALL ({lake})")
     failures = []
-    for check, table, column, message, sql in _relation_checks(set(batch_files), period_end):
+    present = set(batch_files)
+    checks = [
+        *_relation_checks(usecase.tables, usecase.table_order, present, period_end),
+        *(check for check in usecase.relation_checks if check[1] in present),
+    ]
+    for check, table, column, message, sql in checks:
         count = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
         if count:
             examples = con.sql(f"SELECT * FROM ({sql}) LIMIT {MAX_EXAMPLES}").to_arrow_table()

@@ -35,14 +35,12 @@ from flywheel.features import labels as labels_module
 from flywheel.features.pit import point_in_time_join
 from flywheel.features.snapshots import (
     CREATED_COLUMN,
-    ENTITY,
-    KEY_COLUMNS,
     TIMESTAMP_COLUMN,
+    key_columns,
     read_manifest,
     require_snapshots,
     table_dir,
 )
-from flywheel.features.sql import sql_hash
 from flywheel.lock import locks_workdir
 from flywheel.workdir import STAGING_PREFIX, Workdir
 
@@ -57,15 +55,16 @@ class DatasetResult:
     metadata: dict[str, Any]
 
 
-def available_features(workdir: Workdir) -> dict[str, pa.DataType]:
+def available_features(config: FlywheelConfig, workdir: Workdir) -> dict[str, pa.DataType]:
     """Feature columns of the built snapshots and their types."""
     schema = pq.read_schema(require_snapshots(workdir)[0])
-    return {field.name: field.type for field in schema if field.name not in KEY_COLUMNS}
+    keys = key_columns(config.spec)
+    return {field.name: field.type for field in schema if field.name not in keys}
 
 
 def resolve_features(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     """The configured feature list (default all), each checked against the built snapshots."""
-    available = available_features(workdir)
+    available = available_features(config, workdir)
     if config.features.names is None:
         return list(available)
     unknown = [name for name in config.features.names if name not in available]
@@ -129,12 +128,12 @@ def _boundaries(
     return best
 
 
-def _labels_digest(labels: pa.Table, label: str) -> str:
+def _labels_digest(labels: pa.Table, label: str, entity: str) -> str:
     """What identifies the labels a dataset was built from (a caller may hand any labels file)."""
     summary = [
         labels.num_rows,
         pc.sum(labels.column(label)).as_py(),
-        pc.sum(labels.column(ENTITY)).as_py(),
+        pc.sum(labels.column(entity)).as_py(),
         pc.min_max(labels.column(labels_module.TIMESTAMP_COLUMN)).as_py(),
     ]
     return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()[:16]
@@ -144,7 +143,7 @@ def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[
     payload = json.dumps(
         {
             "labels_read": labels,
-            "sql": sql_hash(),
+            "sql": config.spec.sql_hash(),
             "lake": lake_batches,
             "features": features,
             "labels": config.labels.model_dump(mode="json"),
@@ -172,8 +171,10 @@ def build(
     (those within the TTL before its dates), so memory stays bounded at any scale.
     """
     require_snapshots(workdir)
+    spec = config.spec
+    entity = spec.snapshot.entity.join_key
     features = resolve_features(config, workdir)
-    types = available_features(workdir)
+    types = available_features(config, workdir)
     labels = labels_module.read(workdir, labels_path)
     label = config.labels.label_column
     if label not in labels.column_names:
@@ -192,8 +193,10 @@ def build(
         for day, entry in read_manifest(workdir)["dates"].items()
     }
 
-    lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir).batch_ids()
-    dataset_id = _dataset_id(config, lake_batches, features, _labels_digest(labels, label))
+    lake_batches = (read_manifest(workdir) or {}).get("lake_batches") or Lake(workdir, spec).batch_ids()
+    dataset_id = _dataset_id(
+        config, lake_batches, features, _labels_digest(labels, label, spec.entity.join_key)
+    )
     target = workdir.datasets / dataset_id
     # unique per builder: two builders of the same dataset id must never share a staging folder
     staging = workdir.datasets / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"
@@ -222,7 +225,7 @@ def build(
                 point_in_time_join(
                     entities,
                     files,
-                    entity_key=ENTITY,
+                    entity_key=entity,
                     entity_timestamp=labels_module.TIMESTAMP_COLUMN,
                     feature_timestamp=TIMESTAMP_COLUMN,
                     created_timestamp=CREATED_COLUMN,
@@ -260,7 +263,7 @@ def build(
         "created_at": datetime.now(UTC).isoformat(),
         "label_column": label,
         "time_column": labels_module.TIMESTAMP_COLUMN,
-        "entity_column": ENTITY,
+        "entity_column": spec.entity.join_key,
         "feature_timestamp_column": TIMESTAMP_COLUMN,
         "features": features,
         "categorical_features": [name for name in features if pa.types.is_string(types[name])],
@@ -279,7 +282,7 @@ def build(
         "purge_gap_days": gap.days if gap else 0,
         "ttl_days": config.features.ttl_days,
         "lake_batches": lake_batches,
-        "sql_hash": sql_hash(),
+        "sql_hash": spec.sql_hash(),
     }
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
     shutil.rmtree(target, ignore_errors=True)

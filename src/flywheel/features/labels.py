@@ -1,9 +1,10 @@
-"""Churn labels: ``labels_customer_churn(customer_id, label_timestamp, label_churn_<h>d)``.
+"""Labels: the use case's label rows ``(entity key, label_timestamp, label, request features)``.
 
-Label dates lie on the snapshot grid every ``labels.cadence_days``, from the first order to the last
-order minus the horizon, so each label's horizon is fully observed in the data; the wall clock plays
-no part. Written whole to ``features/labels_customer_churn.parquet`` (atomic replace) when the lake,
-the SQL or the label settings changed.
+Labels on the grid (``labels.cadence_days`` set) lie on the snapshot grid from the first to the last
+observed moment minus the horizon (the use case's ``observed_sql``), so each label's horizon is fully
+observed in the data; the wall clock plays no part. Labels off the grid carry their own times (e.g.
+one per phone contact) up to the last observed moment minus the horizon. Written whole to
+``features/labels.parquet`` (atomic replace) when the lake, the SQL or the label settings changed.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
-from flywheel.features.sql import LABELS_SQL, sql_hash, sql_text
+from flywheel.usecases.spec import UseCase
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
-LABELS_TABLE = "labels_customer_churn"
 TIMESTAMP_COLUMN = "label_timestamp"
 SOURCE_KEY, SUMMARY_KEY = b"flywheel.source", b"flywheel.summary"  # Parquet metadata of the file
 
@@ -42,41 +42,41 @@ class LabelResult:
 
 
 def labels_path(workdir: Workdir) -> Path:
-    return workdir.features / f"{LABELS_TABLE}.parquet"
+    return workdir.features / "labels.parquet"
 
 
-def observed_range(con: Any) -> tuple[datetime, datetime]:
-    """First and last non-cancelled order in the lake: labels are observable up to the last."""
-    first, last = con.execute(
-        "SELECT min(created_at), max(created_at) FROM orders WHERE status <> 'Cancelled'"
-    ).fetchall()[0]
+def observed_range(usecase: UseCase, con: Any) -> tuple[datetime, datetime]:
+    """The span of time whose outcomes the lake has observed (the use case's ``observed_sql``)."""
+    first, last = con.execute(usecase.labels.observed_sql).fetchall()[0]
     if first is None:
-        raise DataError("the lake has no non-cancelled orders; labels need purchase history")
+        raise DataError(f"the lake has no rows to observe {usecase.name} labels from")
     return first, last
 
 
 def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = None) -> pa.Table:
-    """Labels for every label date the lake's orders fully observe (or for the given ``dates``,
-    which the caller has checked are observed: ``date + horizon <= last order``)."""
+    """Labels for every label time the lake fully observes (or, on the grid, for the given
+    ``dates``, which the caller has checked are observed: ``date + horizon <= last observed``)."""
+    spec, settings = config.spec, config.labels
     con = lake.connect(config.features.memory_limit)
-    if dates is None:
-        first, last = observed_range(con)
-        horizon = timedelta(days=config.labels.horizon_days)
-        dates = grid_dates(config.features.anchor, config.labels.cadence_days, first, last - horizon)
-        if not dates:
-            raise DataError(
-                f"the orders span {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
-                f"too short for a {horizon.days}-day label horizon"
-            )
-    con.execute(
-        f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}", [dates]
-    )
-    query = sql_text(LABELS_SQL).format(
-        active_days=config.labels.active_days,
-        horizon_days=config.labels.horizon_days,
-        label_column=config.labels.label_column,
-    )
-    return con.sql(f"SELECT * FROM ({query}) ORDER BY {TIMESTAMP_COLUMN}, customer_id").to_arrow_table()
+    first, last = observed_range(spec, con)
+    horizon = timedelta(days=settings.horizon_days)
+    if settings.cadence_days is not None:
+        if dates is None:
+            dates = grid_dates(config.features.anchor, settings.cadence_days, first, last - horizon)
+            if not dates:
+                raise DataError(
+                    f"the data spans {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
+                    f"too short for a {horizon.days}-day label horizon"
+                )
+        con.execute(
+            f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}",
+            [dates],
+        )
+    query = spec.sql_text(spec.labels.sql).format(**settings.sql_params())
+    observed = f"TIMESTAMPTZ '{(last - horizon).isoformat()}'"
+    where = f"WHERE {TIMESTAMP_COLUMN} <= {observed}" if settings.cadence_days is None else ""
+    ordered = f"SELECT * FROM ({query}) {where} ORDER BY {TIMESTAMP_COLUMN}, {spec.entity.join_key}"
+    return con.sql(ordered).to_arrow_table()
 
 
 def _source(config: FlywheelConfig, lake: Lake) -> str:
@@ -84,7 +84,7 @@ def _source(config: FlywheelConfig, lake: Lake) -> str:
     return json.dumps(
         {
             "lake": lake.batch_ids(),
-            "sql": sql_hash(),
+            "sql": config.spec.sql_hash(),
             "labels": config.labels.model_dump(mode="json"),
             "anchor": str(config.features.anchor),
         },
@@ -103,7 +103,7 @@ def _held(path: Path, source: str) -> dict[bytes, bytes] | None:
 def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
     """Compute the labels, unless the file already holds them for this lake, SQL and label config
     (its Parquet metadata says which): a loop tick's later builds reuse the first."""
-    lake = Lake(workdir)
+    lake = Lake(workdir, config.spec)
     source, path = _source(config, lake), labels_path(workdir)
     held = _held(path, source)
     if held is not None:
@@ -128,7 +128,7 @@ def at_dates(config: FlywheelConfig, workdir: Workdir, dates: list[datetime]) ->
     """Labels at the given observable ``dates``: taken from the labels file for the dates it holds
     (when it is current for this lake), computed only for the others. Each date's labels depend on
     that date alone, so both give the same rows."""
-    lake = Lake(workdir)
+    lake = Lake(workdir, config.spec)
     path = labels_path(workdir)
     if _held(path, _source(config, lake)) is None:
         return compute(config, lake, dates)

@@ -1,6 +1,6 @@
 """The online side of the feature store: apply the Feast repo, materialize, read, check skew.
 
-Materialization writes each customer's latest snapshot to Feast's online store through
+Materialization writes each entity's latest snapshot to Feast's online store through
 ``FeatureStore.write_to_online_store``, guarded: Feast's SQLite store overwrites without comparing
 event timestamps, so rows older than what the store already holds are dropped before writing. Feast
 does not enforce a feature view's TTL on online reads either; :func:`get` reports the snapshot age
@@ -27,15 +27,9 @@ from flywheel.data.duck import connect, scan
 from flywheel.errors import DataError
 from flywheel.features import repo
 from flywheel.features.dataset import resolve_features
-from flywheel.features.snapshots import (
-    CREATED_COLUMN,
-    ENTITY,
-    FEATURES_TABLE,
-    TIMESTAMP_COLUMN,
-    require_snapshots,
-)
-from flywheel.features.sql import sql_hash
+from flywheel.features.snapshots import CREATED_COLUMN, TIMESTAMP_COLUMN, require_snapshots
 from flywheel.lock import locks_workdir
+from flywheel.usecases.spec import UseCase
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -70,7 +64,7 @@ def apply(config: FlywheelConfig, workdir: Workdir, if_changed: bool = False) ->
 
     files = require_snapshots(workdir)
     schema = pa.parquet.read_schema(files[-1])
-    root = repo.render(config, workdir, schema, resolve_features(config, workdir), sql_hash())
+    root = repo.render(config, workdir, schema, resolve_features(config, workdir))
     applied = root / "data" / APPLIED_MARKER
     digest = repo.digest(workdir)
     if if_changed and applied.exists() and applied.read_text() == digest and repo.is_applied(workdir):
@@ -114,28 +108,30 @@ def ttl_cutoff(workdir: Workdir, ttl_days: int) -> datetime | None:
 
 
 def latest_snapshots(
-    workdir: Workdir, after: datetime | None = None, customers: list[int] | None = None
+    usecase: UseCase, workdir: Workdir, after: datetime | None = None, ids: list[Any] | None = None
 ) -> pa.Table:
-    """Each customer's latest snapshot row (optionally only newer than ``after`` or for some ids)."""
+    """Each entity's latest snapshot row (optionally only newer than ``after`` or for some ids)."""
+    key = usecase.snapshot.entity.join_key
     con = connect()
     where = []
     if after is not None:
         where.append(f"{TIMESTAMP_COLUMN} > TIMESTAMPTZ '{after.isoformat()}'")
-    if customers is not None:
-        con.register("wanted", pa.table({ENTITY: pa.array(customers, pa.int64())}))
-        where.append(f"{ENTITY} IN (SELECT {ENTITY} FROM wanted)")
+    if ids is not None:
+        con.register("wanted", pa.table({key: pa.array(ids)}))
+        where.append(f"{key} IN (SELECT {key} FROM wanted)")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     return con.sql(
         f"SELECT * FROM {scan(require_snapshots(workdir))} {clause} "
-        f"QUALIFY row_number() OVER (PARTITION BY {ENTITY} "
-        f"ORDER BY {TIMESTAMP_COLUMN} DESC, {CREATED_COLUMN} DESC) = 1 ORDER BY {ENTITY}"
+        f"QUALIFY row_number() OVER (PARTITION BY {key} "
+        f"ORDER BY {TIMESTAMP_COLUMN} DESC, {CREATED_COLUMN} DESC) = 1 ORDER BY {key}"
     ).to_arrow_table()
 
 
-def _online_timestamps(store: Any, ids: list[int], probe: str) -> list[int]:
+def _online_timestamps(store: Any, usecase: UseCase, ids: list[Any], probe: str) -> list[int]:
     """Event timestamps (epoch seconds, 0 when absent) the online store holds for ``ids``."""
+    key = usecase.snapshot.entity.join_key
     response = store.get_online_features(
-        features=[f"{FEATURES_TABLE}:{probe}"], entity_rows=[{ENTITY: i} for i in ids]
+        features=[f"{usecase.snapshot.name}:{probe}"], entity_rows=[{key: i} for i in ids]
     ).to_dict(include_event_timestamps=True)
     return [int(ts or 0) for ts in response[f"{probe}__ts"]]
 
@@ -147,28 +143,30 @@ def materialize(
     incremental: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> MaterializeResult:
-    """Write every customer's latest snapshot (with ``incremental``, only those newer than last time)."""
+    """Write every entity's latest snapshot (with ``incremental``, only those newer than last time)."""
+    spec = config.spec
+    view, key = spec.snapshot.name, spec.snapshot.entity.join_key
     watermark = watermark_path(workdir)
     after = None
     if incremental and watermark.exists():
         after = datetime.fromisoformat(json.loads(watermark.read_text())["through"])
-    rows = latest_snapshots(workdir, after=after)
+    rows = latest_snapshots(spec, workdir, after=after)
     store = repo.feature_store(workdir)
-    features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
+    features = [f.name for f in store.get_feature_view(view).features]
     written = skipped = 0
     for start in range(0, rows.num_rows, WRITE_BATCH):
         chunk = rows.slice(start, WRITE_BATCH)
         if progress:
             progress(f"materialize {start + chunk.num_rows:,}/{rows.num_rows:,}")
-        ids = chunk.column(ENTITY).to_pylist()
-        held = pa.array(_online_timestamps(store, ids, features[0]), pa.int64())
+        ids = chunk.column(key).to_pylist()
+        held = pa.array(_online_timestamps(store, spec, ids, features[0]), pa.int64())
         new = chunk.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy() // 1_000_000
         keep = pa.array(new >= held.to_numpy())
         chunk = chunk.filter(keep)
         skipped += len(ids) - chunk.num_rows
         if chunk.num_rows:
-            frame = chunk.select([ENTITY, TIMESTAMP_COLUMN, CREATED_COLUMN, *features]).to_pandas()
-            store.write_to_online_store(feature_view_name=FEATURES_TABLE, df=frame)
+            frame = chunk.select([key, TIMESTAMP_COLUMN, CREATED_COLUMN, *features]).to_pandas()
+            store.write_to_online_store(feature_view_name=view, df=frame)
             written += chunk.num_rows
     through = None
     if rows.num_rows:
@@ -183,23 +181,24 @@ def materialize(
     return MaterializeResult(rows.num_rows, written, skipped, through)
 
 
-def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> list[dict[str, Any]]:
-    """Online feature values per customer, with the snapshot time and whether it is older than the TTL
+def get(config: FlywheelConfig, workdir: Workdir, ids: list[Any]) -> list[dict[str, Any]]:
+    """Online feature values per entity, with the snapshot time and whether it is older than the TTL
     (counted back from the newest snapshot materialized)."""
+    view, key = config.spec.snapshot.name, config.spec.snapshot.entity.join_key
     store = repo.feature_store(workdir)
-    features = [f.name for f in store.get_feature_view(FEATURES_TABLE).features]
+    features = [f.name for f in store.get_feature_view(view).features]
     response = store.get_online_features(
-        features=[f"{FEATURES_TABLE}:{name}" for name in features],
-        entity_rows=[{ENTITY: i} for i in customer_ids],
+        features=[f"{view}:{name}" for name in features],
+        entity_rows=[{key: i} for i in ids],
     ).to_dict(include_event_timestamps=True)
     cutoff = ttl_cutoff(workdir, config.features.ttl_days)
     results = []
-    for index, customer in enumerate(customer_ids):
+    for index, entity in enumerate(ids):
         seconds = max(int(response[f"{name}__ts"][index] or 0) for name in features)
         snapshot = datetime.fromtimestamp(seconds, UTC) if seconds else None
         results.append(
             {
-                ENTITY: customer,
+                key: entity,
                 "found": snapshot is not None,
                 TIMESTAMP_COLUMN: snapshot.isoformat() if snapshot else None,
                 "stale": bool(snapshot and cutoff and snapshot < cutoff),
@@ -209,32 +208,29 @@ def get(config: FlywheelConfig, workdir: Workdir, customer_ids: list[int]) -> li
     return results
 
 
-def _mismatch(customer: int, feature: str, offline: Any, online: Any) -> dict[str, Any]:
-    return {ENTITY: customer, "feature": feature, "offline": offline, "online": online}
-
-
 def check_skew(config: FlywheelConfig, workdir: Workdir, sample: int = 200, seed: int = 0) -> SkewReport:
-    """Compare online values with each sampled customer's latest offline snapshot; they must be equal."""
+    """Compare online values with each sampled entity's latest offline snapshot; they must be equal."""
     import numpy as np
 
-    offline = latest_snapshots(workdir)
+    key = config.spec.snapshot.entity.join_key
+    offline = latest_snapshots(config.spec, workdir)
     if offline.num_rows == 0:
-        raise DataError("the snapshots hold no customers to check")
+        raise DataError("the snapshots hold no entities to check")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(offline.num_rows, min(sample, offline.num_rows), replace=False))
     offline = offline.take(pa.array(picks))
-    ids = offline.column(ENTITY).to_pylist()
-    online = {row[ENTITY]: row for row in get(config, workdir, ids)}
+    ids = offline.column(key).to_pylist()
+    online = {row[key]: row for row in get(config, workdir, ids)}
     report = SkewReport(checked=len(ids))
     for row in offline.to_pylist():
-        got = online[row[ENTITY]]
+        got = online[row[key]]
         if not got["found"]:
-            report.missing_online.append(row[ENTITY])
+            report.missing_online.append(row[key])
             continue
         if got[TIMESTAMP_COLUMN] != row[TIMESTAMP_COLUMN].isoformat():
             report.mismatches.append(
                 {
-                    ENTITY: row[ENTITY],
+                    key: row[key],
                     "feature": TIMESTAMP_COLUMN,
                     "offline": row[TIMESTAMP_COLUMN].isoformat(),
                     "online": got[TIMESTAMP_COLUMN],
@@ -243,6 +239,6 @@ def check_skew(config: FlywheelConfig, workdir: Workdir, sample: int = 200, seed
         for name, value in got["features"].items():
             if value != row[name] and not (value is None and row[name] is None):
                 report.mismatches.append(
-                    {ENTITY: row[ENTITY], "feature": name, "offline": row[name], "online": value}
+                    {key: row[key], "feature": name, "offline": row[name], "online": value}
                 )
     return report

@@ -1,6 +1,6 @@
-"""Feature snapshots, the offline store: ``features_customer`` at every snapshot date.
+"""Feature snapshots, the offline store: the use case's snapshot view at every snapshot date.
 
-One Parquet file per snapshot date under ``features/features_customer/``, plus
+One Parquet file per snapshot date under ``features/snapshots/``, plus
 ``features/manifest.json`` saying which dates are built from which lake batches and SQL. A build
 computes only the dates that are missing or that a newer batch could change, in chunks of
 ``features.chunk_dates`` dates per SQL run (which bounds memory at scale). New files are written to a
@@ -30,15 +30,12 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
-from flywheel.features.sql import FEATURES_SQL, sql_hash, sql_text
+from flywheel.usecases.spec import UseCase
 from flywheel.workdir import STAGING_PREFIX, Workdir
 
 _logger = logging.getLogger(__name__)
-FEATURES_TABLE = "features_customer"
-ENTITY = "customer_id"
 TIMESTAMP_COLUMN = "feature_timestamp"
 CREATED_COLUMN = "created_timestamp"
-KEY_COLUMNS = (ENTITY, TIMESTAMP_COLUMN, CREATED_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,12 @@ class BuildResult:
 
 
 def table_dir(workdir: Workdir) -> Path:
-    return workdir.features / FEATURES_TABLE
+    return workdir.features / "snapshots"
+
+
+def key_columns(usecase: UseCase) -> tuple[str, str, str]:
+    """The snapshot files' columns that are not features: join key, feature and created times."""
+    return (usecase.snapshot.entity.join_key, TIMESTAMP_COLUMN, CREATED_COLUMN)
 
 
 def manifest_path(workdir: Workdir) -> Path:
@@ -80,7 +82,7 @@ def require_snapshots(workdir: Workdir) -> list[str]:
 def _settings(config: FlywheelConfig) -> dict[str, Any]:
     """What built snapshots depend on besides the lake; a change means a full rebuild."""
     return {
-        "sql_hash": sql_hash(),
+        "sql_hash": config.spec.sql_hash(),
         "anchor": config.features.anchor.isoformat(),
         "cadence_days": config.features.cadence_days,
     }
@@ -107,25 +109,27 @@ def build(
     progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build the missing snapshot dates (all of them with ``full`` or when the SQL changed)."""
-    lake = Lake(workdir)
+    spec = config.spec
+    view = spec.snapshot
+    lake = Lake(workdir, spec)
     if lake.is_empty():
         raise DataError(
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
         )
     con = lake.connect(config.features.memory_limit)
-    (first_order,) = con.execute("SELECT min(created_at) FROM orders").fetchall()[0]
-    if first_order is None:
-        raise DataError(f"the lake in {workdir.lake} has no orders; features need purchase history")
-    grid = grid_dates(config.features.anchor, config.features.cadence_days, first_order, lake.period_end())
+    (first,) = con.execute(view.start_sql).fetchall()[0]
+    if first is None:
+        raise DataError(f"the lake in {workdir.lake} has no rows to compute {view.name} from")
+    grid = grid_dates(config.features.anchor, config.features.cadence_days, first, lake.period_end())
     if not grid:
-        raise DataError(f"no snapshot date falls between the first order ({first_order}) and the lake's end")
+        raise DataError(f"no snapshot date falls between the data's start ({first}) and the lake's end")
     manifest = read_manifest(workdir)
     todo, full = _dates_to_build(config, lake, grid, manifest, full)
 
     staging = workdir.features / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     created = datetime.now(UTC)
-    query = sql_text(FEATURES_SQL)
+    query = spec.sql_text(view.sql)
     written: dict[str, dict[str, Any]] = {}
     try:
         chunk = config.features.chunk_dates
@@ -151,7 +155,9 @@ def build(
                         pa.scalar(moment, table.schema.field(TIMESTAMP_COLUMN).type),
                     )
                 )
-                pq.write_table(part.sort_by(ENTITY), staging / f"{day}.parquet", compression="zstd")
+                pq.write_table(
+                    part.sort_by(view.entity.join_key), staging / f"{day}.parquet", compression="zstd"
+                )
                 written[day] = {"file": f"{day}.parquet", "rows": part.num_rows}
         _publish(
             workdir,
@@ -185,7 +191,6 @@ def _publish(
     keep = {d.date().isoformat() for d in grid}
     dates = {day: entry for day, entry in dates.items() if day in keep}
     manifest = {
-        "table": FEATURES_TABLE,
         **settings,
         "dates": dates,
         "built_at": datetime.now(UTC).isoformat(),

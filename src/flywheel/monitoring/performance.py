@@ -115,8 +115,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     not_after = config.monitoring.latest_data_time()
     log, skipped = read_predictions(workdir.prediction_log, not_after)
     dated = log.dropna(subset=["as_of", "customer_id"]).copy()
-    lake = Lake(workdir)
-    _, last = labels_module.observed_range(lake.connect(config.features.memory_limit))
+    lake = Lake(workdir, config.spec)
+    _, last = labels_module.observed_range(config.spec, lake.connect(config.features.memory_limit))
     last = pd.Timestamp(last)
     last = last.tz_convert(UTC) if last.tzinfo else last.tz_localize(UTC)
     dated["observable"] = dated["as_of"] + horizon <= last

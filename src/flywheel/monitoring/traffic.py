@@ -53,20 +53,18 @@ def simulate(
             f"no snapshot dates in ({first}, {last}]; built dates run {built[0]} … {built[-1]}"
         )
     features = call(f"{url}/v1/model")["features"]
+    key, population = config.spec.entity.join_key, config.spec.api.population
     rng = np.random.default_rng(seed)
     result = TrafficResult()
     for day in chosen:
         path = snapshots.table_dir(workdir) / manifest["dates"][day]["file"]
         frame = pq.read_table(path).to_pandas()
-        active = frame[frame["orders_365d"] > 0] if "orders_365d" in frame.columns else frame
+        active = frame.query(population) if population else frame
         sample = active.iloc[rng.permutation(len(active))[:per_date]]
         rows = sample[features].astype(object).where(sample[features].notna(), None).to_dict("records")
         timestamps = sample[snapshots.TIMESTAMP_COLUMN]
-        for customer, row, when in zip(sample[snapshots.ENTITY], rows, timestamps, strict=True):
-            answer = call(
-                f"{url}/v1/score",
-                {"customer_id": int(customer), "features": row, "as_of": when.isoformat()},
-            )
+        for entity, row, when in zip(sample[key], rows, timestamps, strict=True):
+            answer = call(f"{url}/v1/score", {key: int(entity), "features": row, "as_of": when.isoformat()})
             result.versions[answer["model_version"]] += 1
         result.dates.append(day)
         result.requests += len(rows)

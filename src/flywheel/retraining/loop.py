@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flywheel.config import FlywheelConfig, IngestConfig
+from flywheel.config import FlywheelConfig
 from flywheel.data import ops
 from flywheel.errors import DataError
 from flywheel.features import online
@@ -48,14 +48,16 @@ class Tick:
         return self.error is None
 
 
-def _ingest_inbox(workdir: Workdir, settings: IngestConfig) -> list[str]:
+def _ingest_inbox(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     """Ingest each batch folder in the inbox; move it to ``.done`` or, rejected, to ``.rejected``."""
     taken = []
     if not workdir.inbox.exists():
         return taken
     for folder in sorted(p for p in workdir.inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            result = ops.ingest(workdir, [folder], batch_id=folder.name, settings=settings)
+            result = ops.ingest(
+                config.spec, workdir, [folder], batch_id=folder.name, settings=config.data.ingest
+            )
         except DataError:  # unreadable or rejected: the lake is unchanged; set the folder aside
             _move(folder, workdir.inbox / ".rejected")
             raise
@@ -102,7 +104,7 @@ def tick(
             again = "" if batch.created else " (already in the lake)"
             done(stage, f"simulated {batch.batch_id} (drift={config.data.simulate.drift}){again}")
         else:
-            taken = _ingest_inbox(workdir, config.data.ingest)
+            taken = _ingest_inbox(config, workdir)
             done(stage, f"ingested {', '.join(taken)}" if taken else f"no new batch in {workdir.inbox}")
         stage = "features"
         built, labels = feature_ops.build(config, workdir)

@@ -149,7 +149,7 @@ def _new_data(config: FlywheelConfig, workdir: Workdir, client: Any, champion: s
     for version in dict.fromkeys(v for v in versions if v):
         run = registry.version_run(client, name, version)
         trained_on |= set(filter(None, run.data.tags.get("flywheel.lake_batches", "").split(",")))
-    new = [b for b in Lake(workdir).batch_ids() if b not in trained_on]
+    new = [b for b in Lake(workdir, config.spec).batch_ids() if b not in trained_on]
     newest = ", ".join(f"v{v}" for v in dict.fromkeys(v for v in versions if v))
     detail = f"new batches: {', '.join(new)}" if new else f"{newest} trained on every lake batch"
     if needed is None:

@@ -1,4 +1,4 @@
-"""Batch scoring: every customer's latest offline snapshot, scored by the champion in one pass."""
+"""Batch scoring: every entity's latest offline snapshot, scored by the champion in one pass."""
 
 from __future__ import annotations
 
@@ -30,14 +30,15 @@ def score_latest(config: FlywheelConfig, workdir: Workdir, out: Path) -> BatchRe
     if version is None:
         raise FlywheelError(f"no {config.registry.model_name}@champion; run `flywheel pipeline run` first")
     model = load_version(config, workdir, version)
-    snapshots = latest_snapshots(workdir)
+    spec = config.spec
+    snapshots = latest_snapshots(spec, workdir)
     frame = snapshots.select(model.features).to_pandas()
     probabilities = model.model.predict_proba(frame)
     result = pa.table(
         {
-            "customer_id": snapshots.column("customer_id"),
+            spec.snapshot.entity.join_key: snapshots.column(spec.snapshot.entity.join_key),
             "feature_timestamp": snapshots.column("feature_timestamp"),
-            "churn_probability": pa.array(probabilities),
+            spec.api.score_field: pa.array(probabilities),
             "model_version": pa.array([version] * snapshots.num_rows),
         }
     )

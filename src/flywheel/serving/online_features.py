@@ -12,7 +12,6 @@ from typing import Any
 
 from flywheel.config import FlywheelConfig
 from flywheel.features import online, repo
-from flywheel.features.snapshots import ENTITY, FEATURES_TABLE
 from flywheel.serving.predlog import utc_iso
 from flywheel.workdir import Workdir
 
@@ -24,8 +23,10 @@ class OnlineFeatures:
 
         self._entity_key, self._value = EntityKey, Value
         self.workdir = workdir
+        entity = config.spec.snapshot.entity
+        self.key, self._kind = entity.join_key, f"{entity.dtype}_val"
         self.store = repo.feature_store(workdir)
-        self.view = self.store.get_feature_view(FEATURES_TABLE)
+        self.view = self.store.get_feature_view(config.spec.snapshot.name)
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
         self.names = [f.name for f in self.view.features]
         self.ttl_days = config.features.ttl_days
@@ -49,15 +50,15 @@ class OnlineFeatures:
             self._seen = seen
         return self._oldest
 
-    def read(self, customer_ids: list[int]) -> list[dict[str, Any] | None]:
-        """Feature dicts per customer (None: unknown, or older than the TTL)."""
-        return self.read_timed(customer_ids)[0]
+    def read(self, ids: list[Any]) -> list[dict[str, Any] | None]:
+        """Feature dicts per entity (None: unknown, or older than the TTL)."""
+        return self.read_timed(ids)[0]
 
-    def read_timed(self, customer_ids: list[int]) -> tuple[list[dict[str, Any] | None], list[str | None]]:
-        """Feature dicts per customer and the data time (ISO) of each row."""
+    def read_timed(self, ids: list[Any]) -> tuple[list[dict[str, Any] | None], list[str | None]]:
+        """Feature dicts per entity and the data time (ISO) of each row."""
         keys = [
-            self._entity_key(join_keys=[ENTITY], entity_values=[self._value(int64_val=int(i))])
-            for i in customer_ids
+            self._entity_key(join_keys=[self.key], entity_values=[self._value(**{self._kind: i})])
+            for i in ids
         ]
         rows = self.provider.online_read(config=self.store.config, table=self.view, entity_keys=keys)
         result: list[dict[str, Any] | None] = []
@@ -74,7 +75,7 @@ class OnlineFeatures:
 
     def ping(self) -> None:
         """Raise if the online store cannot be read."""
-        self.read([0])
+        self.read([0 if self._kind == "int64_val" else ""])
 
 
 def _scalar(value: Any) -> Any:

@@ -8,7 +8,7 @@ from flywheel.pipeline.context import StepContext
 
 
 def run(ctx: StepContext) -> dict[str, str]:
-    report = ops.verify(ctx.workdir)
+    report = ops.verify(ctx.config.spec, ctx.workdir)
     if not report.ok:
         report.write(ctx.workdir.reports)
     return {"passed": str(report.ok).lower(), "summary": report.summary()}

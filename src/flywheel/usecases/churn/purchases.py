@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from flywheel.data.population import US_PER_DAY
-from flywheel.data.schema import TABLES, TIMESTAMP
+from flywheel.data.schema import TIMESTAMP
+from flywheel.usecases.churn.population import US_PER_DAY
+from flywheel.usecases.churn.tables import TABLES
 
 RETURN_DROP_BUMP = 0.25
 CANCEL_DROP_BUMP = 0.15

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flywheel.config import GeneratorConfig
-from flywheel.data import catalog
 from flywheel.data.batch import Batch
-from flywheel.data.drift import SCENARIOS
-from flywheel.data.population import (
+from flywheel.errors import DataError
+from flywheel.usecases.churn import catalog
+from flywheel.usecases.churn.drift import SCENARIOS
+from flywheel.usecases.churn.population import (
     STATE_SCHEMA,
     growing_signup_days,
     new_users,
     signup_rate_at_end,
 )
-from flywheel.data.purchases import draw_orders, orders_tables
-from flywheel.errors import DataError
+from flywheel.usecases.churn.purchases import draw_orders, orders_tables
+from flywheel.usecases.churn.settings import GeneratorSettings
 
 GENERATOR_VERSION = "1"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,7 +49,7 @@ def _next_ids(users: int, orders: pa.Table, items: pa.Table, previous: dict[str,
     }
 
 
-def generation_id(config: GeneratorConfig) -> str:
+def generation_id(config: GeneratorSettings) -> str:
     """The batch id of a generated history: equal parameters give the same id (and the same data)."""
     return (
         f"gen-{config.start:%Y%m%d}-{config.end:%Y%m%d}-s{config.seed}"
@@ -57,7 +57,7 @@ def generation_id(config: GeneratorConfig) -> str:
     )
 
 
-def generate_batch(config: GeneratorConfig, batch_id: str | None = None) -> Batch:
+def generate_batch(config: GeneratorSettings, batch_id: str | None = None) -> Batch:
     """The first batch: catalogue, users signing up over the period, and their orders."""
     rng = np.random.default_rng([config.seed, 0])
     start, end = to_days(config.start), to_days(config.end)
@@ -148,3 +148,29 @@ def simulate_batch(
             "next_ids": _next_ids(users.num_rows, orders, items, ids),
         },
     )
+
+
+class ChurnGenerator:
+    """The synthetic theLook world as the platform's generator: a first history, then each next
+    period continuing every customer's latent state."""
+
+    scenarios = tuple(SCENARIOS)
+
+    def generation_id(self, settings: GeneratorSettings) -> str:
+        return generation_id(settings)
+
+    def generate(self, settings: GeneratorSettings, batch_id: str) -> Batch:
+        return generate_batch(settings, batch_id)
+
+    def simulate(
+        self, lake: Any, previous: dict[str, Any], days: int, drift: str, batch_id: str | None
+    ) -> Batch:
+        return simulate_batch(
+            previous_state=lake.read_state(previous),
+            generator=previous["generator"],
+            products=lake.read("products"),
+            period_start=datetime.fromisoformat(previous["period"]["end"]),
+            days=days,
+            drift=drift,
+            batch_id=batch_id,
+        )

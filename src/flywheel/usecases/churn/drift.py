@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flywheel.data.population import SignupMix
-from flywheel.data.purchases import PeriodEffects
+from flywheel.usecases.churn.population import SignupMix
+from flywheel.usecases.churn.purchases import PeriodEffects
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.data.schema import TABLES
+from flywheel.usecases.churn.tables import TABLES
 
 # theLook's ten distribution centres (name, latitude, longitude).
 DISTRIBUTION_CENTERS = (

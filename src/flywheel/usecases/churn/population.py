@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.data import catalog
-from flywheel.data.schema import GENDERS, TABLES, TIMESTAMP, TRAFFIC_SOURCES
+from flywheel.data.schema import TIMESTAMP
+from flywheel.usecases.churn import catalog
+from flywheel.usecases.churn.tables import GENDERS, TABLES, TRAFFIC_SOURCES
 
 US_PER_DAY = 86_400_000_000
 BUYER_SHARE = 0.8

@@ -1,0 +1,159 @@
+"""The use-case interface: everything problem-specific, in one typed object the platform takes.
+
+A use case names its raw tables (schemas and cross-table checks), the entity its predictions are
+about, the feature views (SQL files computing features at snapshot dates, or over the whole lake for
+entity-less views such as macro indicators), the label definition and when a label becomes
+observable, the task type, the service's request/response names, the data generator with its drift
+scenarios, and default settings. The platform (data, features, training, registry, pipeline,
+serving, monitoring, retraining) reads only this object and never names a use case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from flywheel.data.batch import Batch
+from flywheel.data.schema import TableSpec
+
+TaskType = Literal["binary", "multiclass"]
+
+
+class Settings(BaseModel):
+    """Base of a use case's own config sections (strict: unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LabelSettings(Settings):
+    """The ``labels:`` section. ``horizon_days`` is how long after a label's time its outcome is
+    known (the purge gap between splits, and how far back labels are observable); ``cadence_days``
+    puts label times on the snapshot grid (``None``: each label row carries its own time, e.g. a
+    phone contact)."""
+
+    horizon_days: int = 0
+    cadence_days: int | None = None
+
+    @property
+    def label_column(self) -> str:
+        raise NotImplementedError
+
+    def sql_params(self) -> dict[str, Any]:
+        """Values substituted into the label SQL (``{name}``)."""
+        return {**self.model_dump(), "label_column": self.label_column}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What a prediction is about: a Feast entity with one join key."""
+
+    name: str
+    join_key: str
+    description: str
+    dtype: Literal["int64", "string"] = "int64"
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Features computed by one SQL file over the lake's tables.
+
+    With an ``entity`` the SQL computes one row per entity at each snapshot date in the temp table
+    ``snapshot_dates(feature_timestamp)``, from ``start_sql`` (one timestamp: when the first snapshot
+    can be) to the lake's end. Without one the view is entity-less (every row applies to everyone,
+    e.g. macro indicators published over time): the SQL returns all rows with their own
+    ``feature_timestamp``, and a prediction joins the latest row at or before its time.
+    """
+
+    name: str
+    sql: str
+    entity: Entity | None
+    description: str
+    start_sql: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Labels: rows of (join keys, ``label_timestamp``, label column, request features).
+
+    ``sql`` reads ``label_dates(label_timestamp)`` when labels are on the grid, and the settings as
+    ``{name}`` placeholders. ``observed_sql`` returns (first, last): the span of time whose
+    outcomes the lake has observed. ``request_features`` are columns of the label rows that are model
+    inputs a caller sends with a request (e.g. a contact's attributes at call time).
+    """
+
+    table: str
+    sql: str
+    observed_sql: str
+    request_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """Names in the service's request and response bodies."""
+
+    title: str
+    description: str
+    score_field: str  # e.g. "churn_probability"
+    id_description: str  # what an id is, in the OpenAPI schema
+    example_id: int | str = 42
+    band_field: str | None = "risk_band"
+    population: str | None = None  # pandas query over snapshot rows: who simulated traffic scores
+
+
+class Generator(Protocol):
+    """A deterministic synthetic data generator with named drift scenarios."""
+
+    scenarios: Sequence[str]
+
+    def generation_id(self, settings: Any) -> str: ...
+
+    def generate(self, settings: Any, batch_id: str) -> Batch: ...
+
+    def simulate(
+        self, lake: Any, previous: dict[str, Any], days: int, drift: str, batch_id: str | None
+    ) -> Batch: ...
+
+
+Reader = Callable[[Path], dict[str, pa.Table] | None]
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One problem Flywheel runs. ``package`` holds the SQL files (``<package>/sql/<file>``)."""
+
+    name: str
+    package: str
+    description: str
+    tables: dict[str, TableSpec]
+    table_order: tuple[str, ...]
+    entity: Entity  # what a prediction is about: the labels' and the prediction log's key
+    snapshot: FeatureView  # features of an entity at each snapshot date (the online store serves them)
+    labels: LabelSpec
+    api: ApiSpec
+    label_settings: type[LabelSettings]
+    generator_settings: type[Settings]
+    generator: Generator
+    task: TaskType = "binary"
+    context: tuple[FeatureView, ...] = ()  # entity-less views, e.g. macro indicators over time
+    # (check, table, column, message, SQL selecting failing rows of <table>_batch; <t>_all = batch + lake)
+    relation_checks: tuple[tuple[str, str, str | None, str, str], ...] = ()
+    state_table: str = "state"  # where the generator's latent state lives: lake/sim/<state_table>
+    read_file: Reader | None = None  # files in a use case's own layout; None: a file per table
+    defaults: dict[str, Any] = field(default_factory=dict)  # config values under the file's
+
+    def sql_text(self, name: str) -> str:
+        return resources.files(self.package).joinpath("sql", name).read_text()
+
+    def sql_hash(self) -> str:
+        """Hash of every feature and label definition: a change invalidates snapshots and datasets."""
+        digest = hashlib.sha256()
+        for name in (self.snapshot.sql, *(view.sql for view in self.context), self.labels.sql):
+            digest.update(self.sql_text(name).encode())
+        return digest.hexdigest()[:16]
