@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from datetime import date
     import flywheel.data.lake as lake_module
-    from flywheel.config import FlywheelConfig, apply_overrides
+    from flywheel.config import apply_overrides, default_config
     from flywheel.data import ops
     from flywheel.workdir import Workdir
 
