@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
     workdir = Path(args.workdir).resolve()
-    latest = sorted((workdir / "features" / "features_customer").glob("*.parquet"))[-1]
+    latest = sorted((workdir / "features" / "snapshots").glob("*.parquet"))[-1]
     customers = pq.read_table(latest).column("customer_id").to_pylist()[:2000]
     env = {
         **os.environ,

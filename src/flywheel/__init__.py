@@ -1,4 +1,4 @@
-"""Flywheel: a local-first MLOps loop for tabular customer models.
+"""Flywheel: a local-first MLOps loop for tabular models, one plug-in per use case.
 
 Sub-packages, one per concern: ``data`` (generation, ingestion, validation, the lake).
 """

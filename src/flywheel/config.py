@@ -2,7 +2,7 @@
 
 Values may reference environment variables as ``${NAME}`` or ``${NAME:-default}``. Unknown keys,
 wrong types and missing variables raise :class:`~flywheel.errors.ConfigError` naming the file and
-the field. Any value can be overridden per run with a dotted key (``data.generator.customers=500``).
+the field. Any value can be overridden per run with a dotted key (``data.generator.seed=7``).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class ServingConfig(StrictModel):
     max_batch: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     cold_start: bool = Field(
-        False, description="Score unknown customers from default features instead of 404."
+        False, description="Score unknown entities from default features instead of 404."
     )
     log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
 
@@ -406,7 +406,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     Args:
         path: YAML file. ``None`` means ``FLYWHEEL_CONFIG``, else ``DEFAULT_CONFIG_PATH`` when it
             exists, else the built-in defaults of the default use case.
-        overrides: ``{"data.generator.customers": 500}``-style values applied after the file.
+        overrides: ``{"data.generator.seed": 7}``-style values applied after the file.
     """
     if path is None:
         env_path = os.environ.get("FLYWHEEL_CONFIG")

@@ -56,17 +56,22 @@ def test_periods_have_known_answers_and_pending_is_not_zero(report) -> None:
     assert (first.start, first.predictions, first.observable, first.labelled) == ("2024-03-04", 4, 4, 3)
     assert first.status == "observed"
     assert first.roc_auc == pytest.approx(0.5)  # positives 0.9 and 0.1 against the negative 0.2
-    assert first.churn_rate == pytest.approx(2 / 3)
+    assert first.observed_rate == pytest.approx(2 / 3)
     assert first.brier == pytest.approx((0.2**2 + 0.1**2 + 0.9**2) / 3)
     assert first.mean_probability == pytest.approx(0.4)
-    assert (second.start, second.labelled, second.roc_auc, second.churn_rate) == ("2024-03-11", 2, 1.0, 0.5)
+    assert (second.start, second.labelled, second.roc_auc, second.observed_rate) == (
+        "2024-03-11",
+        2,
+        1.0,
+        0.5,
+    )
     assert (pending.start, pending.status, pending.labelled, pending.predictions) == (
         "2024-03-25",
         "pending",
         0,
         1,
     )
-    assert pending.roc_auc is None and pending.churn_rate is None
+    assert pending.roc_auc is None and pending.observed_rate is None
 
 
 def test_counts_outside_population_and_without_data_time(report) -> None:
@@ -84,7 +89,7 @@ def test_calibration_table_bins_every_labelled_prediction(report) -> None:
         "bin": "0.1–0.2",
         "predictions": 1,
         "mean_probability": 0.1,
-        "churn_rate": 1.0,
+        "observed_rate": 1.0,
     }
     assert sum(row["predictions"] for row in table.values()) == 5
     assert report.to_dict()["calibration"] == report.calibration()
@@ -113,7 +118,7 @@ def test_bad_rows_are_counted_and_skipped_not_fatal(tmp_path: Path, caplog: pyte
     with caplog.at_level(logging.WARNING, logger="flywheel.monitoring.logrows"):
         report = performance.evaluate(default_config(), workdir, period_days=7)
     assert report.skipped_rows == 8
-    assert report.skipped == {"as_of": 3, "customer_id": 2, "churn_probability": 3}
+    assert report.skipped == {"as_of": 3, "entity_id": 2, "score": 3}
     assert report.to_dict()["skipped_rows"] == 8
     assert "skipped 8 bad row(s)" in caplog.text and "9999-12-31" in caplog.text
     # the good rows give the same answers as without the bad ones

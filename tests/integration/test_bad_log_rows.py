@@ -74,7 +74,7 @@ def test_performance_retrain_check_and_a_loop_tick_survive_bad_rows(
 ) -> None:
     config = apply_overrides(training_config, QUIET)
     report = performance.evaluate(config, workdir)
-    assert report.skipped == {"as_of": 2, "customer_id": 1, "churn_probability": 2}
+    assert report.skipped == {"as_of": 2, "entity_id": 1, "score": 2}
     assert report.predictions == GOOD_ROWS + 4  # the bad-feature rows are fine predictions here
     decision = retrain.check(config, workdir, check_only=True)
     (trigger,) = [t for t in decision.triggers if t.name == "performance"]

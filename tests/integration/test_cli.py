@@ -70,16 +70,16 @@ def test_generate_validate_simulate_status(tmp_path: Path) -> None:
     generated = flywheel(
         "--workdir",
         wd,
+        "--set",
+        "data.generator.products=100",
         "data",
         "generate",
-        "--customers",
+        "--size",
         "400",
         "--start",
         "2024-01-01",
         "--end",
         "2024-09-01",
-        "--products",
-        "100",
         cwd=tmp_path,
     )
     assert generated.returncode == 0, generated.stderr
@@ -124,7 +124,7 @@ def test_user_errors_exit_1_with_one_line_and_no_traceback(tmp_path: Path) -> No
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert flywheel("data", "bogus", cwd=tmp_path).returncode == 2
-    assert flywheel("data", "generate", "--customers", "many", cwd=tmp_path).returncode == 2
+    assert flywheel("data", "generate", "--size", "many", cwd=tmp_path).returncode == 2
 
 
 def test_rejected_ingest_prints_the_report(tmp_path: Path) -> None:

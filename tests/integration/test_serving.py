@@ -55,7 +55,7 @@ def test_endpoints_and_bad_input(
         status, metrics = call(base, "GET", "/metrics")
         assert status == 200 and 'flywheel_model_info{version="1"} 1.0' in metrics
         assert 'flywheel_requests_total{endpoint="/v1/predict",status="200"}' in metrics
-        assert "flywheel_churn_probability_bucket" in metrics
+        assert "flywheel_predicted_probability_bucket" in metrics
         openapi = call(base, "GET", "/openapi.json")[1]
         assert {
             "/v1/predict",
@@ -156,7 +156,7 @@ def test_hot_swap_under_traffic_and_a_broken_version(
         location = mlflow.MlflowClient().get_model_version_download_uri(
             serving_config.registry.model_name, third
         )
-        (Path(urlparse(location).path) / "artifacts" / "churn_model" / "spec.json").write_text("{broken")
+        (Path(urlparse(location).path) / "artifacts" / "model" / "spec.json").write_text("{broken")
         registry.move_alias(
             mlflow.MlflowClient(), serving_config.registry.model_name, "champion", third, "test"
         )
@@ -207,7 +207,7 @@ def test_every_acknowledged_prediction_is_logged_after_a_graceful_stop(
     logged = read_log(served_copy.predictions / "predictions.db")
     assert {row["request_id"] for row in logged} >= set(acknowledged)
     row = next(r for r in logged if r["request_id"] == acknowledged[0])
-    assert row["customer_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
+    assert row["entity_id"] == customers[0] and json.loads(row["features"])["orders_365d"] >= 1
     assert os.path.getsize(served_copy.predictions / "predictions.db") > 0
     # the data time of the features used: the newest snapshot, which the online store holds
     newest = max(snapshots.read_manifest(served_copy)["dates"])

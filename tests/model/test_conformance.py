@@ -11,7 +11,7 @@ import pytest
 
 from flywheel.config import FlywheelConfig
 from flywheel.training import tracking
-from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
+from flywheel.training.models import MODEL_TYPES, TabularModel, make_model
 from flywheel.training.train import Dataset, load_dataset, log_model
 from flywheel.workdir import Workdir
 
@@ -32,7 +32,7 @@ def tiny(featured_workdir: Workdir) -> tuple[Dataset, pd.DataFrame, np.ndarray, 
     return data, X.iloc[rows], y[rows], Xv.head(500), yv[:500]
 
 
-def _fit(model_type: str, tiny, seed: int = 7) -> ChurnModel:
+def _fit(model_type: str, tiny, seed: int = 7) -> TabularModel:
     data, X, y, Xv, yv = tiny
     model = make_model(
         model_type, data.features, data.metadata["categorical_features"], SMALL_PARAMS.get(model_type), seed
@@ -48,7 +48,7 @@ def test_contract_probabilities_save_load_and_determinism(model_type: str, tiny,
     assert p.shape == (len(Xv),) and np.all((p >= 0) & (p <= 1)) and p.std() > 0.01
     model.save(tmp_path / "m")
     assert not list((tmp_path / "m").rglob("*.pkl")) and not list((tmp_path / "m").rglob("*.pickle"))
-    reloaded = ChurnModel.load(tmp_path / "m")
+    reloaded = TabularModel.load(tmp_path / "m")
     np.testing.assert_allclose(reloaded.predict_proba(Xv), p, rtol=0, atol=1e-12)
     np.testing.assert_allclose(_fit(model_type, tiny).predict_proba(Xv), p, rtol=0, atol=1e-12)  # same seed
     # columns in another order, and extra columns, change nothing

@@ -113,3 +113,30 @@ def test_a_corrupt_database_keeps_the_rows_instead_of_rejecting_them(tmp_path: P
         assert log.rejected == 0 and log.pending == 1 and not log.healthy
     finally:
         log.close()
+
+
+def test_a_log_written_before_use_cases_reads_with_the_generic_names(tmp_path: Path) -> None:
+    """A log from before the plug-in use cases names its columns customer_id and churn_probability;
+    readers see entity_id and score, and new rows append to it by position."""
+    path = tmp_path / "predictions.db"
+    legacy = SCHEMA.replace("entity_id,", "customer_id INTEGER,").replace(
+        "score REAL", "churn_probability REAL"
+    )
+    with sqlite3.connect(path) as con:
+        con.execute(legacy)
+        con.execute(
+            "INSERT INTO predictions VALUES "
+            "('old', '2024-01-01T00:00:00+00:00', 7, '1', 0.25, '{}', 'predict', NULL)"
+        )
+    log = PredictionLog(path, flush_seconds=0.02)
+    try:
+        _append(log, "new", customer_id=8)
+        assert _until(lambda: log.written == 1)
+    finally:
+        log.close()
+    rows = read_log(path, columns=("request_id", "entity_id", "score"))
+    assert rows == [
+        {"request_id": "old", "entity_id": 7, "score": 0.25},
+        {"request_id": "new", "entity_id": 8, "score": 0.5},
+    ]
+    assert {"entity_id", "score"} <= set(read_log(path)[0])

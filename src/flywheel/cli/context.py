@@ -46,12 +46,12 @@ STATE = CliState()
 
 
 def parse_sets(values: list[str]) -> dict[str, Any]:
-    """``--set data.generator.customers=500`` values; the right side is read as YAML (500 → int)."""
+    """``--set data.generator.seed=7`` values; the right side is read as YAML (7 → int)."""
     parsed = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. data.generator.customers=500")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. data.generator.seed=7")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:

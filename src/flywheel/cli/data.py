@@ -1,4 +1,4 @@
-"""``flywheel data``: generate, simulate, ingest, validate and list batches of theLook tables."""
+"""``flywheel data``: generate, simulate, ingest, validate and list batches of the use case's tables."""
 
 from __future__ import annotations
 
@@ -65,24 +65,27 @@ def _committing(title: str) -> Iterator[ops.Progress]:
 
 @app.command()
 def generate(
-    customers: Annotated[
-        int | None, typer.Option(help="Users signing up over the period.", show_default=False)
+    size: Annotated[
+        int | None,
+        typer.Option(help="Size of the synthetic world (churn: customers, bank: clients).", show_default=False),
     ] = None,
     start: DateOption = None,
     end: DateOption = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
-    products: Annotated[int | None, typer.Option(help="Catalogue size.", show_default=False)] = None,
 ) -> None:
-    """Generate a synthetic theLook history into an empty lake (defaults from data.generator)."""
-    config = STATE.config(
-        **{
-            "data.generator.customers": customers,
-            "data.generator.start": start.date().isoformat() if start else None,
-            "data.generator.end": end.date().isoformat() if end else None,
-            "data.generator.seed": seed,
-            "data.generator.products": products,
-        }
-    )
+    """Generate a synthetic history into an empty lake (defaults from data.generator; any other
+    generator setting with --set data.generator.NAME=VALUE)."""
+    config = STATE.config()
+    overrides = {
+        "data.generator.start": start.date().isoformat() if start else None,
+        "data.generator.end": end.date().isoformat() if end else None,
+        "data.generator.seed": seed,
+    }
+    if size is not None:
+        if config.spec.size_setting is None:
+            raise typer.BadParameter(f"the {config.spec.name} generator has no size setting; use --set")
+        overrides[f"data.generator.{config.spec.size_setting}"] = size
+    config = STATE.config(**overrides)
     workdir = STATE.workdir_for(config, must_exist=False)
     with _committing("generate") as stage:
         result = ops.generate(config, workdir, stage)
@@ -100,7 +103,7 @@ def simulate(
         str | None, typer.Option(help="Batch id; an id already in the lake is a no-op.")
     ] = None,
 ) -> None:
-    """Append the next period for the same customers plus new signups (defaults from data.simulate)."""
+    """Append the next period of the synthetic world (defaults from data.simulate)."""
     config = STATE.config(**{"data.simulate.days": days, "data.simulate.drift": drift})
     workdir = STATE.workdir_for(config)
     with _committing("simulate") as stage:
@@ -123,7 +126,7 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Validate and add real theLook data (e.g. an export of the BigQuery public dataset)."""
+    """Validate and add real data of the use case's tables (e.g. theLook's BigQuery export, UCI files)."""
     config = STATE.config()
     workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None

@@ -10,14 +10,16 @@ from flywheel import demo
 from flywheel.cli.context import STATE, console, progress
 from flywheel.cli.data import batches_table
 from flywheel.cli.monitor import show_decision
+from flywheel.serving.schemas import bodies
 
 
 def run_demo() -> None:
     config = demo.demo_config(STATE.config())
     workdir = STATE.workdir_for(config, must_exist=False)
+    names = bodies(config.spec)
     started = time.perf_counter()
     console.print(f"Flywheel demo in {workdir.root}")
-    console.print("scenario: " + ", ".join(f"{k}={v}" for k, v in demo.SCENARIO.items()))
+    console.print("scenario: " + ", ".join(f"{k}={v}" for k, v in config.spec.demo.items()))
     with progress("demo") as stage:
         summary = demo.run(config, workdir, on_step=lambda line: (console.print(f"  ✓ {line}"), stage(line)))
     console.print(batches_table(summary.batches, config.spec.table_order, title="lake"))
@@ -28,12 +30,12 @@ def run_demo() -> None:
     ):
         if not rows:
             continue
-        answers = Table("customer_id", "churn_probability", "risk_band", "model_version", title=title)
+        answers = Table(names.key, names.score, names.band or "", "model_version", title=title)
         for answer in rows:
             answers.add_row(
-                str(answer["customer_id"]),
-                f"{answer['churn_probability']:.3f}",
-                answer["risk_band"],
+                str(answer[names.key]),
+                f"{answer[names.score]:.3f}",
+                answer.get(names.band or "", ""),
                 answer["model_version"],
             )
         console.print(answers)
@@ -54,10 +56,10 @@ def run_demo() -> None:
         f"workdir {workdir.root}: lake/, features/, datasets/, feature_repo/, predictions/, reports/, "
         "mlflow.db, mlartifacts/"
     )
-    first = summary.predictions[0]["customer_id"] if summary.predictions else 1
+    first = summary.predictions[0][names.key] if summary.predictions else 1
     console.print(
         "next: flywheel serve  →  curl -X POST localhost:8000/v1/predict -H 'content-type: application/json' "
-        f"-d '{{\"customer_id\": {first}}}' | flywheel monitor drift | flywheel monitor performance | "
+        f"-d '{{\"{names.key}\": {first}}}' | flywheel monitor drift | flywheel monitor performance | "
         "flywheel retrain --check-only | flywheel loop --once --simulate | flywheel model list | "
         f"mlflow ui --backend-store-uri sqlite:///{workdir.mlflow_db}"
     )

@@ -25,7 +25,7 @@ def _context():
 def build(
     full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot date.")] = False,
 ) -> None:
-    """Compute feature snapshots (only new dates unless --full) and churn labels from the lake."""
+    """Compute feature snapshots (only new dates unless --full) and labels from the lake."""
     config, workdir = _context()
     with progress("features build") as stage:
         snapshots, labels = ops.build(config, workdir, full=full, progress=stage)
@@ -85,38 +85,40 @@ def materialize(
         bool, typer.Option("--incremental", help="Only snapshots newer than last time.")
     ] = False,
 ) -> None:
-    """Write each customer's latest snapshot to the online store (never replacing a newer value)."""
+    """Write each entity's latest snapshot to the online store (never replacing a newer value)."""
     config, workdir = _context()
     with progress("materialize") as stage:
         result = online.materialize(config, workdir, incremental=incremental, progress=stage)
     console.print(
-        f"materialized {result.written:,} of {result.candidates:,} customers "
+        f"materialized {result.written:,} of {result.candidates:,} entities "
         f"({result.skipped_older:,} older than the online store skipped), through {result.through}"
     )
 
 
 @app.command()
-def get(customer_ids: Annotated[list[int], typer.Argument(help="One or more customer ids.")]) -> None:
-    """Print the online feature values of customers, as JSON."""
+def get(ids: Annotated[list[str], typer.Argument(help="One or more entity ids.")]) -> None:
+    """Print the online feature values of entities, as JSON."""
     config, workdir = _context()
-    console.print_json(json.dumps(online.get(config, workdir, customer_ids), default=str))
+    keys = [int(i) for i in ids] if config.spec.snapshot.entity.dtype == "int64" else ids
+    console.print_json(json.dumps(online.get(config, workdir, keys), default=str))
 
 
 @app.command("check-skew")
-def check_skew(sample: Annotated[int, typer.Option(help="Customers to compare.")] = 200) -> None:
+def check_skew(sample: Annotated[int, typer.Option(help="Entities to compare.")] = 200) -> None:
     """Compare online values with the latest offline snapshot for a sample; exits 1 on any mismatch."""
     config, workdir = _context()
     report = online.check_skew(config, workdir, sample=sample)
     if report.ok:
         console.print(
-            f"[green]ok[/green] {report.checked} customers: online equals the latest offline snapshot"
+            f"[green]ok[/green] {report.checked} entities: online equals the latest offline snapshot"
         )
         return
-    table = Table("customer_id", "feature", "offline", "online", title="training-serving skew")
+    key = config.spec.snapshot.entity.join_key
+    table = Table(key, "feature", "offline", "online", title="training-serving skew")
     for row in report.mismatches[:50]:
-        table.add_row(str(row["customer_id"]), row["feature"], str(row["offline"]), str(row["online"]))
+        table.add_row(str(row[key]), row["feature"], str(row["offline"]), str(row["online"]))
     err_console.print(table)
     err_console.print(
-        f"{len(report.mismatches)} mismatches, {len(report.missing_online)} customers missing online"
+        f"{len(report.mismatches)} mismatches, {len(report.missing_online)} entities missing online"
     )
     raise typer.Exit(1)

@@ -18,7 +18,7 @@ from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_
 from flywheel.errors import FlywheelError
 
 app = typer.Typer(
-    help="Flywheel: a local-first MLOps loop for customer-churn models.",
+    help="Flywheel: a local-first MLOps loop for tabular models (churn, bank marketing, your own).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -50,7 +50,7 @@ def root(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/churn.yaml)."
+            "--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/<default use case>.yaml)."
         ),
     ] = None,
     workdir: Annotated[

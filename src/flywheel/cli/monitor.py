@@ -110,7 +110,7 @@ def performance_command(
         int | None, typer.Option(help="Period length (default: monitoring.period_days).")
     ] = None,
 ) -> None:
-    """ROC-AUC, PR-AUC, calibration and churn rate of logged predictions per period of data time,
+    """ROC-AUC, PR-AUC, calibration and observed positive rate of logged predictions per period of data time,
     as far as newer lake data has revealed the labels; the rest is shown as pending."""
     config = STATE.config()
     workdir = STATE.workdir_for(config)
@@ -125,7 +125,7 @@ def performance_command(
         "PR-AUC",
         "Brier",
         "mean p",
-        "churn rate",
+        "observed rate",
         title=f"Performance by data time (labels observed through {report.observed_until[:10]}, "
         f"horizon {report.horizon_days} d)",
     )
@@ -144,18 +144,18 @@ def performance_command(
             fmt(p.pr_auc),
             fmt(p.brier),
             fmt(p.mean_probability),
-            fmt(p.churn_rate),
+            fmt(p.observed_rate),
         )
     if report.periods:
         console.print(table)
     else:
         console.print("no logged prediction has a data time (as_of) yet: serve or simulate traffic first")
     reliability = Table(
-        "probability", "labelled", "mean p", "churn rate", title="Calibration (every labelled prediction)"
+        "probability", "labelled", "mean p", "observed rate", title="Calibration (every labelled prediction)"
     )
     for row in report.calibration():
         reliability.add_row(
-            row["bin"], f"{row['predictions']:,}", fmt(row["mean_probability"]), fmt(row["churn_rate"])
+            row["bin"], f"{row['predictions']:,}", fmt(row["mean_probability"]), fmt(row["observed_rate"])
         )
     if reliability.row_count:
         console.print(reliability)
@@ -178,7 +178,7 @@ def traffic_command(
     ] = None,
     seed: int = 0,
 ) -> None:
-    """Score sampled active customers through the service for each simulated day, with their
+    """Score sampled entities through the service for each simulated day, with their
     features as of that day, so that the prediction log and its ground truth exist."""
     from flywheel.serving.local import local_service
 

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from flywheel.cli.context import STATE, console, err_console, parse_sets
+from flywheel.config import DEFAULT_CONFIG_PATH
 from flywheel.pipeline import runs
 from flywheel.pipeline.context import StepSkipped
 from flywheel.pipeline.runner import run_pipeline, run_single_step
@@ -131,15 +132,21 @@ def compile_command(
     # compiling only names the workdir the tasks will share; it need not exist here
     workdir = STATE.workdir_for(config, must_exist=False)
     shared = config.pipeline.workdir or str(workdir.root)
-    config_path = str(STATE.config_path or "configs/churn.yaml")
+    config_path = str(STATE.config_path or DEFAULT_CONFIG_PATH)
     if target == "kfp":
         path = compiler.compile_kfp(
-            output or Path("flywheel_pipeline.yaml"), config.pipeline.image, shared, config_path
+            output or Path("flywheel_pipeline.yaml"),
+            config.pipeline.image,
+            shared,
+            config_path,
+            name=config.spec.name,
         )
     elif target == "airflow":
         path = output or Path("flywheel_dag.py")
         path.write_text(
-            compiler.airflow_dag(shared, config_path, config.pipeline.schedule, config.pipeline.retries)
+            compiler.airflow_dag(
+                shared, config_path, config.pipeline.schedule, config.pipeline.retries, config.spec.name
+            )
         )
     else:
         raise typer.BadParameter(f"unknown target {target!r}; expected kfp or airflow")

@@ -20,7 +20,7 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (default serving.port).", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.", show_default=False)] = None,
 ) -> None:
-    """Serve churn predictions over HTTP (FastAPI on uvicorn) from the champion and the online store."""
+    """Serve predictions over HTTP (FastAPI on uvicorn) from the champion and the online store."""
     import uvicorn
 
     config = STATE.config(**{"serving.host": host, "serving.port": port, "serving.workers": workers})
@@ -46,11 +46,11 @@ def serve_command(
 def predict_batch(
     out: Annotated[Path, typer.Option(help="Parquet file to write.")],
 ) -> None:
-    """Score every customer's latest offline snapshot with the champion (vectorized)."""
+    """Score every entity's latest offline snapshot with the champion (vectorized)."""
     from flywheel.serving.batch import score_latest
 
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     with progress("batch scoring"):
         result = score_latest(config, workdir, out)
-    console.print(f"scored {result.rows:,} customers with v{result.version} in {result.seconds:.1f}s → {out}")
+    console.print(f"scored {result.rows:,} entities with v{result.version} in {result.seconds:.1f}s → {out}")

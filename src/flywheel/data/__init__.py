@@ -1,2 +1,2 @@
-"""Raw data: theLook table schemas, the synthetic generator and new batches over time, ingestion of
-real exports, validation, and the Parquet lake with its manifest."""
+"""Raw data: table specs, batches (the use case's generator makes them), ingestion of real exports,
+validation, and the Parquet lake with its manifest."""

@@ -23,7 +23,7 @@ def scan(files: list[str]) -> str:
 
 
 def select_table(spec: TableSpec, files: list[str]) -> str:
-    """SQL selecting a theLook table from its files (an empty result with its columns when there are none)."""
+    """SQL selecting a raw table from its files (an empty result with its columns when there are none)."""
     if files:
         return f"SELECT * FROM {scan(files)}"
     nulls = ", ".join(f"NULL::{DUCK_TYPES[c.type]} AS {c.name}" for c in spec.columns)

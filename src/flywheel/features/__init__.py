@@ -1,2 +1,2 @@
-"""Features and labels: SQL feature snapshots (the offline store), churn labels, the point-in-time
+"""Features and labels: SQL feature snapshots (the offline store), labels, the point-in-time
 training set with its time split, and the Feast repository with its online store."""

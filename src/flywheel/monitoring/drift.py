@@ -113,11 +113,13 @@ def compare(
     probabilities: np.ndarray | None = None,
     share_threshold: float = 0.5,
     tests: dict[str, str] | None = None,
+    prediction_name: str = "score",
 ) -> DriftReport:
     """Drift of ``current`` (and its predicted probabilities) against ``profile``.
 
     Args:
         tests: optional column → statistic name; the default is chosen by column type and size.
+        prediction_name: what the report calls the prediction (the use case's score field).
     """
     tests = tests or {}
     report = DriftReport(profile["rows"], len(current), share_threshold=share_threshold)
@@ -132,10 +134,10 @@ def compare(
         report.columns.append(_column(name, reference, values, tests.get(name)))
     if probabilities is not None and profile.get("prediction", {}).get("n"):
         report.prediction = _column(
-            "churn_probability",
+            prediction_name,
             profile["prediction"],
             np.asarray(probabilities),
-            tests.get("churn_probability"),
+            tests.get(prediction_name),
         )
     return report
 

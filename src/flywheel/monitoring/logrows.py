@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 _logger = logging.getLogger(__name__)
-PREDICTION_COLUMNS = ("customer_id", "as_of", "churn_probability", "model_version")
+PREDICTION_COLUMNS = ("entity_id", "as_of", "score", "model_version")
 _EXAMPLES = 3
 
 
@@ -28,9 +28,14 @@ def _is_probability(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
-def _is_customer_id(value: Any) -> bool:
-    """A missing id is allowed (``/v1/score`` without one); anything else must be an integer."""
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+def _is_entity_id(value: Any, dtype: str) -> bool:
+    """A missing id is allowed (``/v1/score`` without one); anything else must be a key of the
+    entity's type: an integer, or a non-empty string."""
+    if value is None:
+        return True
+    if dtype == "string":
+        return isinstance(value, str) and bool(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_feature_value(value: Any) -> bool:
@@ -53,20 +58,22 @@ def _warn(skipped: Counter, examples: list[str]) -> None:
         )
 
 
-def predictions(rows: list[dict[str, Any]], not_after: datetime) -> tuple[pd.DataFrame, Counter]:
+def predictions(
+    rows: list[dict[str, Any]], not_after: datetime, entity_dtype: str = "int64"
+) -> tuple[pd.DataFrame, Counter]:
     """``rows`` of :data:`PREDICTION_COLUMNS` as a frame with ``as_of`` parsed to UTC (NaT when the
     row has none), without the bad rows; and the count of skipped rows per bad column.
 
     Bad: an ``as_of`` that does not parse, lies outside pandas' range or after ``not_after``; a
-    ``customer_id`` that is not an integer; a probability that is not a number in [0, 1].
+    ``entity_id`` that is not an id; a ``score`` (probability) that is not a number in [0, 1].
     """
     # object columns: a None among integer ids would make the column float and every id a non-integer
     frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS), dtype=object)
     as_of = pd.to_datetime(frame["as_of"], utc=True, format="ISO8601", errors="coerce")
     checks = {
         "as_of": frame["as_of"].isna() | (as_of.notna() & (as_of <= pd.Timestamp(not_after))),
-        "customer_id": frame["customer_id"].map(_is_customer_id).astype(bool),
-        "churn_probability": frame["churn_probability"].map(_is_probability).astype(bool),
+        "entity_id": frame["entity_id"].map(lambda v: _is_entity_id(v, entity_dtype)).astype(bool),
+        "score": frame["score"].map(_is_probability).astype(bool),
     }
     good = np.ones(len(frame), dtype=bool)
     skipped: Counter = Counter()
@@ -79,13 +86,13 @@ def predictions(rows: list[dict[str, Any]], not_after: datetime) -> tuple[pd.Dat
         good &= ~bad
     _warn(skipped, examples[:_EXAMPLES])
     frame = frame.assign(as_of=as_of)[good].reset_index(drop=True)
-    frame["churn_probability"] = frame["churn_probability"].astype(float)
+    frame["score"] = frame["score"].astype(float)
     return frame, skipped
 
 
 def features(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, Counter]:
-    """Rows with ``features`` (a JSON object) and ``churn_probability`` as one frame of the features
-    plus ``churn_probability``, without the bad rows; and the count of skipped rows per bad column."""
+    """Rows with ``features`` (a JSON object) and ``score`` as one frame of the features plus
+    ``score``, without the bad rows; and the count of skipped rows per bad column."""
     kept: list[dict[str, Any]] = []
     probabilities: list[float] = []
     skipped: Counter = Counter()
@@ -98,13 +105,13 @@ def features(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, Counter]:
         if not isinstance(values, dict) or not all(map(_is_feature_value, values.values())):
             skipped["features"] += 1
             examples.append(f"features={str(row['features'])[:80]!r}")
-        elif not _is_probability(row["churn_probability"]):
-            skipped["churn_probability"] += 1
-            examples.append(f"churn_probability={row['churn_probability']!r}")
+        elif not _is_probability(row["score"]):
+            skipped["score"] += 1
+            examples.append(f"score={row['score']!r}")
         else:
             kept.append(values)
-            probabilities.append(float(row["churn_probability"]))
+            probabilities.append(float(row["score"]))
     _warn(skipped, examples[:_EXAMPLES])
     frame = pd.DataFrame(kept)
-    frame["churn_probability"] = probabilities
+    frame["score"] = probabilities
     return frame, skipped

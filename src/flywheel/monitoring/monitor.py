@@ -71,7 +71,7 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
     """The features and probabilities logged in ``[since, until)``, and how many bad rows were
     skipped (see :mod:`flywheel.monitoring.logrows`)."""
-    rows = read_log(workdir.prediction_log, since, until, ("features", "churn_probability"))
+    rows = read_log(workdir.prediction_log, since, until, ("features", "score"))
     frame, skipped = logrows.features(rows)
     if frame.empty:
         bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
@@ -133,7 +133,7 @@ def drift(
         until = until or datetime.now(UTC)
         since = since or until - timedelta(days=config.monitoring.window_days)
         frame, skipped_rows = log_frame(workdir, since, until)
-        probabilities = frame.pop("churn_probability").to_numpy()
+        probabilities = frame.pop("score").to_numpy()
         label = f"prediction log {since:%Y-%m-%d %H:%M} … {until:%Y-%m-%d %H:%M} UTC"
         extra: dict[str, Any] = {"skipped_rows": skipped_rows}
     else:
@@ -148,6 +148,7 @@ def drift(
         np.asarray(probabilities),
         share_threshold=config.monitoring.drift_share,
         tests=config.monitoring.tests,
+        prediction_name=config.spec.api.score_field,
     )
     meta = {
         "champion_version": version,

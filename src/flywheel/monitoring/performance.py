@@ -1,13 +1,12 @@
-"""Performance with delayed labels: logged predictions joined with the churn labels that newer lake
-data has made observable.
+"""Performance with delayed labels: logged predictions joined with the labels that newer lake data
+has made observable.
 
-A prediction made on features as of data time ``t`` (the log's ``as_of``) is labelled by the same
-rule as training labels (``labels_customer_churn.sql``): churn when the customer places no
-non-cancelled order in ``(t, t + horizon]``, for customers in the label population at ``t``. The
-label is observable once the lake's last order is at or after ``t + horizon``; until then the
-prediction is *pending* — never counted as a zero. Periods are ``monitoring.period_days`` of data
-time on the snapshot grid. A bad log row (see :mod:`flywheel.monitoring.logrows`) is counted in
-``skipped_rows`` and left out.
+A prediction made on features as of data time ``t`` (the log's ``as_of``) about an entity is labelled
+by the same rule as training labels (the use case's label SQL), for entities in the label population
+at ``t``. The label is observable once the lake has observed ``t + horizon`` (the use case's
+``observed_sql``); until then the prediction is *pending* — never counted as a zero. Periods are
+``monitoring.period_days`` of data time on the snapshot grid. A bad log row (see
+:mod:`flywheel.monitoring.logrows`) is counted in ``skipped_rows`` and left out.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class Period:
     pr_auc: float | None = None
     brier: float | None = None
     mean_probability: float | None = None
-    churn_rate: float | None = None
+    observed_rate: float | None = None
 
 
 @dataclass
@@ -66,10 +65,10 @@ class PerformanceReport:
 
     def calibration(self, bins: int = 10) -> list[dict[str, Any]]:
         """Reliability table over every labelled prediction: per probability bin, the mean predicted
-        probability beside the observed churn rate."""
+        probability beside the observed rate of positives."""
         if self.labelled.empty:
             return []
-        p = self.labelled["churn_probability"].to_numpy()
+        p = self.labelled["score"].to_numpy()
         which = np.minimum((p * bins).astype(int), bins - 1)
         table = []
         for b in range(bins):
@@ -80,7 +79,7 @@ class PerformanceReport:
                         "bin": f"{b / bins:.1f}–{(b + 1) / bins:.1f}",
                         "predictions": int(inside.sum()),
                         "mean_probability": float(p[inside].mean()),
-                        "churn_rate": float(self.labelled["label"].to_numpy()[inside].mean()),
+                        "observed_rate": float(self.labelled["label"].to_numpy()[inside].mean()),
                     }
                 )
         return table
@@ -90,21 +89,24 @@ class PerformanceReport:
         return {**out, "periods": [asdict(p) for p in self.periods], "calibration": self.calibration()}
 
 
-def read_predictions(path: Path, not_after: datetime) -> tuple[pd.DataFrame, dict[str, int]]:
+def read_predictions(
+    path: Path, not_after: datetime, entity_dtype: str = "int64"
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The logged predictions, bad rows left out, and how many were skipped per bad column."""
-    frame, skipped = logrows.predictions(read_log(path, columns=logrows.PREDICTION_COLUMNS), not_after)
+    rows = read_log(path, columns=logrows.PREDICTION_COLUMNS)
+    frame, skipped = logrows.predictions(rows, not_after, entity_dtype)
     return frame, dict(skipped)
 
 
 def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
-    y, p = frame["label"].to_numpy(), frame["churn_probability"].to_numpy()
+    y, p = frame["label"].to_numpy(), frame["score"].to_numpy()
     both = len(np.unique(y)) == 2
     return {
         "roc_auc": float(roc_auc_score(y, p)) if both else None,
         "pr_auc": float(average_precision_score(y, p)) if both else None,
         "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
         "mean_probability": float(p.mean()) if len(y) else None,
-        "churn_rate": float(y.mean()) if len(y) else None,
+        "observed_rate": float(y.mean()) if len(y) else None,
     }
 
 
@@ -113,8 +115,9 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
     not_after = config.monitoring.latest_data_time()
-    log, skipped = read_predictions(workdir.prediction_log, not_after)
-    dated = log.dropna(subset=["as_of", "customer_id"]).copy()
+    log, skipped = read_predictions(workdir.prediction_log, not_after, config.spec.entity.dtype)
+    key = config.spec.entity.join_key
+    dated = log.dropna(subset=["as_of", "entity_id"]).copy()
     lake = Lake(workdir, config.spec)
     _, last = labels_module.observed_range(config.spec, lake.connect(config.features.memory_limit))
     last = pd.Timestamp(last)
@@ -127,11 +130,15 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
             config, workdir, [pd.Timestamp(d).to_pydatetime() for d in observable_dates]
         ).to_pandas()
         truth = truth.rename(
-            columns={labels_module.TIMESTAMP_COLUMN: "as_of", config.labels.label_column: "label"}
-        )
+            columns={
+                labels_module.TIMESTAMP_COLUMN: "as_of",
+                config.labels.label_column: "label",
+                key: "entity_id",
+            }
+        )[["entity_id", "as_of", "label"]]
         truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
-        dated["customer_id"] = dated["customer_id"].astype("int64")
-        labelled = dated[dated["observable"]].merge(truth, on=["customer_id", "as_of"], how="inner")
+        dated["entity_id"] = dated["entity_id"].astype(truth["entity_id"].dtype)
+        labelled = dated[dated["observable"]].merge(truth, on=["entity_id", "as_of"], how="inner")
     anchor = pd.Timestamp(config.features.anchor, tz=UTC)
     dated["period"] = anchor + ((dated["as_of"] - anchor) // period) * period
     labelled = labelled.assign(period=anchor + ((labelled["as_of"] - anchor) // period) * period)

@@ -1,7 +1,7 @@
-"""``flywheel simulate traffic``: score customers through the prediction service over simulated days.
+"""``flywheel simulate traffic``: score entities through the prediction service over simulated days.
 
-Each snapshot date inside the window is one simulated day: a sample of that day's active customers
-(an order within ``labels.active_days``, the label population) is sent to ``/v1/score`` with their
+Each snapshot date inside the window is one simulated day: a sample of that day's snapshot rows (those
+the use case's ``api.population`` selects, e.g. its label population) is sent to ``/v1/score`` with their
 features as of that date and ``as_of`` set to it, so the prediction log holds predictions whose
 ground truth newer lake data reveals — without waiting for real time.
 """

@@ -1,1 +1,2 @@
-"""Model registry on MLflow: versions of ``churn-model``, quality gates, aliases, promotion, rollback."""
+"""Model registry on MLflow: versions of the use case's registered model, quality gates, aliases,
+promotion, rollback."""

@@ -26,7 +26,7 @@ def single_row_latency_p99_ms(
 ) -> float:
     """p99 latency in milliseconds of ``predict`` on one feature dict at a time (after a warm-up).
 
-    ``predict`` is the serving path (``ChurnModel.predict_records``), so the figure is what the
+    ``predict`` is the serving path (``TabularModel.predict_records``), so the figure is what the
     service will spend scoring a request, not what an MLflow pyfunc would."""
     predict([records[0]])
     timings = []

@@ -18,7 +18,7 @@ import numpy as np
 
 from flywheel.config import FlywheelConfig
 from flywheel.training import tracking
-from flywheel.training.models import ChurnModel
+from flywheel.training.models import TabularModel
 from flywheel.training.train import load_logged_model
 from flywheel.workdir import Workdir
 
@@ -28,7 +28,7 @@ _logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    model: ChurnModel
+    model: TabularModel
     loaded_at: datetime
 
     @property

@@ -119,7 +119,7 @@ def tick(
             done(stage, "published by the retrain's pipeline run")
         else:  # the serving champion gets the new snapshots whatever the retrain did
             _, materialized = online.publish(config, workdir)
-            done(stage, f"{materialized.written:,} customers materialized, through {materialized.through}")
+            done(stage, f"{materialized.written:,} entities materialized, through {materialized.through}")
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         failure = f"{type(error).__name__}: {error}"
         if result.error:  # the retrain failed before: keep both

@@ -74,22 +74,18 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
         state.log.close()
         gc.unfreeze()  # frozen objects are never freed; an in-process service must not keep them so
 
-    app = FastAPI(
-        title="Flywheel churn prediction",
-        version="1",
-        lifespan=lifespan,
-        description="Churn probabilities for theLook customers from the Feast online store and the "
-        "champion model.",
-    )
+    api = config.spec.api
+    app = FastAPI(title=api.title, version="1", lifespan=lifespan, description=api.description)
+    router = routes.router_for(config.spec)
     app.state.flywheel = state
     app.add_middleware(
         Observe,
         metrics=state.metrics,
         max_body_bytes=config.serving.max_body_bytes,
-        paths=frozenset(route.path for route in routes.router.routes),
+        paths=frozenset(route.path for route in router.routes),
     )
     app.add_exception_handler(RequestValidationError, _invalid)
-    app.include_router(routes.router)
+    app.include_router(router)
     app.openapi = lambda: _openapi(app, state)
     return app
 

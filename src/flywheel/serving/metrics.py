@@ -36,8 +36,8 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.probability = Histogram(
-            "flywheel_churn_probability",
-            "Served churn probabilities",
+            "flywheel_predicted_probability",
+            "Served predicted probabilities (the use case's score)",
             registry=self.registry,
             buckets=[i / 10 for i in range(1, 11)],
         )
@@ -53,7 +53,7 @@ class Metrics:
         )
         self.drift_score = Gauge(
             "flywheel_drift_score",
-            "Drift statistic per column in the newest drift report (churn_probability: prediction drift)",
+            "Drift statistic per column in the newest drift report (the score field: prediction drift)",
             ["column", "test"],
             registry=self.registry,
         )

@@ -27,15 +27,17 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     request_id TEXT NOT NULL,
     predicted_at TEXT NOT NULL,
-    customer_id INTEGER,
+    entity_id,
     model_version TEXT NOT NULL,
-    churn_probability REAL NOT NULL,
+    score REAL NOT NULL,
     features TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     as_of TEXT
 )
 """
-INSERT = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # by position: old logs too
+# a log written before use cases were plug-ins names the entity and score columns after churn
+LEGACY_COLUMNS = {"entity_id": "customer_id", "score": "churn_probability"}
 # errors of one row's values (an integer beyond 64 bits, a string too big, a NULL where none may be);
 # any other sqlite3.Error is the database's and the rows wait for it
 ROW_ERRORS = (
@@ -104,7 +106,7 @@ class PredictionLog:
         self,
         request_id: str,
         predicted_at: str,
-        customer_id: int | None,
+        entity_id: Any,
         model_version: str,
         probability: float,
         features: dict[str, Any],
@@ -115,7 +117,7 @@ class PredictionLog:
             (
                 request_id,
                 predicted_at,
-                customer_id,
+                entity_id,
                 model_version,
                 probability,
                 json.dumps(features, default=str),
@@ -221,10 +223,14 @@ def read_log(
     if until is not None:
         where.append("predicted_at < ?")
         params.append(utc_iso(until))
-    query = f"SELECT {', '.join(columns) if columns else '*'} FROM predictions"
-    if where:
-        query += " WHERE " + " AND ".join(where)
     with contextlib.closing(sqlite3.connect(path)) as con:
+        held = [row[1] for row in con.execute("PRAGMA table_info(predictions)")]
+        current = {old: new for new, old in LEGACY_COLUMNS.items()}
+        names = columns or [current.get(name, name) for name in held]
+        chosen = [f"{LEGACY_COLUMNS[n]} AS {n}" if LEGACY_COLUMNS.get(n) in held else n for n in names]
+        query = f"SELECT {', '.join(chosen)} FROM predictions"
+        if where:
+            query += " WHERE " + " AND ".join(where)
         con.row_factory = sqlite3.Row
         return [dict(row) for row in con.execute(query + " ORDER BY rowid", params)]
 

@@ -1,11 +1,15 @@
 """The service's endpoints: predictions under ``/v1``, model info, health, readiness, metrics, admin.
 
 Handlers read the service state from ``request.app.state.flywheel`` (built by ``app.create_app``).
+The prediction endpoints' bodies are the use case's (``schemas.bodies``): :func:`router_for` registers
+each handler with its body type, so the OpenAPI schema names the use case's fields.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,17 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from flywheel.registry.versions import LoadedModel
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import utc_iso
-from flywheel.serving.schemas import (
-    BatchPrediction,
-    BatchRequest,
-    Prediction,
-    PredictRequest,
-    ScoreRequest,
-    errors,
-)
+from flywheel.serving.schemas import bodies, errors
 from flywheel.serving.state import State, check_champion
+from flywheel.usecases.spec import UseCase
 
-router = APIRouter()
+router = APIRouter()  # the endpoints whose bodies do not depend on the use case
 
 
 async def service_state(request: Request) -> State:  # async: a plain def dependency runs in a thread pool
@@ -65,38 +63,35 @@ def _band(state: State, probability: float) -> str:
 def _respond(
     state: State,
     model: LoadedModel,
-    customers: list[int | None],
+    ids: list[Any],
     rows: list[dict[str, Any]],
     missing: list[bool],
     explain: bool,
     endpoint: str,
     as_of: list[str | None],
 ) -> list[dict[str, Any]]:
+    names = state.bodies
     probabilities = model.predict(rows)
     now = datetime.now(UTC).isoformat()
     out = []
-    for customer, row, gone, p, when in zip(customers, rows, missing, probabilities, as_of, strict=True):
+    for entity, row, gone, p, when in zip(ids, rows, missing, probabilities, as_of, strict=True):
         request_id = uuid.uuid4().hex
         value = float(p)
         state.metrics.probability.observe(value)
-        state.log.append(request_id, now, customer, model.version, value, row, endpoint, when)
-        answer = {
-            "customer_id": customer,
-            "churn_probability": value,
-            "risk_band": _band(state, value),
-            "model_version": model.version,
-            "request_id": request_id,
-            "features_missing": gone,
-        }
+        state.log.append(request_id, now, entity, model.version, value, row, endpoint, when)
+        answer = {names.key: entity, names.score: value}
+        if names.band:
+            answer[names.band] = _band(state, value)
+        answer.update(model_version=model.version, request_id=request_id, features_missing=gone)
         if explain:
             answer["features"] = row
-        if customer is None:
-            del answer["customer_id"]
+        if entity is None:
+            del answer[names.key]
         out.append(answer)
     return out
 
 
-def _lookup(state: State, ids: list[int]) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None]]:
+def _lookup(state: State, ids: list[Any]) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None]]:
     rows, times = _online(state).read_timed(ids)
     missing = [row is None for row in rows]
     if any(missing):
@@ -110,49 +105,33 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> dict[str, s
     return {"field": field, "message": message, "type": kind}
 
 
-@router.post(
-    "/v1/predict",
-    response_model=Prediction,
-    response_model_exclude_none=True,
-    responses=errors(400, 404, 413, 503),
-)
-async def predict(
-    body: PredictRequest, state: Service, model: Served, explain: Explain = None
-) -> JSONResponse:
-    """Churn probability of one customer, from their online features."""
-    rows, missing, times = _lookup(state, [body.customer_id])
+async def predict(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
+    """The predicted probability for one entity, from its online features."""
+    entity = getattr(body, state.bodies.key)
+    rows, missing, times = _lookup(state, [entity])
     if rows[0] is None:
         raise HTTPException(
             404,
-            f"customer {body.customer_id} has no online features "
+            f"{state.config.spec.entity.name} {entity} has no online features "
             "(unknown, or not active within the feature TTL)",
         )
-    answer = _respond(
-        state, model, [body.customer_id], rows, missing, explain == "features", "predict", times
-    )
+    answer = _respond(state, model, [entity], rows, missing, explain == "features", "predict", times)
     return JSONResponse(answer[0])
 
 
-@router.post(
-    "/v1/predict/batch",
-    response_model=BatchPrediction,
-    response_model_exclude_none=True,
-    responses=errors(400, 413, 503),
-)
-async def predict_batch(
-    body: BatchRequest, state: Service, model: Served, explain: Explain = None
-) -> JSONResponse:
-    """Churn probabilities of many customers in one call (unknown ones are listed in not_found)."""
+async def predict_batch(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
+    """Predicted probabilities of many entities in one call (unknown ones are listed in not_found)."""
+    ids = getattr(body, state.bodies.keys)
     limit = state.config.serving.max_batch
-    if len(body.customer_ids) > limit:
-        raise HTTPException(413, f"{len(body.customer_ids)} ids exceed the batch limit of {limit}")
-    rows, missing, times = _lookup(state, body.customer_ids)
+    if len(ids) > limit:
+        raise HTTPException(413, f"{len(ids)} ids exceed the batch limit of {limit}")
+    rows, missing, times = _lookup(state, ids)
     found = [i for i, row in enumerate(rows) if row is not None]
     predictions = (
         _respond(
             state,
             model,
-            [body.customer_ids[i] for i in found],
+            [ids[i] for i in found],
             [rows[i] for i in found],
             [missing[i] for i in found],
             explain == "features",
@@ -162,15 +141,12 @@ async def predict_batch(
         if found
         else []
     )
-    not_found = [c for c, row in zip(body.customer_ids, rows, strict=True) if row is None]
+    not_found = [c for c, row in zip(ids, rows, strict=True) if row is None]
     return JSONResponse({"predictions": predictions, "not_found": not_found})
 
 
-@router.post(
-    "/v1/score", response_model=Prediction, response_model_exclude_none=True, responses=errors(400, 413, 503)
-)
-async def score(body: ScoreRequest, state: Service, model: Served) -> JSONResponse:
-    """Churn probability from a full feature vector the client already holds."""
+async def score(body: Any, state: Service, model: Served) -> JSONResponse:
+    """The predicted probability from a full feature vector the client already holds."""
     problems = [
         _invalid(f"features.{n}", "required by the model", "missing")
         for n in model.features
@@ -193,10 +169,58 @@ async def score(body: ScoreRequest, state: Service, model: Served) -> JSONRespon
         problems += _check_data_time(state, body.as_of)
     if problems:
         raise HTTPException(422, problems)
-    answer = _respond(
-        state, model, [body.customer_id], [body.features], [False], False, "score", [utc_iso(body.as_of)]
-    )
+    entity = getattr(body, state.bodies.key)
+    answer = _respond(state, model, [entity], [body.features], [False], False, "score", [utc_iso(body.as_of)])
     return JSONResponse(answer[0])
+
+
+def _typed(handler: Callable[..., Any], body: type) -> Callable[..., Any]:
+    """``handler`` with its ``body`` parameter typed as ``body``, which FastAPI validates and documents."""
+
+    async def endpoint(*args: Any, **kwargs: Any) -> Any:
+        return await handler(*args, **kwargs)
+
+    signature = inspect.signature(handler)
+    endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(annotation=body) if p.name == "body" else p for p in signature.parameters.values()
+        ]
+    )
+    endpoint.__name__, endpoint.__doc__ = handler.__name__, handler.__doc__
+    return endpoint
+
+
+def router_for(usecase: UseCase) -> APIRouter:
+    """The prediction endpoints with the use case's bodies, then the shared endpoints."""
+    named = bodies(usecase)
+    typed = APIRouter()
+    common = {"response_model_exclude_none": True}
+    typed.add_api_route(
+        "/v1/predict",
+        _typed(predict, named.predict),
+        methods=["POST"],
+        response_model=named.prediction,
+        responses=errors(400, 404, 413, 503),
+        **common,
+    )
+    typed.add_api_route(
+        "/v1/predict/batch",
+        _typed(predict_batch, named.batch),
+        methods=["POST"],
+        response_model=named.batch_prediction,
+        responses=errors(400, 413, 503),
+        **common,
+    )
+    typed.add_api_route(
+        "/v1/score",
+        _typed(score, named.score_request),
+        methods=["POST"],
+        response_model=named.prediction,
+        responses=errors(400, 413, 503),
+        **common,
+    )
+    typed.routes.extend(router.routes)
+    return typed
 
 
 def _check_data_time(state: State, as_of: datetime) -> list[dict[str, str]]:

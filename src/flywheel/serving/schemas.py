@@ -10,11 +10,15 @@ state).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
+
+from flywheel.usecases.spec import Entity, UseCase
 
 # Ids: within Feast's INT64 entity key and SQLite's INTEGER, and exact in every JSON client (I-JSON,
 # RFC 7493: beyond 2^53 a client's double may not hold the id it means, nor a schema's bound)
@@ -35,11 +39,21 @@ def _entity_id(value: Any) -> int:
     return value
 
 
-CustomerId = Annotated[
-    int,
-    PlainValidator(_entity_id),
-    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID, "description": "theLook users.id"}),
-]
+def _entity_key(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_STRING:
+        raise ValueError(f"expected a string id of 1 to {MAX_STRING} characters")
+    return value
+
+
+def entity_id_type(entity: Entity) -> Any:
+    """The annotated type of an entity id in a request body (an int64 or a string key)."""
+    if entity.dtype == "int64":
+        schema = {"type": "integer", "minimum": 0, "maximum": MAX_ID, "description": entity.description}
+        return Annotated[int, PlainValidator(_entity_id), WithJsonSchema(schema)]
+    schema = {"type": "string", "minLength": 1, "maxLength": MAX_STRING, "description": entity.description}
+    return Annotated[str, PlainValidator(_entity_key), WithJsonSchema(schema)]
+
+
 NUMBER_SCHEMA = {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
 STRING_SCHEMA = {"type": "string", "maxLength": MAX_STRING}
 
@@ -66,24 +80,13 @@ FeatureValue = Annotated[
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"customer_id": 42}]})
-    customer_id: CustomerId
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"customer_ids": [42, 43]}]})
-    customer_ids: list[CustomerId] = Field(..., min_length=1)
-
-
-class ScoreRequest(BaseModel):
+class ScoreBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     features: dict[FeatureName, FeatureValue] = Field(
         ...,
         max_length=MAX_FEATURES,
         description="Feature name → value; every model feature is required (see `GET /v1/model`).",
     )
-    customer_id: CustomerId | None = Field(None, description="Recorded in the prediction log.")
     as_of: datetime | None = Field(
         None,
         description="Data time of the features (for delayed-label performance); not before the "
@@ -91,19 +94,64 @@ class ScoreRequest(BaseModel):
     )
 
 
-class Prediction(BaseModel):
-    customer_id: int | None = None
-    churn_probability: float
-    risk_band: str
-    model_version: str
-    request_id: str
-    features_missing: bool = False
-    features: dict[str, Any] | None = None
+@dataclass(frozen=True)
+class Bodies:
+    """The request and response models of one use case: its entity key and score names."""
+
+    key: str
+    keys: str
+    score: str
+    band: str | None
+    predict: type[BaseModel]
+    batch: type[BaseModel]
+    score_request: type[BaseModel]
+    prediction: type[BaseModel]
+    batch_prediction: type[BaseModel]
 
 
-class BatchPrediction(BaseModel):
-    predictions: list[Prediction]
-    not_found: list[int]
+@functools.cache
+def bodies(usecase: UseCase) -> Bodies:
+    """Build the use case's bodies once, named from its entity and API spec."""
+    entity, api = usecase.entity, usecase.api
+    key, keys = entity.join_key, f"{entity.join_key}s"
+    ident = entity_id_type(entity)
+    strict = ConfigDict(extra="forbid", json_schema_extra={"examples": [{key: api.example_id}]})
+    predict = create_model("PredictRequest", __config__=strict, **{key: (ident, ...)})
+    batch = create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{keys: [api.example_id]}]}),
+        **{keys: (list[ident], Field(..., min_length=1))},
+    )
+    score_request = create_model(
+        "ScoreRequest",
+        __base__=ScoreBody,
+        **{key: (ident | None, Field(None, description="Recorded in the prediction log."))},
+    )
+    fields: dict[str, Any] = {key: (Any, None), api.score_field: (float, ...)}
+    if api.band_field:
+        fields[api.band_field] = (str, ...)
+    prediction = create_model(
+        "Prediction",
+        **fields,
+        model_version=(str, ...),
+        request_id=(str, ...),
+        features_missing=(bool, False),
+        features=(dict[str, Any] | None, None),
+    )
+    batch_prediction = create_model(
+        "BatchPrediction", predictions=(list[prediction], ...), not_found=(list[Any], ...)
+    )
+    return Bodies(
+        key,
+        keys,
+        api.score_field,
+        api.band_field,
+        predict,
+        batch,
+        score_request,
+        prediction,
+        batch_prediction,
+    )
 
 
 class Problem(BaseModel):
@@ -127,7 +175,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: "Malformed request (e.g. a body that cannot be read)",
         401: "Missing or wrong admin token",
-        404: "Unknown customer (no online features within the TTL)",
+        404: "Unknown entity (no online features within the TTL)",
         413: "Body larger than serving.max_body_bytes, or more ids than serving.max_batch",
         503: "No model loaded or the online store is unavailable",
     }

@@ -1,4 +1,4 @@
-"""Evaluation of churn probabilities: metrics, the decision threshold, and plots."""
+"""Evaluation of predicted probabilities: metrics, the decision threshold, and plots."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, setting: float | str) -> floa
 
 
 def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> tuple[float, float]:
-    """Lift and capture rate of the top ``share`` of customers by churn probability."""
+    """Lift and capture rate of the top ``share`` of rows by predicted probability."""
     top = np.argsort(-p, kind="stable")[: max(1, round(share * len(p)))]
     rate = y[top].mean()
     return float(rate / max(y.mean(), 1e-12)), float(y[top].sum() / max(y.sum(), 1))
@@ -66,7 +66,7 @@ def bootstrap_auc_difference(
     if spread.size == 0:
         raise ValueError(
             f"none of {samples} bootstrap samples of {len(y)} rows holds both classes; "
-            "the comparison needs a test split with churners and non-churners"
+            "the comparison needs a test split with both classes"
         )
     alpha = (1 - confidence) / 2
     return {
@@ -138,7 +138,7 @@ def plots(
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(predicted, observed, "o-")
     ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title="calibration")
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title="calibration")
     save(fig, "calibration_curve")
 
     matrix = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
@@ -167,7 +167,11 @@ def plots(
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(share, gains, label="model")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
-    ax.set(xlabel="share of customers contacted", ylabel="share of churners caught", title="cumulative gains")
+    ax.set(
+        xlabel="share of rows acted on (highest first)",
+        ylabel="share of positives caught",
+        title="cumulative gains",
+    )
     ax.legend()
     save(fig, "gains_curve")
     return written

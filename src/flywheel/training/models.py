@@ -1,11 +1,11 @@
-"""Churn model types behind one contract (scikit-learn style).
+"""Tabular model types behind one contract (scikit-learn style).
 
 Parameters are stored in ``__init__``; ``fit`` learns the preprocessing (categorical levels) and the
-estimator and returns ``self``; ``predict_proba`` returns churn probabilities (1-D). ``save`` writes
-a folder in safe formats only — ``spec.json`` plus the native model file (LightGBM text, XGBoost JSON,
-CatBoost .cbm) or a skops file for scikit-learn pipelines, loaded with an explicit list of trusted
-types — so no pickle is ever loaded. Class imbalance is handled with balanced weights; the boosted
-models stop early on the validation split.
+estimator and returns ``self``; ``predict_proba`` returns the positive class's probabilities (1-D).
+``save`` writes a folder in safe formats only — ``spec.json`` plus the native model file (LightGBM
+text, XGBoost JSON, CatBoost .cbm) or a skops file for scikit-learn pipelines, loaded with an
+explicit list of trusted types — so no pickle is ever loaded. Class imbalance is handled with
+balanced weights; the boosted models stop early on the validation split.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flywheel.errors import ConfigError
 MISSING = "__missing__"
 
 
-class ChurnModel(ABC):
+class TabularModel(ABC):
     model_type: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -67,7 +67,7 @@ class ChurnModel(ABC):
     # ---- the contract ------------------------------------------------------------------------
     def fit(
         self, X: pd.DataFrame, y: Any, X_valid: pd.DataFrame | None = None, y_valid: Any = None
-    ) -> ChurnModel:
+    ) -> TabularModel:
         self._learn_levels(X)
         y = np.asarray(y, dtype=int)
         valid = (self._frame(X_valid), np.asarray(y_valid, dtype=int)) if X_valid is not None else None
@@ -95,7 +95,7 @@ class ChurnModel(ABC):
         self._save(folder)
 
     @staticmethod
-    def load(folder: Path) -> ChurnModel:
+    def load(folder: Path) -> TabularModel:
         spec = json.loads((folder / "spec.json").read_text())
         model = MODEL_TYPES[spec["model_type"]](
             spec["features"], spec["categorical"], spec["params"], spec["seed"]
@@ -125,7 +125,7 @@ class ChurnModel(ABC):
         return {}
 
 
-class LightGBMModel(ChurnModel):
+class LightGBMModel(TabularModel):
     model_type = "lightgbm"
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.05,
@@ -210,7 +210,7 @@ class LightGBMModel(ChurnModel):
         }
 
 
-class XGBoostModel(ChurnModel):
+class XGBoostModel(TabularModel):
     model_type = "xgboost"
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.05,
@@ -266,7 +266,7 @@ class XGBoostModel(ChurnModel):
         }
 
 
-class CatBoostModel(ChurnModel):
+class CatBoostModel(TabularModel):
     model_type = "catboost"
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.08,
@@ -319,7 +319,7 @@ class CatBoostModel(ChurnModel):
         }
 
 
-class _SklearnModel(ChurnModel):
+class _SklearnModel(TabularModel):
     """A scikit-learn pipeline saved with skops; only the listed types are trusted at load."""
 
     trusted: ClassVar[list[str]] = []
@@ -446,7 +446,7 @@ class RandomForestModel(_SklearnModel):
         }
 
 
-MODEL_TYPES: dict[str, type[ChurnModel]] = {
+MODEL_TYPES: dict[str, type[TabularModel]] = {
     cls.model_type: cls
     for cls in (LogisticRegressionModel, RandomForestModel, LightGBMModel, XGBoostModel, CatBoostModel)
 }
@@ -458,7 +458,7 @@ def make_model(
     categorical: list[str],
     params: dict[str, Any] | None = None,
     seed: int = 42,
-) -> ChurnModel:
+) -> TabularModel:
     if model_type not in MODEL_TYPES:
         raise ConfigError(
             f"training.model_type: unknown model type '{model_type}'; expected one of {list(MODEL_TYPES)}"

@@ -1,8 +1,8 @@
 """The ``train`` and ``eval`` steps: tune, fit the candidate and the baseline, evaluate, log to MLflow.
 
 Every run logs its parameters, validation and test metrics, plots, ``metrics.json``, the dataset it
-read (``mlflow.data``), and the candidate as an MLflow pyfunc whose ``predict`` returns churn
-probabilities: the exact object serving loads.
+read (``mlflow.data``), and the candidate as an MLflow pyfunc whose ``predict`` returns the
+predicted probabilities: the exact object serving loads.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from flywheel.features.dataset import SPLITS
 from flywheel.features.profile import PROFILE_ARTIFACT, build_profile
 from flywheel.lock import locks_workdir
 from flywheel.training import evaluation, tracking
-from flywheel.training.models import MODEL_TYPES, ChurnModel, make_model
+from flywheel.training.models import MODEL_TYPES, TabularModel, make_model
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-MODEL_FOLDER = "churn_model"  # the Flywheel model files inside the logged MLflow model's artifacts
+MODEL_FOLDER = "model"  # the Flywheel model files inside the logged MLflow model's artifacts
 BASELINE_FOLDER = "baseline"  # the baseline model, in the training run's artifacts
 EVAL_FOLDER, METRICS_FILE, PREDICTIONS_FILE = "eval", "metrics.json", "test_predictions.parquet"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
 
 def fit(
     model_type: str, params: dict[str, Any], data: Dataset, seed: int, threshold_setting: float | str
-) -> tuple[ChurnModel, float, dict[str, float]]:
+) -> tuple[TabularModel, float, dict[str, float]]:
     """Fit on the train split; choose the threshold and measure on the validation split (never test)."""
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
@@ -174,12 +174,14 @@ def fit(
     return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold)
 
 
-def load_logged_model(folder: Path) -> ChurnModel:
+def load_logged_model(folder: Path) -> TabularModel:
     """The Flywheel model inside a downloaded MLflow model folder (read into memory: the folder may go)."""
-    return ChurnModel.load(folder / "artifacts" / MODEL_FOLDER)
+    # the one artifact folder holding a saved model (models logged by earlier releases named it otherwise)
+    saved = next((folder / "artifacts").glob("*/spec.json"), None)
+    return TabularModel.load(saved.parent if saved else folder / "artifacts" / MODEL_FOLDER)
 
 
-def log_model(model: ChurnModel, example: pd.DataFrame) -> str:
+def log_model(model: TabularModel, example: pd.DataFrame) -> str:
     """Log ``model`` as an MLflow pyfunc (code + safe model files); returns its model URI."""
     import mlflow
     from mlflow.models import infer_signature
@@ -330,7 +332,7 @@ def evaluate(
     Xt, yt = data.xy("test")
     with tempfile.TemporaryDirectory() as tmp:
         model = load_logged_model(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=f"{tmp}/m")))
-        baseline = ChurnModel.load(
+        baseline = TabularModel.load(
             Path(
                 mlflow.artifacts.download_artifacts(
                     run_id=run_id, artifact_path=BASELINE_FOLDER, dst_path=f"{tmp}/b"

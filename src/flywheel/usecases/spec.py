@@ -100,7 +100,7 @@ class ApiSpec:
 
     title: str
     description: str
-    score_field: str  # e.g. "churn_probability"
+    score_field: str  # the response field of the predicted probability
     id_description: str  # what an id is, in the OpenAPI schema
     example_id: int | str = 42
     band_field: str | None = "risk_band"
@@ -124,7 +124,7 @@ class Generator(Protocol):
 Reader = Callable[[Path], dict[str, pa.Table] | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: one object per use case, hashable for caches
 class UseCase:
     """One problem Flywheel runs. ``package`` holds the SQL files (``<package>/sql/<file>``)."""
 
@@ -147,6 +147,8 @@ class UseCase:
     state_table: str = "state"  # where the generator's latent state lives: lake/sim/<state_table>
     read_file: Reader | None = None  # files in a use case's own layout; None: a file per table
     defaults: dict[str, Any] = field(default_factory=dict)  # config values under the file's
+    demo: dict[str, Any] = field(default_factory=dict)  # `flywheel demo`'s overrides (dotted keys)
+    size_setting: str | None = None  # the generator setting `data generate --size` sets
 
     def sql_text(self, name: str) -> str:
         return resources.files(self.package).joinpath("sql", name).read_text()

@@ -46,6 +46,19 @@ USE_CASE = UseCase(
     generator_settings=GeneratorSettings,
     generator=ChurnGenerator(),
     state_table="customer_state",
+    # A one-year first history, then one 120-day batch with a price shock. The first champion has seen
+    # only the young business (label dates of its first months, 365-day features cut short); the
+    # challenger retrained after the batch has the longer history and beats it under the registry's
+    # own rule (seeds 42 and 7: ROC-AUC +0.010 and +0.012, bootstrap CI lows +0.007 and +0.008).
+    demo={
+        "data.generator.customers": 5000,
+        "data.generator.start": "2023-01-01",
+        "data.generator.end": "2024-01-01",
+        "data.simulate.days": 120,
+        "data.simulate.drift": "price_shock",
+        "training.tuning.trials": 3,
+    },
+    size_setting="customers",
     defaults={
         "workdir": ".flywheel",
         "tracking": {"experiment": "churn"},
