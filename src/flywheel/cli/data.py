@@ -67,7 +67,7 @@ def _committing(title: str) -> Iterator[ops.Progress]:
 def generate(
     size: Annotated[
         int | None,
-        typer.Option(help="Size of the synthetic world (churn: customers, bank: clients).", show_default=False),
+        typer.Option(help="Size of the synthetic world (the use case's size setting).", show_default=False),
     ] = None,
     start: DateOption = None,
     end: DateOption = None,
@@ -126,7 +126,7 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Validate and add real data of the use case's tables (e.g. theLook's BigQuery export, UCI files)."""
+    """Validate and add real data of the use case's tables (CSV, Parquet, or its own published layout)."""
     config = STATE.config()
     workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None

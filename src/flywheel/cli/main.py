@@ -18,7 +18,7 @@ from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_
 from flywheel.errors import FlywheelError
 
 app = typer.Typer(
-    help="Flywheel: a local-first MLOps loop for tabular models (churn, bank marketing, your own).",
+    help="Flywheel: a local-first MLOps loop for tabular models (one plug-in per use case).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -50,7 +50,9 @@ def root(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", envvar="FLYWHEEL_CONFIG", help="Use-case YAML (default configs/<default use case>.yaml)."
+            "--config",
+            envvar="FLYWHEEL_CONFIG",
+            help="Use-case YAML (default configs/<default use case>.yaml).",
         ),
     ] = None,
     workdir: Annotated[

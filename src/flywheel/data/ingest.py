@@ -1,8 +1,8 @@
 """Reading real exports (CSV or Parquet) into a batch.
 
 A use case may read files in its own published layout (``UseCase.read_file``). Otherwise file names
-pick the table: ``users.csv``, ``order_items.parquet`` and BigQuery's sharded exports such as
-``order_items-000000000000.csv`` all work. CSV columns are read as text and converted to the tables'
+pick the table: ``<table>.csv``, ``<table>.parquet`` and BigQuery's sharded exports such as
+``<table>-000000000000.csv`` all work. CSV columns are read as text and converted to the tables'
 types by validation, so a BigQuery export (``2023-01-06 07:59:00 UTC`` timestamps) loads as it is.
 
 Real data cannot come from the future: an ingested batch's period ends at the latest at now plus

@@ -8,7 +8,7 @@ Three layers, each reporting failures as (check, table, column, failing-row coun
 3. ``check_relations`` — SQL checks across tables, against the batch *and* what the lake already
    holds: primary-key uniqueness, foreign keys, lifecycle timestamp order, nulls implied by the
    ordered lifecycle timestamps, no timestamp after the batch's period end, and the use case's own
-   checks (for churn: nulls implied by the status, items per order, orders after signup).
+   checks (``UseCase.relation_checks``).
 """
 
 from __future__ import annotations
