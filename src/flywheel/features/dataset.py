@@ -36,6 +36,7 @@ from flywheel.features.pit import point_in_time_join
 from flywheel.features.snapshots import (
     CREATED_COLUMN,
     TIMESTAMP_COLUMN,
+    context_files,
     key_columns,
     read_manifest,
     require_snapshots,
@@ -55,11 +56,26 @@ class DatasetResult:
     metadata: dict[str, Any]
 
 
-def available_features(config: FlywheelConfig, workdir: Workdir) -> dict[str, pa.DataType]:
-    """Feature columns of the built snapshots and their types."""
+def feature_sources(config: FlywheelConfig, workdir: Workdir) -> dict[str, dict[str, pa.DataType]]:
+    """Where each feature comes from and its type: the snapshot view, each context view (by name),
+    and the request (the label rows' columns a caller sends)."""
+    spec = config.spec
+    keys = (*key_columns(spec), TIMESTAMP_COLUMN, CREATED_COLUMN)
     schema = pq.read_schema(require_snapshots(workdir)[0])
-    keys = key_columns(config.spec)
-    return {field.name: field.type for field in schema if field.name not in keys}
+    sources = {"snapshot": {f.name: f.type for f in schema if f.name not in keys}}
+    for name, path in context_files(workdir).items():
+        sources[name] = {f.name: f.type for f in pq.read_schema(path) if f.name not in keys}
+    if spec.labels.request_features:
+        labels = pq.read_schema(labels_module.labels_path(workdir))
+        sources["request"] = {name: labels.field(name).type for name in spec.labels.request_features}
+    return sources
+
+
+def available_features(config: FlywheelConfig, workdir: Workdir) -> dict[str, pa.DataType]:
+    """Feature columns (snapshot view, then context views, then request) and their types."""
+    return {
+        name: type_ for source in feature_sources(config, workdir).values() for name, type_ in source.items()
+    }
 
 
 def resolve_features(config: FlywheelConfig, workdir: Workdir) -> list[str]:
@@ -174,7 +190,13 @@ def build(
     spec = config.spec
     entity = spec.snapshot.entity.join_key
     features = resolve_features(config, workdir)
-    types = available_features(config, workdir)
+    sources = feature_sources(config, workdir)
+    types = {name: type_ for source in sources.values() for name, type_ in source.items()}
+    from_snapshots = [name for name in features if name in sources["snapshot"]]
+    contexts = {
+        path: [name for name in features if name in sources[view]]
+        for view, path in context_files(workdir).items()
+    }
     labels = labels_module.read(workdir, labels_path)
     label = config.labels.label_column
     if label not in labels.column_names:
@@ -183,7 +205,9 @@ def build(
         )
     ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
     gap = timedelta(days=config.labels.horizon_days) if config.dataset.purge else None
-    counts = pc.value_counts(labels.column(labels_module.TIMESTAMP_COLUMN))
+    # label days: labels on the grid have one time per day; event labels (a contact each) share a day
+    label_day = pc.floor_temporal(labels.column(labels_module.TIMESTAMP_COLUMN), unit="day")
+    counts = pc.value_counts(label_day)
     dates = counts.field("values").to_pylist()
     assigned = split_dates(
         dates, counts.field("counts").to_pylist(), config.dataset.train_ratio, config.dataset.valid_ratio, gap
@@ -209,40 +233,44 @@ def build(
         for start in range(0, len(kept_dates), label_dates_per_chunk):
             cancel.check()
             chunk = kept_dates[start : start + label_dates_per_chunk]
-            entities = labels.filter(
-                pc.is_in(
-                    labels.column(labels_module.TIMESTAMP_COLUMN),
-                    value_set=pa.array(chunk, labels.schema.field(labels_module.TIMESTAMP_COLUMN).type),
-                )
-            )
+            in_chunk = pc.is_in(label_day, value_set=pa.array(chunk, label_day.type))
+            entities = labels.filter(in_chunk)
+            days = label_day.filter(in_chunk)
+            last = pc.max(entities.column(labels_module.TIMESTAMP_COLUMN)).as_py()
             earliest = chunk[0] - ttl if ttl else None
             files = [
                 f
                 for d, f in sorted(snapshot_by_date.items())
-                if d <= chunk[-1] and (earliest is None or d >= earliest)
+                if d <= last and (earliest is None or d >= earliest)
             ]
-            joined = (
-                point_in_time_join(
-                    entities,
-                    files,
-                    entity_key=entity,
+            if not files and not spec.labels.request_features:
+                raise DataError(f"no snapshots cover label dates {chunk[0]:%Y-%m-%d}…; rebuild the features")
+            joined = point_in_time_join(
+                entities,
+                files or _empty_snapshot(workdir),
+                entity_key=entity,
+                entity_timestamp=labels_module.TIMESTAMP_COLUMN,
+                feature_timestamp=TIMESTAMP_COLUMN,
+                created_timestamp=CREATED_COLUMN,
+                feature_names=from_snapshots,
+                ttl=ttl,
+                matched_timestamp=TIMESTAMP_COLUMN,
+            )
+            for path, names in contexts.items():
+                joined = point_in_time_join(
+                    joined,
+                    [str(path)],
+                    entity_key=None,
                     entity_timestamp=labels_module.TIMESTAMP_COLUMN,
                     feature_timestamp=TIMESTAMP_COLUMN,
                     created_timestamp=CREATED_COLUMN,
-                    feature_names=features,
-                    ttl=ttl,
-                    matched_timestamp=TIMESTAMP_COLUMN,
+                    feature_names=names,
+                    ttl=None,
                 )
-                if files
-                else None
-            )
-            if joined is None or joined.num_rows != entities.num_rows:
-                raise DataError(f"no snapshots cover label dates {chunk[0]:%Y-%m-%d}…; rebuild the features")
             unmatched += joined.column(TIMESTAMP_COLUMN).null_count
-            when = joined.column(labels_module.TIMESTAMP_COLUMN)
             for date in chunk:
                 name = assigned[date]
-                part = joined.filter(pc.equal(when, pa.scalar(date, when.type)))
+                part = joined.filter(pc.equal(days, pa.scalar(date, days.type)))
                 if name not in writers:
                     writers[name] = pq.ParquetWriter(
                         staging / f"{name}.parquet", part.schema, compression="zstd"
@@ -290,6 +318,11 @@ def build(
     (workdir.datasets / "LATEST").write_text(dataset_id + "\n")
     _logger.info("dataset %s: %s", dataset_id, {n: s["rows"] for n, s in metadata["splits"].items()})
     return DatasetResult(dataset_id, target, metadata)
+
+
+def _empty_snapshot(workdir: Workdir) -> pa.Table:
+    """The snapshot table with no rows: a chunk of label rows older than every snapshot matches none."""
+    return pq.read_schema(require_snapshots(workdir)[0]).empty_table()
 
 
 def latest(workdir: Workdir) -> Path:

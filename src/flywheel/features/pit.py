@@ -27,7 +27,7 @@ def point_in_time_join(
     entities: pa.Table,
     features: pa.Table | list[str],
     *,
-    entity_key: str,
+    entity_key: str | None,
     entity_timestamp: str,
     feature_timestamp: str,
     created_timestamp: str | None,
@@ -40,13 +40,14 @@ def point_in_time_join(
 
     Args:
         entities: the entity rows (any extra columns, such as the label, are carried through).
+        entity_key: the join key; ``None`` for an entity-less view (every row applies to everyone).
         features: a feature table, or Parquet files holding one.
         matched_timestamp: also return the matched row's feature timestamp (null when none) under
             this name, for audits such as leakage tests.
     """
     if not isinstance(features, pa.Table):
         columns = [
-            entity_key,
+            *([entity_key] if entity_key else []),
             feature_timestamp,
             *([created_timestamp] if created_timestamp else []),
             *feature_names,
@@ -54,7 +55,7 @@ def point_in_time_join(
         features = pa.concat_tables(pq.read_table(path, columns=columns) for path in features)
     con = con or connect()
     feature_keys = {
-        "k": features.column(entity_key),
+        "k": _keys(features, entity_key),
         "ts": features.column(feature_timestamp),
         "position": pa.array(np.arange(features.num_rows, dtype=np.int64)),
     }
@@ -65,7 +66,7 @@ def point_in_time_join(
         "entity_keys",
         pa.table(
             {
-                "k": entities.column(entity_key),
+                "k": _keys(entities, entity_key),
                 "ts": entities.column(entity_timestamp),
                 "row": pa.array(np.arange(entities.num_rows, dtype=np.int64)),
             }
@@ -97,3 +98,10 @@ def point_in_time_join(
             matches.column("matched_ts").cast(features.schema.field(feature_timestamp).type),
         )
     return result
+
+
+def _keys(table: pa.Table, entity_key: str | None) -> pa.Array:
+    """The join key column, or one constant key for an entity-less view."""
+    if entity_key is None:
+        return pa.array(np.zeros(table.num_rows, dtype=np.int64))
+    return table.column(entity_key)

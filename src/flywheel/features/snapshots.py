@@ -1,6 +1,7 @@
 """Feature snapshots, the offline store: the use case's snapshot view at every snapshot date.
 
-One Parquet file per snapshot date under ``features/snapshots/``, plus
+One Parquet file per snapshot date under ``features/snapshots/``, one file per entity-less context
+view (e.g. macro indicators over time) under ``features/context/``, rebuilt whole each time, plus
 ``features/manifest.json`` saying which dates are built from which lake batches and SQL. A build
 computes only the dates that are missing or that a newer batch could change, in chunks of
 ``features.chunk_dates`` dates per SQL run (which bounds memory at scale). New files are written to a
@@ -48,6 +49,16 @@ class BuildResult:
 
 def table_dir(workdir: Workdir) -> Path:
     return workdir.features / "snapshots"
+
+
+def context_dir(workdir: Workdir) -> Path:
+    return workdir.features / "context"
+
+
+def context_files(workdir: Workdir) -> dict[str, Path]:
+    """The built context views' files by view name (empty when there are none)."""
+    manifest = read_manifest(workdir) or {}
+    return {name: context_dir(workdir) / entry["file"] for name, entry in manifest.get("context", {}).items()}
 
 
 def key_columns(usecase: UseCase) -> tuple[str, str, str]:
@@ -159,12 +170,13 @@ def build(
                     part.sort_by(view.entity.join_key), staging / f"{day}.parquet", compression="zstd"
                 )
                 written[day] = {"file": f"{day}.parquet", "rows": part.num_rows}
+        context = _build_context(spec, con, staging, created)
         _publish(
             workdir,
             staging,
             written,
             grid,
-            {**_settings(config), "lake_batches": lake.batch_ids()},
+            {**_settings(config), "lake_batches": lake.batch_ids(), "context": context},
             None if full else manifest,
         )
     finally:
@@ -172,6 +184,22 @@ def build(
     rows = sum(entry["rows"] for entry in written.values())
     _logger.info("built %d snapshot date(s), %d rows", len(written), rows)
     return BuildResult(sorted(written), len(grid), rows, full)
+
+
+def _build_context(spec: UseCase, con: Any, staging: Path, created: datetime) -> dict[str, dict[str, Any]]:
+    """Each entity-less view over the whole lake, sorted by time, into ``staging/context/``."""
+    built = {}
+    for view in spec.context:
+        table = con.sql(
+            f"SELECT * FROM ({spec.sql_text(view.sql)}) ORDER BY {TIMESTAMP_COLUMN}"
+        ).to_arrow_table()
+        table = table.append_column(
+            CREATED_COLUMN, pa.array([created] * table.num_rows, pa.timestamp("us", "UTC"))
+        )
+        (staging / "context").mkdir(exist_ok=True)
+        pq.write_table(table, staging / "context" / f"{view.name}.parquet", compression="zstd")
+        built[view.name] = {"file": f"{view.name}.parquet", "rows": table.num_rows}
+    return built
 
 
 def _publish(
@@ -186,6 +214,10 @@ def _publish(
     target.mkdir(parents=True, exist_ok=True)
     for day in written:
         os.replace(staging / f"{day}.parquet", target / f"{day}.parquet")
+    if settings["context"]:
+        context_dir(workdir).mkdir(parents=True, exist_ok=True)
+    for entry in settings["context"].values():
+        os.replace(staging / "context" / entry["file"], context_dir(workdir) / entry["file"])
     dates = {} if previous is None else dict(previous["dates"])
     dates.update(written)
     keep = {d.date().isoformat() for d in grid}
