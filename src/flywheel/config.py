@@ -436,6 +436,11 @@ def apply_overrides(config: FlywheelConfig, overrides: dict[str, Any]) -> Flywhe
     """Return a copy of ``config`` with dotted keys replaced; unknown keys raise ConfigError."""
     if not overrides:
         return config
+    if overrides.get("use_case", config.use_case) != config.use_case:
+        raise ConfigError(
+            f"override use_case: a config's use case is fixed ({config.use_case}); "
+            f"pass the use case's config file instead, e.g. --config configs/{overrides['use_case']}.yaml"
+        )
     raw = config.model_dump(mode="json")
     for key, value in overrides.items():
         node = raw

@@ -119,23 +119,28 @@ def _boundaries(
     """
     target = np.array([ratios[0], ratios[1], 1.0 - ratios[0] - ratios[1]])
     cumulative = np.concatenate([[0], np.cumsum(rows)])
+    # the first date after each date's purge gap: where the next split can start
+    after_gap = np.searchsorted(dates, np.array([d + gap for d in dates]), side="right")
     best, best_error = None, np.inf
-    for train_last in range(len(dates)):
-        valid_first = int(np.searchsorted(dates, dates[train_last] + gap, side="right"))
-        for valid_last in range(valid_first, len(dates)):
-            test_first = int(np.searchsorted(dates, dates[valid_last] + gap, side="right"))
-            if test_first >= len(dates):
-                break
-            kept = np.array(
-                [
-                    cumulative[train_last + 1],
-                    cumulative[valid_last + 1] - cumulative[valid_first],
-                    cumulative[-1] - cumulative[test_first],
-                ]
-            )
-            error = float(np.sum((kept / kept.sum() - target) ** 2))
-            if error < best_error:
-                best, best_error = (dates[train_last], dates[valid_last]), error
+    for train_last in range(len(dates)):  # every valid_last at once: the search is O(dates²) in numpy
+        valid_first = int(after_gap[train_last])
+        valid_last = np.arange(valid_first, len(dates))
+        test_first = after_gap[valid_last]
+        valid_last, test_first = valid_last[test_first < len(dates)], test_first[test_first < len(dates)]
+        if valid_last.size == 0:
+            continue
+        kept = np.stack(
+            [
+                np.full(valid_last.size, cumulative[train_last + 1]),
+                cumulative[valid_last + 1] - cumulative[valid_first],
+                cumulative[-1] - cumulative[test_first],
+            ],
+            axis=1,
+        )
+        errors = np.sum((kept / kept.sum(axis=1, keepdims=True) - target) ** 2, axis=1)
+        at = int(np.argmin(errors))
+        if errors[at] < best_error:
+            best, best_error = (dates[train_last], dates[valid_last[at]]), float(errors[at])
     if best is None:
         raise DataError(
             f"{len(dates)} label date(s) are too few for train/valid/test splits with {gap.days}-day purge "
@@ -178,13 +183,14 @@ def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[
 
 @locks_workdir("features dataset")
 def build(
-    config: FlywheelConfig, workdir: Workdir, label_dates_per_chunk: int = 8, labels_path: Path | None = None
+    config: FlywheelConfig, workdir: Workdir, chunk_rows: int = 100_000, labels_path: Path | None = None
 ) -> DatasetResult:
     """Join labels (``labels_path``, default the workdir's) to snapshots point-in-time, split by time
     and write the dataset.
 
-    Works through the label dates a few at a time, reading only the snapshot files a chunk can match
-    (those within the TTL before its dates), so memory stays bounded at any scale.
+    Works through the label days in chunks of about ``chunk_rows`` label rows, reading only the
+    snapshot files a chunk can match (those within the TTL before its days), so memory stays bounded
+    at any scale.
     """
     require_snapshots(workdir)
     spec = config.spec
@@ -230,9 +236,10 @@ def build(
     unmatched = 0
     try:
         kept_dates = sorted(d for d in dates if assigned[d] is not None)
-        for start in range(0, len(kept_dates), label_dates_per_chunk):
+        for chunk in _chunks(
+            kept_dates, dict(zip(dates, counts.field("counts").to_pylist(), strict=True)), chunk_rows
+        ):
             cancel.check()
-            chunk = kept_dates[start : start + label_dates_per_chunk]
             in_chunk = pc.is_in(label_day, value_set=pa.array(chunk, label_day.type))
             entities = labels.filter(in_chunk)
             days = label_day.filter(in_chunk)
@@ -318,6 +325,19 @@ def build(
     (workdir.datasets / "LATEST").write_text(dataset_id + "\n")
     _logger.info("dataset %s: %s", dataset_id, {n: s["rows"] for n, s in metadata["splits"].items()})
     return DatasetResult(dataset_id, target, metadata)
+
+
+def _chunks(days: list[datetime], rows: dict[datetime, int], chunk_rows: int) -> list[list[datetime]]:
+    """Consecutive runs of ``days`` holding about ``chunk_rows`` label rows each (at least one day)."""
+    chunks: list[list[datetime]] = [[]]
+    held = 0
+    for day in days:
+        if chunks[-1] and held + rows[day] > chunk_rows:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(day)
+        held += rows[day]
+    return [chunk for chunk in chunks if chunk]
 
 
 def _empty_snapshot(workdir: Workdir) -> pa.Table:

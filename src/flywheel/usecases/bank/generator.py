@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from flywheel.data.batch import Batch
 from flywheel.data.schema import TIMESTAMP
@@ -71,6 +71,7 @@ from flywheel.usecases.bank.tables import (
     POUTCOME_ADDITIONAL,
     TABLES,
 )
+from flywheel.usecases.spec import Settings
 
 GENERATOR_VERSION = "1"
 US_PER_SECOND = 1_000_000
@@ -133,10 +134,8 @@ STATE_SCHEMA = pa.schema(
 )
 
 
-class GeneratorSettings(BaseModel):
+class GeneratorSettings(Settings):
     """What the first synthetic history covers; equal settings give equal data."""
-
-    model_config = ConfigDict(extra="forbid")
 
     clients: int = Field(8_000, ge=1)
     start: date = date(2008, 5, 1)
@@ -638,3 +637,22 @@ def simulate_batch(
         state=pa.table(state, schema=STATE_SCHEMA),
         generator=bookkeeping,
     )
+
+
+class BankGenerator:
+    """The synthetic campaigns as the platform's generator: a first history, then each next period
+    continuing the clients' history and the macro path."""
+
+    scenarios = tuple(DRIFT_SCENARIOS)
+
+    def generation_id(self, settings: GeneratorSettings) -> str:
+        return generation_id(settings)
+
+    def generate(self, settings: GeneratorSettings, batch_id: str) -> Batch:
+        return generate_batch(settings, batch_id)
+
+    def simulate(
+        self, lake: Any, previous: dict[str, Any], days: int, drift: str, batch_id: str | None
+    ) -> Batch:
+        start = datetime.fromisoformat(previous["period"]["end"])
+        return simulate_batch(lake.read_state(previous), previous["generator"], start, days, drift, batch_id)

@@ -1,0 +1,15 @@
+-- A client's contact history at each snapshot date: what the bank knew of the client's earlier calls
+-- (strictly before the snapshot), and their outcomes, which are known when a call ends.
+-- Reads: contacts, snapshot_dates(feature_timestamp). One row per client with an earlier contact.
+SELECT
+    c.client_id,
+    s.feature_timestamp,
+    count(*) AS history_contacts,
+    count(DISTINCT date_trunc('month', c.contact_at)) AS history_campaigns,
+    sum(CASE WHEN c.y = 'yes' THEN 1 ELSE 0 END) AS history_subscriptions,
+    sum(CASE WHEN c.y = 'yes' THEN 1 ELSE 0 END) / count(*) AS history_subscription_rate,
+    CAST(date_diff('day', max(c.contact_at), s.feature_timestamp) AS BIGINT) AS days_since_last_contact,
+    CAST(arg_max(c.y, c.contact_at) = 'yes' AS BIGINT) AS last_contact_subscribed
+FROM snapshot_dates s
+JOIN contacts c ON c.contact_at < s.feature_timestamp AND c.client_id IS NOT NULL
+GROUP BY c.client_id, s.feature_timestamp
