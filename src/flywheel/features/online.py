@@ -27,7 +27,7 @@ from flywheel.data.duck import connect, scan
 from flywheel.errors import DataError
 from flywheel.features import repo
 from flywheel.features.dataset import resolve_features
-from flywheel.features.snapshots import CREATED_COLUMN, TIMESTAMP_COLUMN, require_snapshots
+from flywheel.features.snapshots import CREATED_COLUMN, TIMESTAMP_COLUMN, context_files, require_snapshots
 from flywheel.lock import locks_workdir
 from flywheel.usecases.spec import UseCase
 from flywheel.workdir import Workdir
@@ -168,6 +168,8 @@ def materialize(
             frame = chunk.select([key, TIMESTAMP_COLUMN, CREATED_COLUMN, *features]).to_pandas()
             store.write_to_online_store(feature_view_name=view, df=frame)
             written += chunk.num_rows
+    if _materialize_context(store, workdir):
+        _logger.info("materialized the latest row of the context views")
     through = None
     if rows.num_rows:
         through = pa.compute.max(rows.column(TIMESTAMP_COLUMN)).as_py().isoformat()
@@ -179,6 +181,27 @@ def materialize(
             os.replace(staged, watermark)
     _logger.info("materialized %d rows (%d older than the online store skipped)", written, skipped)
     return MaterializeResult(rows.num_rows, written, skipped, through)
+
+
+def _materialize_context(store: Any, workdir: Workdir) -> int:
+    """Write each entity-less view's latest row, unless the online store holds a row as new."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+    written = 0
+    for name, path in context_files(workdir).items():
+        table = pa.parquet.read_table(path)
+        if table.num_rows == 0:
+            continue
+        latest = table.slice(table.num_rows - 1)  # sorted by time when built
+        view = store.get_feature_view(name)
+        [(held, _)] = store._get_provider().online_read(
+            config=store.config, table=view, entity_keys=[EntityKey()]
+        )
+        if held is not None and held >= latest.column(TIMESTAMP_COLUMN)[0].as_py():
+            continue
+        store.write_to_online_store(feature_view_name=name, df=latest.to_pandas())
+        written += 1
+    return written
 
 
 def get(config: FlywheelConfig, workdir: Workdir, ids: list[Any]) -> list[dict[str, Any]]:

@@ -150,6 +150,9 @@ class UseCase:
     demo: dict[str, Any] = field(default_factory=dict)  # `flywheel demo`'s overrides (dotted keys)
     size_setting: str | None = None  # the generator setting `data generate --size` sets
 
+    def context_view(self, name: str) -> FeatureView:
+        return next(view for view in self.context if view.name == name)
+
     def sql_text(self, name: str) -> str:
         return resources.files(self.package).joinpath("sql", name).read_text()
 

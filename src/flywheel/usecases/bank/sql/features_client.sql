@@ -6,8 +6,8 @@ SELECT
     s.feature_timestamp,
     count(*) AS history_contacts,
     count(DISTINCT date_trunc('month', c.contact_at)) AS history_campaigns,
-    sum(CASE WHEN c.y = 'yes' THEN 1 ELSE 0 END) AS history_subscriptions,
-    sum(CASE WHEN c.y = 'yes' THEN 1 ELSE 0 END) / count(*) AS history_subscription_rate,
+    CAST(sum(CASE WHEN c.y = 'yes' THEN 1 ELSE 0 END) AS BIGINT) AS history_subscriptions,
+    avg(CASE WHEN c.y = 'yes' THEN 1.0 ELSE 0.0 END) AS history_subscription_rate,
     CAST(date_diff('day', max(c.contact_at), s.feature_timestamp) AS BIGINT) AS days_since_last_contact,
     CAST(arg_max(c.y, c.contact_at) = 'yes' AS BIGINT) AS last_contact_subscribed
 FROM snapshot_dates s
