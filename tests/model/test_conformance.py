@@ -54,6 +54,11 @@ def test_contract_probabilities_save_load_and_determinism(model_type: str, tiny,
     # columns in another order, and extra columns, change nothing
     shuffled = Xv[list(reversed(Xv.columns))].assign(first_name="Ann")
     np.testing.assert_allclose(model.predict_proba(shuffled), p, rtol=0, atol=1e-12)
+    # the serving path (feature dicts, None for missing, an unseen category), fresh after a reload
+    records = Xv.astype(object).where(Xv.notna(), None).to_dict("records")
+    records[0] = {**records[0], **{c: "never-seen" for c in model.categorical}}
+    expected = model.predict_proba(pd.DataFrame.from_records(records, columns=model.features))
+    np.testing.assert_allclose(TabularModel.load(tmp_path / "m").predict_records(records), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_type", list(MODEL_TYPES))

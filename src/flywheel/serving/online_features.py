@@ -27,6 +27,7 @@ class OnlineFeatures:
         self.key, self._kind = entity.join_key, f"{entity.dtype}_val"
         self.store = repo.feature_store(workdir)
         self.view = self.store.get_feature_view(config.spec.snapshot.name)
+        self.context_views = [self.store.get_feature_view(view.name) for view in config.spec.context]
         self.provider = self.store._get_provider()  # Feast's online-store API; the SDK facade costs 4×
         self.names = [f.name for f in self.view.features]
         self.ttl_days = config.features.ttl_days
@@ -72,6 +73,16 @@ class OnlineFeatures:
             result.append({name: _scalar(values.get(name)) for name in self.names})
             times.append(utc_iso(timestamp))
         return result, times
+
+    def context(self) -> dict[str, Any]:
+        """The latest row of each entity-less context view (e.g. macro indicators), as one dict."""
+        values: dict[str, Any] = {}
+        for view in self.context_views:
+            [(_, row)] = self.provider.online_read(
+                config=self.store.config, table=view, entity_keys=[self._entity_key()]
+            )
+            values.update({f.name: _scalar((row or {}).get(f.name)) for f in view.features})
+        return values
 
     def ping(self) -> None:
         """Raise if the online store cannot be read."""

@@ -106,7 +106,10 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> dict[str, s
 
 
 async def predict(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
-    """The predicted probability for one entity, from its online features."""
+    """The predicted probability for one entity, from its online features (and the features the
+    request carries, for a use case whose callers send them)."""
+    if state.bodies.request:
+        return JSONResponse(_predict_request(state, model, body, explain == "features"))
     entity = getattr(body, state.bodies.key)
     rows, missing, times = _lookup(state, [entity])
     if rows[0] is None:
@@ -119,12 +122,36 @@ async def predict(body: Any, state: Service, model: Served, explain: Explain = N
     return JSONResponse(answer[0])
 
 
+def _predict_request(state: State, model: LoadedModel, body: Any, explain: bool) -> dict[str, Any]:
+    """A request carrying the caller's features: they are joined with the online snapshot of the
+    snapshot entity (when the request names one the store knows) and the context views' latest rows."""
+    names, online = state.bodies, _online(state)
+    row = {name: getattr(body, name) for name in names.request}
+    snapshot_id = getattr(body, names.snapshot_key) if names.snapshot_key else getattr(body, names.key)
+    found = None
+    if snapshot_id is not None:
+        [found], _ = online.read_timed([snapshot_id])
+    row.update(found or {})
+    row.update(online.context())
+    if body.as_of is not None:
+        problems = _check_data_time(state, body.as_of)
+        if problems:
+            raise HTTPException(422, problems)
+    as_of = utc_iso(body.as_of) or datetime.now(UTC).isoformat()
+    entity = getattr(body, names.key)
+    return _respond(state, model, [entity], [row], [found is None], explain, "predict", [as_of])[0]
+
+
 async def predict_batch(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
     """Predicted probabilities of many entities in one call (unknown ones are listed in not_found)."""
     ids = getattr(body, state.bodies.keys)
     limit = state.config.serving.max_batch
     if len(ids) > limit:
         raise HTTPException(413, f"{len(ids)} ids exceed the batch limit of {limit}")
+    if state.bodies.request:
+        explained = explain == "features"
+        predictions = [_predict_request(state, model, record, explained) for record in ids]
+        return JSONResponse({"predictions": predictions, "not_found": []})
     rows, missing, times = _lookup(state, ids)
     found = [i for i, row in enumerate(rows) if row is not None]
     predictions = (

@@ -14,8 +14,9 @@ import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from flywheel.usecases.spec import Entity, UseCase
@@ -96,12 +97,16 @@ class ScoreBody(BaseModel):
 
 @dataclass(frozen=True)
 class Bodies:
-    """The request and response models of one use case: its entity key and score names."""
+    """The request and response models of one use case: its entity key and score names, and for a use
+    case whose caller sends features (``request``), the snapshot entity's key (``snapshot_key``, when
+    it is another entity's) that fetches the online features."""
 
     key: str
     keys: str
     score: str
     band: str | None
+    request: tuple[str, ...]
+    snapshot_key: str | None
     predict: type[BaseModel]
     batch: type[BaseModel]
     score_request: type[BaseModel]
@@ -115,13 +120,38 @@ def bodies(usecase: UseCase) -> Bodies:
     entity, api = usecase.entity, usecase.api
     key, keys = entity.join_key, f"{entity.join_key}s"
     ident = entity_id_type(entity)
-    strict = ConfigDict(extra="forbid", json_schema_extra={"examples": [{key: api.example_id}]})
-    predict = create_model("PredictRequest", __config__=strict, **{key: (ident, ...)})
-    batch = create_model(
-        "BatchRequest",
-        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{keys: [api.example_id]}]}),
-        **{keys: (list[ident], Field(..., min_length=1))},
+    strict = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [api.example or {key: api.example_id}]}
     )
+    fields_in: dict[str, Any] = {key: (ident, ...)}
+    snapshot_entity = usecase.snapshot.entity
+    snapshot_key = None
+    if usecase.labels.request_features:
+        if snapshot_entity.join_key != key:
+            snapshot_key = snapshot_entity.join_key
+            fields_in[snapshot_key] = (
+                entity_id_type(snapshot_entity) | None,
+                Field(None, description=f"{snapshot_entity.description} Unknown or absent: no history."),
+            )
+        fields_in.update({name: _request_field(usecase, name) for name in usecase.labels.request_features})
+        fields_in["as_of"] = (
+            datetime | None,
+            Field(None, description="When the request's record holds (data time); default now."),
+        )
+    predict = create_model("PredictRequest", __config__=strict, **fields_in)
+    if usecase.labels.request_features:  # each request carries its own record
+        keys = "records"
+        batch = create_model(
+            "BatchRequest",
+            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{keys: [api.example]}]}),
+            records=(list[predict], Field(..., min_length=1)),
+        )
+    else:
+        batch = create_model(
+            "BatchRequest",
+            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{keys: [api.example_id]}]}),
+            **{keys: (list[ident], Field(..., min_length=1))},
+        )
     score_request = create_model(
         "ScoreRequest",
         __base__=ScoreBody,
@@ -146,12 +176,38 @@ def bodies(usecase: UseCase) -> Bodies:
         keys,
         api.score_field,
         api.band_field,
+        usecase.labels.request_features,
+        snapshot_key,
         predict,
         batch,
         score_request,
         prediction,
         batch_prediction,
     )
+
+
+def _request_field(usecase: UseCase, name: str) -> tuple[Any, Any]:
+    """A request feature's type, bounds and allowed values, from the raw table column it comes from."""
+    column = next(
+        (t.columns[t.column_names.index(name)] for t in usecase.tables.values() if name in t.column_names),
+        None,
+    )
+    if column is None:
+        return (FeatureValue, Field(None))
+    if pa.types.is_string(column.type):
+        kind: Any = (
+            Literal[column.allowed] if column.allowed else Annotated[str, Field(max_length=MAX_STRING)]
+        )
+    else:
+        base = int if pa.types.is_integer(column.type) else float
+        low = column.min_value if column.min_value is not None else -MAX_NUMBER
+        high = column.max_value if column.max_value is not None else MAX_NUMBER
+        kind = (
+            Annotated[base, Field(ge=low, le=high, allow_inf_nan=False)]
+            if base is float
+            else Annotated[base, Field(ge=low, le=high)]
+        )
+    return (kind | None, Field(None)) if column.nullable else (kind, ...)
 
 
 class Problem(BaseModel):

@@ -81,6 +81,23 @@ class TabularModel(ABC):
         """Probabilities for feature dicts (the serving path); equal to ``predict_proba`` on a frame."""
         return self.predict_proba(pd.DataFrame.from_records(records, columns=self.features))
 
+    def _matrix(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Feature dicts as a float matrix, categories as their level codes (NaN when unknown): what
+        the boosters see of the pandas categoricals of ``_frame``, without building a frame."""
+        if not hasattr(self, "_codes"):
+            self._codes = {
+                c: {level: float(i) for i, level in enumerate(self.levels_[c])} for c in self.categorical
+            }
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float64)
+        for i, record in enumerate(records):
+            for j, name in enumerate(self.features):
+                value = record.get(name)
+                if name in self._codes:
+                    matrix[i, j] = self._codes[name].get(value, np.nan) if value is not None else np.nan
+                else:
+                    matrix[i, j] = np.nan if value is None else value
+        return matrix
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {
@@ -165,20 +182,8 @@ class LightGBMModel(TabularModel):
         return self.booster_.predict(X, num_iteration=self.booster_.best_iteration or None)
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """The fast path: a float matrix (categories as their level codes, NaN when unknown) straight
-        into the booster, which is what LightGBM does with the pandas categoricals of ``_frame``."""
-        if not hasattr(self, "_codes"):
-            self._codes = {
-                c: {level: float(i) for i, level in enumerate(self.levels_[c])} for c in self.categorical
-            }
-        matrix = np.empty((len(records), len(self.features)), dtype=np.float64)
-        for i, record in enumerate(records):
-            for j, name in enumerate(self.features):
-                value = record.get(name)
-                if name in self._codes:
-                    matrix[i, j] = self._codes[name].get(value, np.nan) if value is not None else np.nan
-                else:
-                    matrix[i, j] = np.nan if value is None else value
+        """The fast path: the float matrix of codes straight into the booster."""
+        matrix = self._matrix(records)
         return np.clip(
             # one thread: for a few rows OpenMP start-up and spinning cost more than the trees
             self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, num_threads=1),
@@ -244,6 +249,24 @@ class XGBoostModel(TabularModel):
 
     def _predict(self, X):
         return self.estimator_.predict_proba(X)[:, 1]
+
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The fast path: the float matrix of codes as a one-thread DMatrix typed like the training
+        frame (categorical or numeric), scored by the booster up to its best iteration."""
+        import xgboost as xgb
+
+        if not hasattr(self, "_types"):
+            self._types = ["c" if name in self.categorical else "q" for name in self.features]
+            best = getattr(self.estimator_, "best_iteration", None)
+            self._range = (0, best + 1) if best is not None else (0, 0)
+        matrix = xgb.DMatrix(
+            self._matrix(records),
+            feature_names=self.features,
+            feature_types=self._types,
+            enable_categorical=True,
+            nthread=1,
+        )
+        return np.clip(self.estimator_.get_booster().predict(matrix, iteration_range=self._range), 0.0, 1.0)
 
     def _save(self, folder):
         self.estimator_.save_model(str(folder / "model.json"))

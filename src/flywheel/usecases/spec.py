@@ -103,6 +103,7 @@ class ApiSpec:
     score_field: str  # the response field of the predicted probability
     id_description: str  # what an id is, in the OpenAPI schema
     example_id: int | str = 42
+    example: dict[str, Any] | None = None  # a whole request body, when callers send more than an id
     band_field: str | None = "risk_band"
     population: str | None = None  # pandas query over snapshot rows: who simulated traffic scores
 
