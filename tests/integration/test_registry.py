@@ -139,9 +139,9 @@ def test_the_latency_gate_times_the_serving_path(
 
 
 KILLED_REGISTRATION = """
-import os, signal, sys, yaml
+import os, signal, sys
 import mlflow
-from flywheel.config import FlywheelConfig
+from flywheel.config import load_config
 from flywheel.registry import registry
 from flywheel.workdir import Workdir
 
@@ -152,7 +152,7 @@ def killed(*args, **kwargs):  # SIGKILL right after the version exists
     os.kill(os.getpid(), signal.SIGKILL)
 
 mlflow.register_model = killed
-config = FlywheelConfig.model_validate(yaml.safe_load(open(sys.argv[2])))
+config = load_config(sys.argv[2])
 registry.register(config, Workdir.at(sys.argv[1]), sys.argv[3], sys.argv[4])
 """
 
