@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.data import ops
 from flywheel.errors import FlywheelError
+from flywheel.features import labels as labels_module
 from flywheel.features import online
 from flywheel.features import ops as feature_ops
 from flywheel.features.snapshots import snapshot_files
@@ -34,6 +35,7 @@ from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
 from flywheel.retraining import loop
 from flywheel.serving.local import call, local_service
+from flywheel.serving.schemas import bodies
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -189,9 +191,16 @@ def _predict(
         if time.monotonic() > deadline:
             raise FlywheelError(f"the service did not swap to v{wait_for} within 30 s")
         time.sleep(0.1)
-    key = config.spec.snapshot.entity.join_key
-    ids = pq.read_table(snapshot_files(workdir)[-1]).column(key).to_pylist()[:count]
-    return [call(f"{url}/v1/predict", {key: entity}) for entity in ids]
+    names = bodies(config.spec)
+    if not names.request:
+        key = config.spec.snapshot.entity.join_key
+        ids = pq.read_table(snapshot_files(workdir)[-1]).column(key).to_pylist()[:count]
+        return [call(f"{url}/v1/predict", {key: entity}) for entity in ids]
+    # callers send their records: the newest label rows as a caller would hold them (no label)
+    rows = labels_module.current(config, workdir)
+    fields = [names.key, *([names.snapshot_key] if names.snapshot_key else []), *names.request]
+    records = rows.slice(max(0, rows.num_rows - count)).select(fields).to_pylist()
+    return [call(f"{url}/v1/predict", record) for record in records]
 
 
 def _performance(config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: DemoSummary) -> None:

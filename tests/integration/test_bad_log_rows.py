@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.config import FlywheelConfig, apply_overrides, default_config
 from flywheel.features.snapshots import CREATED_COLUMN, TIMESTAMP_COLUMN
 from flywheel.monitoring import monitor, performance
 from flywheel.retraining import loop, retrain
@@ -39,7 +39,7 @@ def workdir(served_workdir: Workdir, tmp_path: Path) -> Workdir:
     """A copy of the served workdir whose log holds good traffic on the newest snapshot and bad rows."""
     target = Workdir.at(tmp_path / "wd")
     shutil.copytree(served_workdir.root, target.root)
-    day, frame = monitor.snapshot_frame(target)
+    day, frame = monitor.snapshot_frame(default_config(), target)
     now = utc_iso(datetime.now(UTC))
     log = PredictionLog(target.predictions / "predictions.db", flush_seconds=0.05)
     for i, row in enumerate(frame.head(GOOD_ROWS).to_dict("records")):

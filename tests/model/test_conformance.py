@@ -58,7 +58,9 @@ def test_contract_probabilities_save_load_and_determinism(model_type: str, tiny,
     records = Xv.astype(object).where(Xv.notna(), None).to_dict("records")
     records[0] = {**records[0], **{c: "never-seen" for c in model.categorical}}
     expected = model.predict_proba(pd.DataFrame.from_records(records, columns=model.features))
-    np.testing.assert_allclose(TabularModel.load(tmp_path / "m").predict_records(records), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        TabularModel.load(tmp_path / "m").predict_records(records), expected, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("model_type", list(MODEL_TYPES))

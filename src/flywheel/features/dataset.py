@@ -194,22 +194,14 @@ def build(
     """
     require_snapshots(workdir)
     spec = config.spec
-    entity = spec.snapshot.entity.join_key
     features = resolve_features(config, workdir)
-    sources = feature_sources(config, workdir)
-    types = {name: type_ for source in sources.values() for name, type_ in source.items()}
-    from_snapshots = [name for name in features if name in sources["snapshot"]]
-    contexts = {
-        path: [name for name in features if name in sources[view]]
-        for view, path in context_files(workdir).items()
-    }
+    types = available_features(config, workdir)
     labels = labels_module.read(workdir, labels_path)
     label = config.labels.label_column
     if label not in labels.column_names:
         raise DataError(
             f"labels hold {labels.column_names}, not {label}; rebuild with `flywheel features build`"
         )
-    ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
     gap = timedelta(days=config.labels.horizon_days) if config.dataset.purge else None
     # label days: labels on the grid have one time per day; event labels (a contact each) share a day
     label_day = pc.floor_temporal(labels.column(labels_module.TIMESTAMP_COLUMN), unit="day")
@@ -243,37 +235,7 @@ def build(
             in_chunk = pc.is_in(label_day, value_set=pa.array(chunk, label_day.type))
             entities = labels.filter(in_chunk)
             days = label_day.filter(in_chunk)
-            last = pc.max(entities.column(labels_module.TIMESTAMP_COLUMN)).as_py()
-            earliest = chunk[0] - ttl if ttl else None
-            files = [
-                f
-                for d, f in sorted(snapshot_by_date.items())
-                if d <= last and (earliest is None or d >= earliest)
-            ]
-            if not files and not spec.labels.request_features:
-                raise DataError(f"no snapshots cover label dates {chunk[0]:%Y-%m-%d}…; rebuild the features")
-            joined = point_in_time_join(
-                entities,
-                files or _empty_snapshot(workdir),
-                entity_key=entity,
-                entity_timestamp=labels_module.TIMESTAMP_COLUMN,
-                feature_timestamp=TIMESTAMP_COLUMN,
-                created_timestamp=CREATED_COLUMN,
-                feature_names=from_snapshots,
-                ttl=ttl,
-                matched_timestamp=TIMESTAMP_COLUMN,
-            )
-            for path, names in contexts.items():
-                joined = point_in_time_join(
-                    joined,
-                    [str(path)],
-                    entity_key=None,
-                    entity_timestamp=labels_module.TIMESTAMP_COLUMN,
-                    feature_timestamp=TIMESTAMP_COLUMN,
-                    created_timestamp=CREATED_COLUMN,
-                    feature_names=names,
-                    ttl=None,
-                )
+            joined = _join(config, workdir, entities, features, snapshot_by_date, chunk[0])
             unmatched += joined.column(TIMESTAMP_COLUMN).null_count
             for date in chunk:
                 name = assigned[date]
@@ -325,6 +287,71 @@ def build(
     (workdir.datasets / "LATEST").write_text(dataset_id + "\n")
     _logger.info("dataset %s: %s", dataset_id, {n: s["rows"] for n, s in metadata["splits"].items()})
     return DatasetResult(dataset_id, target, metadata)
+
+
+def with_features(
+    config: FlywheelConfig, workdir: Workdir, rows: pa.Table, features: list[str] | None = None
+) -> pa.Table:
+    """Label rows (the entity keys, ``label_timestamp``, any request features) with the built
+    features as of each row's time, exactly as the training set joins them (``features``: default
+    the configured ones). Simulated traffic and replays score rows built this way."""
+    snapshot_by_date = {
+        datetime.fromisoformat(day).replace(tzinfo=UTC): str(table_dir(workdir) / entry["file"])
+        for day, entry in read_manifest(workdir)["dates"].items()
+    }
+    first = pc.min(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
+    return _join(
+        config, workdir, rows, features or resolve_features(config, workdir), snapshot_by_date, first
+    )
+
+
+def _join(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    rows: pa.Table,
+    features: list[str],
+    snapshot_by_date: dict[datetime, str],
+    first: datetime,
+) -> pa.Table:
+    """``rows`` joined point-in-time to the snapshot files that can match them (within the TTL before
+    ``first`` up to their latest time), then to each context view; the matched snapshot time comes
+    back as ``feature_timestamp`` (null: no snapshot row)."""
+    spec = config.spec
+    sources = feature_sources(config, workdir)
+    ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
+    last = pc.max(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
+    earliest = first - ttl if ttl else None
+    files = [
+        f for d, f in sorted(snapshot_by_date.items()) if d <= last and (earliest is None or d >= earliest)
+    ]
+    if not files and not spec.labels.request_features:
+        raise DataError(f"no snapshots cover label dates {first:%Y-%m-%d}…; rebuild the features")
+    joined = point_in_time_join(
+        rows,
+        files or _empty_snapshot(workdir),
+        entity_key=spec.snapshot.entity.join_key,
+        entity_timestamp=labels_module.TIMESTAMP_COLUMN,
+        feature_timestamp=TIMESTAMP_COLUMN,
+        created_timestamp=CREATED_COLUMN,
+        feature_names=[name for name in features if name in sources["snapshot"]],
+        ttl=ttl,
+        matched_timestamp=TIMESTAMP_COLUMN,
+    )
+    for view, path in context_files(workdir).items():
+        names = [name for name in features if name in sources[view]]
+        if not names:
+            continue
+        joined = point_in_time_join(
+            joined,
+            [str(path)],
+            entity_key=None,
+            entity_timestamp=labels_module.TIMESTAMP_COLUMN,
+            feature_timestamp=TIMESTAMP_COLUMN,
+            created_timestamp=CREATED_COLUMN,
+            feature_names=names,
+            ttl=None,
+        )
+    return joined
 
 
 def _chunks(days: list[datetime], rows: dict[datetime, int], chunk_rows: int) -> list[list[datetime]]:

@@ -142,6 +142,16 @@ def at_dates(config: FlywheelConfig, workdir: Workdir, dates: list[datetime]) ->
     return pa.concat_tables([part.replace_schema_metadata(None) for part in parts])
 
 
+def current(config: FlywheelConfig, workdir: Workdir) -> pa.Table:
+    """Every label the lake observes: the labels file when it is current for this lake, else
+    computed (nothing is written)."""
+    lake = Lake(workdir, config.spec)
+    path = labels_path(workdir)
+    if _held(path, _source(config, lake)) is None:
+        return compute(config, lake)
+    return pq.read_table(path).replace_schema_metadata(None)
+
+
 def read(workdir: Workdir, path: Path | None = None) -> pa.Table:
     path = path or labels_path(workdir)
     if not path.exists():

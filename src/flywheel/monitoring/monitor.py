@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
-from flywheel.features import snapshots
+from flywheel.features import dataset, labels, snapshots
 from flywheel.features.profile import PROFILE_ARTIFACT
 from flywheel.monitoring import html, logrows
 from flywheel.monitoring.alerts import alert
@@ -56,7 +58,14 @@ def champion_profile(
         return version, json.loads(Path(path).read_text())
 
 
-def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.DataFrame]:
+def snapshot_frame(
+    config: FlywheelConfig, workdir: Workdir, day: str | None = None
+) -> tuple[str, pd.DataFrame]:
+    """The newest data the model would score: the snapshot of ``day`` (default the newest) for labels
+    on the grid; for event labels, the label rows (e.g. contacts) of the ``monitoring.window_days``
+    up to ``day`` with the features the training set joins."""
+    if config.labels.cadence_days is None:
+        return _event_frame(config, workdir, day)
     manifest = snapshots.read_manifest(workdir)
     if not manifest or not manifest["dates"]:
         raise FlywheelError("no feature snapshots; run `flywheel features build` first")
@@ -66,6 +75,27 @@ def snapshot_frame(workdir: Workdir, day: str | None = None) -> tuple[str, pd.Da
             f"no snapshot on {day}; built dates run {min(manifest['dates'])} … {max(manifest['dates'])}"
         )
     return day, pq.read_table(snapshots.table_dir(workdir) / manifest["dates"][day]["file"]).to_pandas()
+
+
+def _event_frame(config: FlywheelConfig, workdir: Workdir, day: str | None) -> tuple[str, pd.DataFrame]:
+    rows = labels.current(config, workdir).drop_columns([config.labels.label_column])
+    when = rows.column(labels.TIMESTAMP_COLUMN)
+    if rows.num_rows == 0:
+        raise FlywheelError("no label rows; run `flywheel features build` first")
+    last = (
+        pc.max(when).as_py()
+        if day is None
+        else datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+    )
+    first = last - timedelta(days=config.monitoring.window_days)
+    rows = rows.filter(
+        pc.and_(
+            pc.greater(when, pa.scalar(first, when.type)), pc.less_equal(when, pa.scalar(last, when.type))
+        )
+    )
+    if rows.num_rows == 0:
+        raise FlywheelError(f"no label rows in ({first:%Y-%m-%d}, {last:%Y-%m-%d}]")
+    return f"{last:%Y-%m-%d}", dataset.with_features(config, workdir, rows).to_pandas()
 
 
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
@@ -137,7 +167,7 @@ def drift(
         label = f"prediction log {since:%Y-%m-%d %H:%M} … {until:%Y-%m-%d %H:%M} UTC"
         extra: dict[str, Any] = {"skipped_rows": skipped_rows}
     else:
-        day, frame = snapshot_frame(workdir, day)
+        day, frame = snapshot_frame(config, workdir, day)
         model = load_version(config, workdir, version)
         probabilities = model.model.predict_proba(frame[model.features])
         label = f"snapshot {day}"

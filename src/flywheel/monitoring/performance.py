@@ -111,7 +111,9 @@ def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
 
 
 def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None = None) -> PerformanceReport:
-    """Per-period performance of the logged predictions whose labels the lake now observes."""
+    """Per-period performance of the logged predictions whose labels the lake now observes: labels on
+    the grid are matched by entity and data time, event labels (one per entity, e.g. a contact) by
+    entity alone."""
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
     not_after = config.monitoring.latest_data_time()
@@ -125,7 +127,14 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     dated["observable"] = dated["as_of"] + horizon <= last
     observable_dates = sorted(dated.loc[dated["observable"], "as_of"].unique())
     labelled = dated.iloc[0:0].assign(label=pd.Series(dtype="int64"))
-    if observable_dates:
+    if observable_dates and config.labels.cadence_days is None:  # one label per entity (a contact)
+        columns = {key: "entity_id", config.labels.label_column: "label"}
+        truth = (
+            labels_module.current(config, workdir).select(list(columns)).to_pandas().rename(columns=columns)
+        )
+        dated["entity_id"] = dated["entity_id"].astype(truth["entity_id"].dtype)
+        labelled = dated[dated["observable"]].merge(truth, on="entity_id", how="inner")
+    elif observable_dates:
         truth = labels_module.at_dates(
             config, workdir, [pd.Timestamp(d).to_pydatetime() for d in observable_dates]
         ).to_pandas()

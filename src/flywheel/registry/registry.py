@@ -166,7 +166,7 @@ def register(
     version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     if passed and challenger:
         move_alias(client, name, CHALLENGER, version, "passed the quality gate", run_id)
-    else:
+    elif not passed:
         failed = ", ".join(
             f"{c.name}={c.value:.4g} (bound {c.threshold:.4g})" for c in checks if not c.passed
         )
