@@ -245,7 +245,16 @@ class XGBoostModel(TabularModel):
         self.estimator_ = self._estimator()
         self.params = params
         eval_set = [valid] if valid is not None else None
-        self.estimator_.fit(X, y, sample_weight=self._weights(y), eval_set=eval_set, verbose=False)
+        # early stopping must watch the loss the trees minimize: weighted like the training rows
+        eval_weights = [self._weights(valid[1])] if valid is not None else None
+        self.estimator_.fit(
+            X,
+            y,
+            sample_weight=self._weights(y),
+            eval_set=eval_set,
+            sample_weight_eval_set=eval_weights,
+            verbose=False,
+        )
 
     def _predict(self, X):
         return self.estimator_.predict_proba(X)[:, 1]
