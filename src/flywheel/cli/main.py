@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features, model, monitor, pipeline, serve
+from flywheel.cli import data, features, model, monitor, pipeline, replay, serve
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -37,6 +37,7 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(monitor.simulate_app, name="simulate")
 app.command("retrain")(monitor.retrain_command)
 app.command("loop")(monitor.loop_command)
+app.command("replay")(replay.replay_command)
 
 
 def _version(value: bool) -> None:

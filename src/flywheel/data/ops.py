@@ -108,6 +108,14 @@ def ingest(
     return _commit(usecase, workdir, read_batch(usecase, paths, batch_id, period_end, settings), progress)
 
 
+@locks_workdir("data commit")
+def commit(
+    usecase: UseCase, workdir: Workdir, batch: Batch, progress: Progress | None = None
+) -> CommitResult:
+    """Validate and add a batch built in Python (e.g. a month of a replayed file) atomically."""
+    return _commit(usecase, workdir, batch, progress)
+
+
 def validate(usecase: UseCase, workdir: Workdir, progress: Progress | None = None) -> ValidationReport:
     """Re-check the whole lake: every committed file against its schema and every cross-table rule."""
     lake = Lake(workdir, usecase)

@@ -53,14 +53,17 @@ def simulate(
     )
     key = config.spec.entity.join_key
     rng = np.random.default_rng(seed)
+    samples = [(day, frame.iloc[rng.permutation(len(frame))[:per_date]]) for day, frame in days_rows]
+    if config.labels.cadence_days is None:  # the features as training joins them, at each row's time
+        rows = pa.Table.from_pandas(pd.concat([frame for _, frame in samples]), preserve_index=False)
+        joined = dataset.with_features(config, workdir, rows).to_pandas()
+        ends = np.cumsum([len(frame) for _, frame in samples])
+        samples = [
+            (day, joined.iloc[end - len(frame) : end])
+            for (day, frame), end in zip(samples, ends, strict=True)
+        ]
     result = TrafficResult()
-    for day, frame in days_rows:
-        sample = frame.iloc[rng.permutation(len(frame))[:per_date]]
-        if config.labels.cadence_days is None:  # the features as training joins them, at each row's time
-            joined = dataset.with_features(
-                config, workdir, pa.Table.from_pandas(sample, preserve_index=False)
-            )
-            sample = joined.to_pandas()
+    for day, sample in samples:
         rows = sample[features].astype(object).where(sample[features].notna(), None).to_dict("records")
         for entity, row, when in zip(sample[key], rows, sample["_as_of"], strict=True):
             answer = call(

@@ -117,7 +117,7 @@ USE_CASE = UseCase(
         "features": {"cadence_days": 7, "anchor": "2008-05-05", "ttl_days": 0},
         "training": {"model_type": "xgboost"},
         "serving": {"risk_bands": {"low": 0.0, "medium": 0.2, "high": 0.5}},
-        "registry": {"gates": {"min_roc_auc": 0.6, "min_pr_auc": 0.15}},
+        "registry": {"gates": {"min_roc_auc": 0.55, "min_pr_auc": 0.05}},
         "retrain": {"min_roc_auc": 0.65},
     },
     demo={"data.simulate.days": 30, "data.simulate.drift": "rate_cut", "training.tuning.trials": 3},
