@@ -29,7 +29,7 @@ def _show_commit(result: ops.CommitResult, verb: str) -> None:
     console.print(
         f"{verb} batch [bold]{result.batch_id}[/bold] ({period['start'][:10]} → {period['end'][:10]})"
     )
-    table = Table("table", "rows", "created_at range")
+    table = Table("table", "rows", "time range")
     for name, info in result.record["tables"].items():
         span = info["time_range"]
         table.add_row(name, f"{info['rows']:,}", f"{span[0][:10]} → {span[1][:10]}" if span else "")
