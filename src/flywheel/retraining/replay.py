@@ -1,14 +1,15 @@
 """``flywheel replay FILE``: feed a real file through the loop month by month, as it happened.
 
 Seed 002's chain (new batch → retrain → redeploy, with simulated traffic and ground truth) on real
-data: the file is read in the use case's own layout (``UseCase.read_file``) and cut by calendar month
-of each table's time column. The first ``warmup_months`` are one batch that trains the first
+data: the file is read in the use case's own layout (``UseCase.read_file``) and cut by calendar
+month of each table's time column. The first ``warmup_months`` are one batch that trains the first
 champion. Then, for each later month: the month is ingested as a batch, the features are built, its
 rows (label rows, e.g. contacts) are scored through the running service with the features a caller
 would have had at their time (``/v1/score``, logged with the row's id and time), the outcomes the
 month brought are the ground truth of those predictions, and one loop tick decides, retrains,
-promotes and publishes. The served predictions of each month are scored against its outcomes, so
-performance over time is measured on predictions made before the outcomes were known.
+promotes and publishes (the wall-clock cooldown is off: months pass in seconds). The served
+predictions of each month are scored against its outcomes, so performance over time is measured on
+predictions made before the outcomes were known.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def replay(
 ) -> ReplayResult:
     """Replay ``path`` into an empty workdir: a warm-up batch and the first champion, then one
     month at a time (see the module docstring). ``months`` limits how many are replayed."""
+    # months pass in seconds here: a wall-clock cooldown would block every retrain after the first
+    config = apply_overrides(config, {"retrain.cooldown_hours": 0})
     spec = config.spec
     if spec.read_file is None:
         raise DataError(f"the {spec.name} use case reads no published file layout to replay")
@@ -150,10 +153,10 @@ def replay(
             if not tick.ok:
                 outcome, reason = "failed", f"{tick.failed_stage}: {tick.error}"
             elif decision is None or not decision.retrain:
-                outcome, reason = "no retrain", "no trigger fired"
+                outcome, reason = "no retrain", "; ".join(decision.reasons) if decision else ""
             else:
                 outcome = f"promoted v{champion}" if decision.promoted else f"kept v{champion}"
-                reason = decision.promotion_reason or ""
+                reason = decision.promotion_reason or decision.error or ""
             truth = rows.column(config.labels.label_column).to_numpy()
             both = len(np.unique(truth)) == 2
             record = ReplayMonth(
