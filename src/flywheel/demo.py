@@ -40,7 +40,6 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 DEMO_BATCH_ID = "demo-batch-1"
-TRAFFIC_DAYS, TRAFFIC_PER_DATE = 84, 150
 
 
 @dataclass
@@ -112,7 +111,8 @@ def run(
     with local_service(apply_overrides(config, {"serving.poll_seconds": 1.0}), workdir) as url:
         summary.predictions = _predict(config, url, workdir)
         stage("serve", f"service on {url}; answering with v{summary.predictions[0]['model_version']}")
-        sent = traffic.simulate(config, workdir, url, days=TRAFFIC_DAYS, per_date=TRAFFIC_PER_DATE)
+        days, per_date = config.spec.demo_traffic
+        sent = traffic.simulate(config, workdir, url, days=days, per_date=per_date)
         stage(
             "traffic",
             f"{sent.requests:,} predictions over {len(sent.dates)} simulated days "

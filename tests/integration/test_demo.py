@@ -40,3 +40,19 @@ def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
         "loop: publish",
     ]
     assert all(seconds >= 0 for _, _, seconds in summary.stages) and summary.seconds > 0
+
+
+@pytest.mark.slow
+def test_the_bank_demo_runs_the_loop_for_its_use_case(tmp_path: Path) -> None:
+    """`flywheel --config configs/bank.yaml demo`: the same stages on generated campaigns, answering
+    with the bank's names; the month with a rate cut drifts and retrains (promotion is the data's
+    call)."""
+    config = demo.demo_config(default_config("bank"))
+    workdir = Workdir.at(tmp_path / "wd")
+    summary = demo.run(config, workdir)
+    assert summary.first_champion is not None and summary.predictions
+    assert {"contact_id", "subscribe_probability", "propensity_band"} <= set(summary.predictions[0])
+    decision = summary.tick.decision
+    assert decision.retrain and decision.pipeline_status == "SUCCEEDED", decision.reasons
+    names = [name for name, _, _ in summary.stages if not name.startswith("  ")]
+    assert names[:6] == ["generate", "features", "pipeline", "skew check", "serve", "traffic"]

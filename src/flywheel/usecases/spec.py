@@ -149,6 +149,7 @@ class UseCase:
     read_file: Reader | None = None  # files in a use case's own layout; None: a file per table
     defaults: dict[str, Any] = field(default_factory=dict)  # config values under the file's
     demo: dict[str, Any] = field(default_factory=dict)  # `flywheel demo`'s overrides (dotted keys)
+    demo_traffic: tuple[int, int] = (84, 150)  # the demo's simulated traffic: days, rows per day
     size_setting: str | None = None  # the generator setting `data generate --size` sets
 
     def context_view(self, name: str) -> FeatureView:

@@ -120,5 +120,13 @@ USE_CASE = UseCase(
         "registry": {"gates": {"min_roc_auc": 0.55, "min_pr_auc": 0.05}},
         "retrain": {"min_roc_auc": 0.65},
     },
-    demo={"data.simulate.days": 30, "data.simulate.drift": "rate_cut", "training.tuning.trials": 3},
+    # half the default campaigns, then a month with a rate cut; a month of traffic, 40 contacts a day
+    demo={
+        "data.generator.clients": 4000,
+        "data.generator.contacts_per_month": 700,
+        "data.simulate.days": 30,
+        "data.simulate.drift": "rate_cut",
+        "training.tuning.trials": 2,
+    },
+    demo_traffic=(30, 40),
 )
