@@ -7,8 +7,12 @@ Python load generator (N keep-alive connections, one thread each) drives all thr
 `wrk` (when installed) also drives (a) and (c). Prints requests/s, p50, p99 and the ratios.
 Goals: ≥ 10× the pair's throughput, p99 ≤ 10 ms at 8 connections, ≥ 50 % of the constant endpoint.
 
-Usage: python benchmarks/bench_serving.py [--workdir .flywheel] [--connections 8] [--seconds 10]
-Needs a workdir with a champion and a materialized online store (run `make demo` first).
+Usage: python benchmarks/bench_serving.py [--config configs/churn.yaml] [--workdir .flywheel]
+                                          [--connections 8] [--seconds 10]
+Needs a workdir with a champion and a materialized online store (run `make demo` first, or
+`flywheel --config configs/bank.yaml demo` and `--config configs/bank.yaml --workdir .flywheel-bank`).
+For a use case whose callers send their record (bank), every target gets the same record; the pair
+fetches the online features (client history and the entity-less macro view) from `feast serve`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from fastapi import FastAPI
 app = FastAPI()
 @app.post("/v1/predict")
 async def predict(body: dict) -> dict:
-    return {"customer_id": body.get("customer_id"), "churn_probability": 0.5}
+    return {"id": body.get("id"), "probability": 0.5}
 uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning")
 """
 
@@ -106,12 +110,12 @@ def load(call, connections: int, seconds: float) -> dict[str, float]:
     }
 
 
-def wrk(port: int, connections: int, seconds: int, customer: int) -> dict[str, float] | None:
+def wrk(port: int, connections: int, seconds: int, body: dict) -> dict[str, float] | None:
     if not shutil.which("wrk"):
         return None
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
-            f'wrk.method = "POST"\nwrk.body = \'{{"customer_id": {customer}}}\'\n'
+            f"wrk.method = \"POST\"\nwrk.body = '{json.dumps(body)}'\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
     out = subprocess.run(
@@ -146,15 +150,31 @@ def wrk(port: int, connections: int, seconds: int, customer: int) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None)
     parser.add_argument("--workdir", default=".flywheel")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
+    from flywheel.config import load_config
+    from flywheel.features.snapshots import context_files
+    from flywheel.serving.schemas import bodies
+    from flywheel.workdir import Workdir
+
+    config = load_config(args.config)
+    names = bodies(config.spec)
     workdir = Path(args.workdir).resolve()
     latest = sorted((workdir / "features" / "snapshots").glob("*.parquet"))[-1]
-    customers = pq.read_table(latest).column("customer_id").to_pylist()[:2000]
+    snapshot_key = config.spec.snapshot.entity.join_key
+    ids = pq.read_table(latest).column(snapshot_key).to_pylist()[:2000]
+
+    def body_for(i: int) -> dict:
+        if not names.request:
+            return {names.key: ids[i % len(ids)]}
+        return {**config.spec.api.example, names.key: i, snapshot_key: ids[i % len(ids)]}
+
     env = {
         **os.environ,
+        **({"FLYWHEEL_CONFIG": str(Path(args.config).resolve())} if args.config else {}),
         "FLYWHEEL_WORKDIR": str(workdir),
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -182,7 +202,7 @@ def main() -> None:
                 "models",
                 "serve",
                 "-m",
-                "models:/churn-model@champion",
+                f"models:/{config.registry.model_name}@champion",
                 "--env-manager",
                 "local",
                 "-h",
@@ -211,7 +231,9 @@ def main() -> None:
         model = http.client.HTTPConnection("127.0.0.1", ports["flywheel"])
         model.request("GET", "/v1/model")
         features = json.loads(model.getresponse().read())["features"]
-        refs = [f"features_customer:{name}" for name in features]
+        views = {config.spec.snapshot.name: latest, **context_files(Workdir.at(workdir))}
+        held = {view: set(pq.read_schema(path).names) for view, path in views.items()}
+        refs = [f"{view}:{name}" for name in features for view in views if name in held[view]]
 
         def connection(state: dict, port: int) -> http.client.HTTPConnection:
             if port not in state:
@@ -219,27 +241,21 @@ def main() -> None:
             return state[port]
 
         def ours(state: dict, i: int) -> None:
-            post(
-                connection(state, ports["flywheel"]),
-                "/v1/predict",
-                {"customer_id": customers[i % len(customers)]},
-            )
+            post(connection(state, ports["flywheel"]), "/v1/predict", body_for(i))
 
         def constant(state: dict, i: int) -> None:
-            post(
-                connection(state, ports["constant"]),
-                "/v1/predict",
-                {"customer_id": customers[i % len(customers)]},
-            )
+            post(connection(state, ports["constant"]), "/v1/predict", body_for(i))
 
         def pair(state: dict, i: int) -> None:
+            body = body_for(i)
             online = post(
                 connection(state, ports["feast"]),
                 "/get-online-features",
-                {"features": refs, "entities": {"customer_id": [customers[i % len(customers)]]}},
+                {"features": refs, "entities": {snapshot_key: [body[snapshot_key]]}},
             )
-            names = online["metadata"]["feature_names"]
-            row = {name: result["values"][0] for name, result in zip(names, online["results"], strict=True)}
+            fetched = online["metadata"]["feature_names"]
+            row = {name: result["values"][0] for name, result in zip(fetched, online["results"], strict=True)}
+            row.update({name: body[name] for name in names.request})
             post(
                 connection(state, ports["mlflow"]),
                 "/invocations",
@@ -252,8 +268,8 @@ def main() -> None:
             "feast serve + mlflow models serve": load(pair, args.connections, args.seconds),
             "constant FastAPI endpoint": load(constant, args.connections, args.seconds),
         }
-        wrk_ours = wrk(ports["flywheel"], args.connections, int(args.seconds), customers[0])
-        wrk_constant = wrk(ports["constant"], args.connections, int(args.seconds), customers[0])
+        wrk_ours = wrk(ports["flywheel"], args.connections, int(args.seconds), body_for(0))
+        wrk_constant = wrk(ports["constant"], args.connections, int(args.seconds), body_for(0))
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -262,7 +278,10 @@ def main() -> None:
             process.wait(timeout=60)
 
     ours_rps = results["flywheel /v1/predict"]["rps"]
-    print(f"{args.connections} connections, {args.seconds:.0f} s each, Python keep-alive client, 2-core host")
+    print(
+        f"{config.spec.name}: {args.connections} connections, {args.seconds:.0f} s each, "
+        "Python keep-alive client, 2-core host"
+    )
     print(f"{'target':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'flywheel ÷ target':>19}")
     for name, r in results.items():
         print(

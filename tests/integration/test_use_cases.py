@@ -162,3 +162,25 @@ def test_an_out_of_package_use_case_runs_end_to_end(tmp_path: Path) -> None:
     assert any(p.labelled for p in report.periods)
     drift, _, _ = monitor.drift(config, workdir, source="snapshot")
     assert drift.columns
+
+
+def test_use_cases_side_by_side_share_one_tracking_store(built, tmp_path: Path) -> None:
+    """Each use case trains into its own experiment and registers its own model name, so one MLflow
+    store (a server, or here one SQLite file) holds them all."""
+    import mlflow
+
+    from flywheel.config import apply_overrides
+    from flywheel.registry import registry
+    from flywheel.training import train
+
+    config, source = built
+    uri = f"sqlite:///{tmp_path.parent.parent / 'shared-tracking.db'}"  # one store for every param
+    config = apply_overrides(config, {"tracking.uri": uri})
+    workdir = Workdir.at(tmp_path / "wd")
+    shutil.copytree(source.root, workdir.root)
+    result = train.train(config, workdir)
+    registry.register(config, workdir, result.run_id, result.model_uri)
+    client = mlflow.MlflowClient(uri)
+    assert client.get_experiment_by_name(config.spec.name) is not None
+    names = {model.name for model in client.search_registered_models()}
+    assert f"{config.spec.name}-model" in names and config.registry.model_name == f"{config.spec.name}-model"
