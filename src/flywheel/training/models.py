@@ -422,7 +422,9 @@ _SKLEARN_COMMON = [
 
 class LogisticRegressionModel(_SklearnModel):
     model_type = "logistic_regression"
-    defaults: ClassVar[dict[str, Any]] = {"C": 1.0, "max_iter": 2000}
+    # Newton steps converge in a few iterations whatever the features' scales (L-BFGS took 1,787
+    # iterations and 20 s on the bank's heavy-tailed balances; the optimum is the same)
+    defaults: ClassVar[dict[str, Any]] = {"C": 1.0, "max_iter": 2000, "solver": "newton-cholesky"}
     trusted = _SKLEARN_COMMON
 
     def _pipeline(self):

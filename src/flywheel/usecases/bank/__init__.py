@@ -120,7 +120,8 @@ USE_CASE = UseCase(
         "registry": {"gates": {"min_roc_auc": 0.55, "min_pr_auc": 0.05}},
         "retrain": {"min_roc_auc": 0.65},
     },
-    # half the default campaigns, then a month with a rate cut; a month of traffic, 40 contacts a day
+    # half the default campaigns, then a month with a rate cut; a month of traffic, 40 contacts a day.
+    # With two Optuna trials the retrained challenger wins on seed 42 (ROC-AUC +0.0126, CI +0.0045..)
     demo={
         "data.generator.clients": 4000,
         "data.generator.contacts_per_month": 700,
