@@ -15,6 +15,7 @@ import pytest
 from flywheel.config import FlywheelConfig, default_config
 from flywheel.data import ops
 from flywheel.data.lake import Lake
+from flywheel.errors import DataError
 from flywheel.features import dataset
 from flywheel.features import ops as feature_ops
 from flywheel.usecases.bank.generator import GeneratorSettings, generate_batch
@@ -167,6 +168,8 @@ def test_a_file_replays_month_by_month_through_the_loop(tmp_path: Path) -> None:
     for month in result.months:
         assert month.rows > 300 and month.roc_auc is not None and month.served_version
         assert month.decision.startswith(("promoted", "kept")), month.reason
+    with pytest.raises(DataError, match="already holds data"):  # a replay starts a new lake
+        replay.replay(config, workdir, path, warmup_months=13, months=1)
     assert [b["batch_id"] for b in ops.status(config.spec, workdir)] == [
         "replay-2008-05-2009-05",
         "replay-2009-06",

@@ -107,6 +107,10 @@ def test_generate_validate_simulate_status(tmp_path: Path) -> None:
         assert result.returncode == 0, (command, result.stderr)
     got = flywheel("--workdir", wd, "features", "get", "1", "2", cwd=tmp_path)
     assert got.returncode == 0 and '"customer_id": 2' in got.stdout
+    bad = flywheel("--workdir", wd, "features", "get", "abc", cwd=tmp_path)
+    assert (
+        bad.returncode == 2 and "'abc' is not a customer_id" in bad.stderr and "Traceback" not in bad.stderr
+    )
     skew = flywheel("--workdir", wd, "features", "check-skew", cwd=tmp_path)
     assert skew.returncode == 0 and "online equals the latest offline snapshot" in skew.stdout
 

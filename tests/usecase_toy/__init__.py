@@ -200,7 +200,6 @@ MACHINE = Entity(name="machine", join_key="machine_id", description="A machine o
 USE_CASE = UseCase(
     name="toy",
     package=__name__,
-    description="Machine failure within two weeks, from sensor readings",
     tables={"machines": MACHINES, "readings": READINGS, "failures": FAILURES},
     table_order=("machines", "readings", "failures"),
     relation_checks=(
@@ -222,7 +221,6 @@ USE_CASE = UseCase(
         start_sql="SELECT min(read_at) + INTERVAL 7 DAY FROM readings",
     ),
     labels=LabelSpec(
-        table="labels_machine_failure",
         sql="labels_machine_failure.sql",
         observed_sql="SELECT min(read_at), max(read_at) FROM readings",
     ),
@@ -230,7 +228,6 @@ USE_CASE = UseCase(
         title="Toy machine failures",
         description="Failure probabilities of machines.",
         score_field="failure_probability",
-        id_description="machines.machine_id",
         example_id=1,
     ),
     label_settings=FailureLabels,

@@ -99,7 +99,14 @@ def materialize(
 def get(ids: Annotated[list[str], typer.Argument(help="One or more entity ids.")]) -> None:
     """Print the online feature values of entities, as JSON."""
     config, workdir = _context()
-    keys = [int(i) for i in ids] if config.spec.snapshot.entity.dtype == "int64" else ids
+    keys = ids
+    if config.spec.snapshot.entity.dtype == "int64":
+        bad = [i for i in ids if not i.lstrip("-").isdigit()]
+        if bad:
+            raise typer.BadParameter(
+                f"{bad[0]!r} is not a {config.spec.snapshot.entity.join_key}: expected an integer"
+            )
+        keys = [int(i) for i in ids]
     console.print_json(json.dumps(online.get(config, workdir, keys), default=str))
 
 

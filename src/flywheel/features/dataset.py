@@ -195,7 +195,8 @@ def build(
     require_snapshots(workdir)
     spec = config.spec
     features = resolve_features(config, workdir)
-    types = available_features(config, workdir)
+    sources = feature_sources(config, workdir)
+    types = {name: type_ for source in sources.values() for name, type_ in source.items()}
     labels = labels_module.read(workdir, labels_path)
     label = config.labels.label_column
     if label not in labels.column_names:
@@ -235,7 +236,7 @@ def build(
             in_chunk = pc.is_in(label_day, value_set=pa.array(chunk, label_day.type))
             entities = labels.filter(in_chunk)
             days = label_day.filter(in_chunk)
-            joined = _join(config, workdir, entities, features, snapshot_by_date, chunk[0])
+            joined = _join(config, workdir, entities, features, sources, snapshot_by_date, chunk[0])
             unmatched += joined.column(TIMESTAMP_COLUMN).null_count
             for date in chunk:
                 name = assigned[date]
@@ -300,9 +301,8 @@ def with_features(
         for day, entry in read_manifest(workdir)["dates"].items()
     }
     first = pc.min(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
-    return _join(
-        config, workdir, rows, features or resolve_features(config, workdir), snapshot_by_date, first
-    )
+    features = features or resolve_features(config, workdir)
+    return _join(config, workdir, rows, features, feature_sources(config, workdir), snapshot_by_date, first)
 
 
 def _join(
@@ -310,6 +310,7 @@ def _join(
     workdir: Workdir,
     rows: pa.Table,
     features: list[str],
+    sources: dict[str, dict[str, pa.DataType]],
     snapshot_by_date: dict[datetime, str],
     first: datetime,
 ) -> pa.Table:
@@ -317,7 +318,6 @@ def _join(
     ``first`` up to their latest time), then to each context view; the matched snapshot time comes
     back as ``feature_timestamp`` (null: no snapshot row)."""
     spec = config.spec
-    sources = feature_sources(config, workdir)
     ttl = timedelta(days=config.features.ttl_days) if config.features.ttl_days else None
     last = pc.max(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
     earliest = first - ttl if ttl else None

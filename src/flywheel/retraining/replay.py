@@ -30,6 +30,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.data import ops
 from flywheel.data.batch import Batch
+from flywheel.data.lake import Lake
 from flywheel.errors import DataError
 from flywheel.features import dataset, labels
 from flywheel.features import ops as feature_ops
@@ -123,6 +124,10 @@ def replay(
     spec = config.spec
     if spec.read_file is None:
         raise DataError(f"the {spec.name} use case reads no published file layout to replay")
+    if not Lake(workdir, spec).is_empty():
+        raise DataError(
+            f"{workdir.lake} already holds data; a replay starts a new lake: use another --workdir"
+        )
     tables = spec.read_file(path)
     if tables is None:
         raise DataError(f"{path}: not a file in the {spec.name} use case's published layout")

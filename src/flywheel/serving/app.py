@@ -30,7 +30,7 @@ from flywheel.serving.metrics import Metrics
 from flywheel.serving.middleware import Observe
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
-from flywheel.serving.schemas import NUMBER_SCHEMA, STRING_SCHEMA
+from flywheel.serving.schemas import NUMBER_SCHEMA, STRING_SCHEMA, bodies
 from flywheel.serving.state import State, check_champion, data_start
 from flywheel.workdir import Workdir
 
@@ -38,7 +38,7 @@ _logger = logging.getLogger(__name__)
 
 
 def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
-    state = State(config, workdir, Metrics(log=lambda: state.log))
+    state = State(config, workdir, Metrics(log=lambda: state.log), bodies=bodies(config.spec))
     state.bands = sorted((lowest, name) for name, lowest in config.serving.risk_bands.items())
 
     def log_failed(message: str) -> None:  # called from the writer thread, once per failure streak

@@ -125,6 +125,10 @@ async def predict(body: Any, state: Service, model: Served, explain: Explain = N
 def _predict_request(state: State, model: LoadedModel, body: Any, explain: bool) -> dict[str, Any]:
     """A request carrying the caller's features: they are joined with the online snapshot of the
     snapshot entity (when the request names one the store knows) and the context views' latest rows."""
+    if body.as_of is not None:
+        problems = _check_data_time(state, body.as_of)
+        if problems:
+            raise HTTPException(422, problems)
     names, online = state.bodies, _online(state)
     row = {name: getattr(body, name) for name in names.request}
     snapshot_id = getattr(body, names.snapshot_key) if names.snapshot_key else getattr(body, names.key)
@@ -133,10 +137,6 @@ def _predict_request(state: State, model: LoadedModel, body: Any, explain: bool)
         [found], _ = online.read_timed([snapshot_id])
     row.update(found or {})
     row.update(online.context())
-    if body.as_of is not None:
-        problems = _check_data_time(state, body.as_of)
-        if problems:
-            raise HTTPException(422, problems)
     as_of = utc_iso(body.as_of) or datetime.now(UTC).isoformat()
     entity = getattr(body, names.key)
     return _respond(state, model, [entity], [row], [found is None], explain, "predict", [as_of])[0]

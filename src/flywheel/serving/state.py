@@ -20,7 +20,7 @@ from flywheel.registry.versions import LoadedModel, load_version
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
-from flywheel.serving.schemas import Bodies, bodies
+from flywheel.serving.schemas import Bodies
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -41,11 +41,7 @@ class State:
     last_error: str | None = None
     data_start: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     bands: list[tuple[float, str]] = field(default_factory=list)
-
-    @property
-    def bodies(self) -> Bodies:
-        """The use case's request/response names (entity key, score field, band field)."""
-        return bodies(self.config.spec)
+    bodies: Bodies | None = None  # the use case's request/response names, set once by create_app
 
 
 async def check_champion(state: State) -> bool:

@@ -88,7 +88,6 @@ class LabelSpec:
     inputs a caller sends with a request (e.g. a contact's attributes at call time).
     """
 
-    table: str
     sql: str
     observed_sql: str
     request_features: tuple[str, ...] = ()
@@ -101,7 +100,6 @@ class ApiSpec:
     title: str
     description: str
     score_field: str  # the response field of the predicted probability
-    id_description: str  # what an id is, in the OpenAPI schema
     example_id: int | str = 42
     example: dict[str, Any] | None = None  # a whole request body, when callers send more than an id
     band_field: str | None = "risk_band"
@@ -131,7 +129,6 @@ class UseCase:
 
     name: str
     package: str
-    description: str
     tables: dict[str, TableSpec]
     table_order: tuple[str, ...]
     entity: Entity  # what a prediction is about: the labels' and the prediction log's key

@@ -53,7 +53,6 @@ def read_published(path: Path) -> dict[str, pa.Table] | None:
 USE_CASE = UseCase(
     name="bank",
     package=__name__,
-    description="Term-deposit subscription per phone contact (UCI Bank Marketing)",
     tables=TABLES,
     table_order=TABLE_ORDER,
     relation_checks=RELATION_CHECKS,
@@ -74,7 +73,6 @@ USE_CASE = UseCase(
         ),
     ),
     labels=LabelSpec(
-        table="labels_contact",
         sql="labels_contact.sql",
         observed_sql="SELECT min(contact_at), max(contact_at) FROM contacts",
         request_features=REQUEST_FEATURES,
@@ -84,7 +82,6 @@ USE_CASE = UseCase(
         description="Term-deposit subscription probabilities for campaign contacts, from the caller's "
         "contact record, the Feast online store (client history, macro indicators) and the champion.",
         score_field="subscribe_probability",
-        id_description="The caller's id of this contact (recorded in the prediction log).",
         band_field="propensity_band",
         example={
             "contact_id": 41189,

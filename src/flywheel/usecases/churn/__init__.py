@@ -17,7 +17,6 @@ CUSTOMER = Entity(name="customer", join_key="customer_id", description="A theLoo
 USE_CASE = UseCase(
     name="churn",
     package=__name__,
-    description="Customer churn on theLook eCommerce data",
     tables=TABLES,
     table_order=TABLE_ORDER,
     relation_checks=RELATION_CHECKS,
@@ -30,7 +29,6 @@ USE_CASE = UseCase(
         start_sql="SELECT min(created_at) FROM orders",
     ),
     labels=LabelSpec(
-        table="labels_customer_churn",
         sql="labels_customer_churn.sql",
         observed_sql="SELECT min(created_at), max(created_at) FROM orders WHERE status <> 'Cancelled'",
     ),
@@ -39,7 +37,6 @@ USE_CASE = UseCase(
         description="Churn probabilities for theLook customers from the Feast online store and the "
         "champion model in the MLflow registry.",
         score_field="churn_probability",
-        id_description="theLook users.id",
         population="orders_365d > 0",  # the label population: an order within labels.active_days
     ),
     label_settings=ChurnLabels,
