@@ -241,12 +241,34 @@ class IngestConfig(StrictModel):
     clock_skew_hours: float = Field(
         24, ge=0, description="A batch with a timestamp later than now plus this is rejected."
     )
+    max_quarantine_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="A file whose reader quarantines a larger share of its rows is rejected whole.",
+    )
+
+
+class ExtractConfig(StrictModel):
+    """Where the use case's templated extraction (seed 003) runs: DuckDB over the lake, or MySQL."""
+
+    source: Literal["duckdb", "mysql"] = "duckdb"
+    url: str | None = Field(
+        None, description="SQLAlchemy URL of the MySQL/MariaDB source, e.g. mysql+pymysql://u:p@host/db."
+    )
+
+    @model_validator(mode="after")
+    def _mysql_needs_a_url(self) -> ExtractConfig:
+        if self.source == "mysql" and not self.url:
+            raise ValueError("source mysql needs a url (mysql+pymysql://user:password@host:port/database)")
+        return self
 
 
 class DataConfig(StrictModel):
     generator: Settings = Settings()
     simulate: SimulateConfig = SimulateConfig()
     ingest: IngestConfig = IngestConfig()
+    extract: ExtractConfig = ExtractConfig()
 
 
 class FlywheelConfig(StrictModel):
@@ -358,7 +380,7 @@ def _expand_env(value: Any, source: str, where: str = "") -> Any:
 
 
 # fields whose values are credentials (a Slack webhook URL is one): never echoed in an error
-_SECRET_FIELD = re.compile(r"token|password|secret|webhook|connection_string", re.IGNORECASE)
+_SECRET_FIELD = re.compile(r"token|password|secret|webhook|connection_string|extract\.url", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 

@@ -122,7 +122,7 @@ def read_batch(
         digest.update(path.read_bytes())
         own = usecase.read_file(path) if usecase.read_file else None
         if own is not None:
-            for name, table in own.items():
+            for name, table in own.tables.items():
                 parts.setdefault(name, []).append(table)
             continue
         table = _read_parquet(path) if path.name.endswith((".parquet", ".pq")) else _read_csv(path)

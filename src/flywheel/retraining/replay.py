@@ -128,9 +128,10 @@ def replay(
         raise DataError(
             f"{workdir.lake} already holds data; a replay starts a new lake: use another --workdir"
         )
-    tables = spec.read_file(path)
-    if tables is None:
+    published = spec.read_file(path)
+    if published is None:
         raise DataError(f"{path}: not a file in the {spec.name} use case's published layout")
+    tables = published.tables
     by_month = list(split_months(spec, tables).items())
     if len(by_month) <= warmup_months:
         raise DataError(f"{path} spans {len(by_month)} months: too few for a {warmup_months}-month warm-up")

@@ -94,6 +94,23 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class Extraction:
+    """Seed 003's extraction: a SQL template run for a logical date against the extraction source
+    (DuckDB over the lake, or MySQL/MariaDB by configuration), keeping the rows of the last
+    ``window_days`` logical dates in ``target`` (re-running a date deletes and re-inserts its rows).
+
+    ``sql`` names the template in ``<package>/sql/`` (statements separated by ``;``, the logical date
+    written ``{{ ds }}``), in SQL both engines accept. ``sources`` maps each source table the template
+    reads to the SQL that builds it from the lake's tables (DuckDB views over the lake; the same rows
+    are what is loaded into a MySQL source)."""
+
+    target: str
+    sql: str
+    sources: dict[str, str]
+    window_days: int = 7
+
+
+@dataclass(frozen=True)
 class ApiSpec:
     """Names in the service's request and response bodies."""
 
@@ -120,7 +137,35 @@ class Generator(Protocol):
     ) -> Batch: ...
 
 
-Reader = Callable[[Path], dict[str, pa.Table] | None]
+@dataclass
+class Quarantine:
+    """Rows a use case's reader could not clean, by the first rule each broke: how many, and a few
+    examples (with personal data already masked). ``rules`` documents each rule by name."""
+
+    rows_read: int
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rules: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def share(self) -> float:
+        return self.rows / self.rows_read if self.rows_read else 0.0
+
+
+@dataclass
+class Published:
+    """A file read in a use case's own layout: its tables and, when rows were quarantined, the report."""
+
+    tables: dict[str, pa.Table]
+    quarantine: Quarantine | None = None
+
+
+Reader = Callable[[Path], Published | None]
+PiiRule = Literal["drop", "hash"]
 
 
 @dataclass(frozen=True, eq=False)  # identity: one object per use case, hashable for caches
@@ -139,15 +184,28 @@ class UseCase:
     generator_settings: type[Settings]
     generator: Generator
     task: TaskType = "binary"
+    # multiclass: the class names, in the order of the label's integer codes (0, 1, …)
+    classes: tuple[str, ...] = ()
     context: tuple[FeatureView, ...] = ()  # entity-less views, e.g. macro indicators over time
     # (check, table, column, message, SQL selecting failing rows of <table>_batch; <t>_all = batch + lake)
     relation_checks: tuple[tuple[str, str, str | None, str, str], ...] = ()
     state_table: str = "state"  # where the generator's latent state lives: lake/sim/<state_table>
     read_file: Reader | None = None  # files in a use case's own layout; None: a file per table
+    extraction: Extraction | None = None  # seed 003's templated extraction, when the use case has one
+    # personal data in the published layout: column → dropped or hashed at ingest (never a feature,
+    # never in the prediction log or a report)
+    pii: dict[str, PiiRule] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # config values under the file's
     demo: dict[str, Any] = field(default_factory=dict)  # `flywheel demo`'s overrides (dotted keys)
     demo_traffic: tuple[int, int] = (84, 150)  # the demo's simulated traffic: days, rows per day
     size_setting: str | None = None  # the generator setting `data generate --size` sets
+
+    def __post_init__(self) -> None:
+        if (self.task == "multiclass") != (len(self.classes) > 2) or len(self.classes) == 1:
+            raise ValueError(
+                f"use case {self.name}: a multiclass task names its classes (3 or more), a binary one "
+                f"none (got task={self.task!r}, classes={self.classes})"
+            )
 
     def context_view(self, name: str) -> FeatureView:
         return next(view for view in self.context if view.name == name)

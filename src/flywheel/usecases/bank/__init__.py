@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-
 from flywheel.usecases.bank.generator import BankGenerator, GeneratorSettings
 from flywheel.usecases.bank.settings import BankLabels
 from flywheel.usecases.bank.tables import RELATION_CHECKS, TABLE_ORDER, TABLES
 from flywheel.usecases.bank.uci import LAYOUTS, _read_header, read_uci
-from flywheel.usecases.spec import ApiSpec, Entity, FeatureView, LabelSpec, UseCase
+from flywheel.usecases.spec import ApiSpec, Entity, FeatureView, LabelSpec, Published, UseCase
 
 CONTACT = Entity(name="contact", join_key="contact_id", description="A phone contact of a campaign.")
 CLIENT = Entity(name="client", join_key="client_id", description="A client of the bank (contacts.client_id).")
@@ -41,13 +39,13 @@ REQUEST_FEATURES = (
 )
 
 
-def read_published(path: Path) -> dict[str, pa.Table] | None:
+def read_published(path: Path) -> Published | None:
     """A UCI Bank Marketing file as published (told by its header), else None (a file per table)."""
     if not path.name.endswith((".csv", ".csv.gz")):
         return None
     if tuple(_read_header(path)) not in {layout.columns for layout in LAYOUTS.values()}:
         return None
-    return read_uci(path)
+    return Published(read_uci(path))
 
 
 USE_CASE = UseCase(
