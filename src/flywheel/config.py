@@ -90,7 +90,7 @@ class TuningConfig(StrictModel):
     method: Literal["none", "grid", "optuna"] = "optuna"
     trials: int = Field(12, ge=1, description="Optuna trials.")
     timeout_s: float | None = Field(None, gt=0, description="Optuna stops after this many seconds.")
-    metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "accuracy", "macro_f1"] = "roc_auc"
     grid: dict[str, list[Any]] = Field(
         default_factory=lambda: {
             "learning_rate": [0.05, 0.1],
@@ -107,7 +107,14 @@ class TrainingConfig(StrictModel):
     baseline: ModelType = "logistic_regression"
     seed: int = 42
     threshold: float | Literal["max_f1"] = Field(
-        "max_f1", description="Decision threshold, or chosen on valid."
+        "max_f1",
+        description="Decision threshold, or chosen on valid (binary; multiclass predicts the most "
+        "probable class).",
+    )
+    scale: Literal["none", "robust"] = Field(
+        "none",
+        description="Scale numeric features by the training rows' median and IQR (seed 003's RobustScaler), "
+        "saved with the model so serving applies the same transform.",
     )
     tuning: TuningConfig = TuningConfig()
 
@@ -123,16 +130,29 @@ class TrackingConfig(StrictModel):
 
 
 class GatesConfig(StrictModel):
+    """Bounds a candidate's test metrics must meet (multiclass ROC-AUC and PR-AUC: one-vs-rest, macro)."""
+
     min_roc_auc: float = 0.70
     min_pr_auc: float = 0.50
     max_p99_latency_ms: float = 50.0
     max_artifact_mb: float = 100.0
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict, description="More lower bounds on test metrics, e.g. {macro_f1: 0.6}."
+    )
+    max_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Upper bounds on test metrics, e.g. {log_loss: 0.8}."
+    )
 
 
 class RegistryConfig(StrictModel):
     model_name: str = Field("flywheel-model", description="Registered model; default <use case>-model.")
     gates: GatesConfig = GatesConfig()
-    min_delta: float = Field(0.002, description="ROC-AUC a challenger must gain over the champion.")
+    compare_metric: Literal["roc_auc", "accuracy", "macro_f1", "log_loss", "brier"] = Field(
+        "roc_auc", description="The metric of the paired bootstrap comparison with the champion."
+    )
+    min_delta: float = Field(
+        0.002, description="How much better on compare_metric a challenger must be (a loss: lower by)."
+    )
     bootstrap_samples: int = Field(300, ge=50)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     promotion: Literal["auto", "manual"] = Field(
@@ -203,6 +223,12 @@ class RetrainConfig(StrictModel):
     """Triggers of `flywheel retrain` and the loop; any one fired starts a retrain."""
 
     min_roc_auc: float = Field(0.75, description="Performance trigger: labelled ROC-AUC below this.")
+    performance_metric: Literal["roc_auc", "pr_auc", "accuracy", "macro_f1"] = Field(
+        "roc_auc", description="The labelled metric of the performance trigger (multiclass: e.g. macro_f1)."
+    )
+    min_performance: float | None = Field(
+        None, description="Performance trigger: performance_metric below this (roc_auc: min_roc_auc)."
+    )
     performance_days: int = Field(28, ge=1, description="Newest labelled data-time days the trigger uses.")
     min_labelled: int = Field(200, ge=1, description="Fewer labelled predictions: no performance verdict.")
     on_drift: bool = Field(True, description="Dataset drift of the newest snapshot starts a retrain.")
@@ -212,6 +238,19 @@ class RetrainConfig(StrictModel):
     )
     cooldown_hours: float = Field(24, ge=0, description="No automatic retrain this soon after the last one.")
     cron: str = Field("0 2 * * *", description="Schedule of `flywheel loop` ticks (cron syntax, UTC).")
+
+    @model_validator(mode="after")
+    def _a_bound_for_the_metric(self) -> RetrainConfig:
+        if self.performance_metric != "roc_auc" and self.min_performance is None:
+            raise ValueError(
+                f"performance_metric {self.performance_metric} needs min_performance (its bound)"
+            )
+        return self
+
+    @property
+    def performance_bound(self) -> float:
+        """The bound of the performance trigger on ``performance_metric``."""
+        return self.min_performance if self.min_performance is not None else self.min_roc_auc
 
     @field_validator("cron")
     @classmethod

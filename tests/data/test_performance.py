@@ -25,6 +25,10 @@ ORDERS = [
 ]
 
 
+# the columns a binary prediction fills (a multiclass one adds predicted_class and probabilities)
+EIGHT = "request_id, predicted_at, entity_id, model_version, score, features, endpoint, as_of"
+
+
 def _logged(tmp_path: Path) -> Workdir:
     """The tiny lake and a prediction log of known answers."""
     workdir = Workdir.at(tmp_path / "wd")
@@ -112,7 +116,7 @@ def test_bad_rows_are_counted_and_skipped_not_fatal(tmp_path: Path, caplog: pyte
     workdir = _logged(tmp_path)
     with sqlite3.connect(workdir.predictions / "predictions.db") as con:
         con.executemany(
-            "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, '{}', 'score', ?)",
+            f"INSERT INTO predictions ({EIGHT}) VALUES (?, ?, ?, ?, ?, '{{}}', 'score', ?)",
             [(f"bad{i}", utc_iso(T + 100 * DAY), c, "1", p, a) for i, (c, p, a) in enumerate(BAD_ROWS)],
         )
     with caplog.at_level(logging.WARNING, logger="flywheel.monitoring.logrows"):
@@ -134,10 +138,37 @@ def test_a_prediction_without_a_customer_id_spoils_no_other_row(tmp_path: Path) 
     workdir = _logged(tmp_path)
     with sqlite3.connect(workdir.predictions / "predictions.db") as con:
         con.execute(
-            "INSERT INTO predictions VALUES ('anon', ?, NULL, '1', 0.4, '{}', 'score', ?)",
+            f"INSERT INTO predictions ({EIGHT}) VALUES ('anon', ?, NULL, '1', 0.4, '{{}}', 'score', ?)",
             (utc_iso(T + 100 * DAY), utc_iso(T)),
         )
     report = performance.evaluate(default_config(), workdir, period_days=7)
     assert report.skipped_rows == 0 and report.predictions == 9
     first = report.periods[0]
     assert (first.predictions, first.labelled, first.roc_auc) == (4, 3, pytest.approx(0.5))
+
+
+def test_multiclass_periods_score_the_logged_class_probabilities() -> None:
+    """A multiclass report reads each labelled prediction's probabilities (the JSON list the service
+    logs) and gives accuracy, macro-F1 and log loss; recent() answers the configured metric."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import f1_score, log_loss
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.3, 0.3, 0.4]])
+    y = np.array([0, 1, 2, 1, 2])
+    as_of = pd.to_datetime(["2024-03-04"] * 3 + ["2024-03-20"] * 2, utc=True)
+    labelled = pd.DataFrame(
+        {"as_of": as_of, "label": y, "score": p.max(1), "probabilities": [json.dumps(r.tolist()) for r in p]}
+    )
+    report = performance.PerformanceReport(
+        0, "2024-04-01", 5, 0, 0, labelled=labelled, classes=("a", "b", "c")
+    )
+    figures = performance._metrics(labelled, report.classes)
+    assert figures["accuracy"] == pytest.approx(0.8)
+    assert figures["macro_f1"] == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
+    assert figures["log_loss"] == pytest.approx(log_loss(y, p))
+    assert figures["mean_probability"] == pytest.approx(p.max(1).mean())
+    assert report.recent(7, "accuracy") == (2, pytest.approx(0.5))  # the newest week: one of two right
+    assert report.calibration() == []  # the eval step's per-class curves stand in for the binary table

@@ -49,11 +49,14 @@ def workdir(served_workdir: Workdir, tmp_path: Path) -> Workdir:
     log.close()
     with sqlite3.connect(target.predictions / "predictions.db") as con:
         con.executemany(
-            "INSERT INTO predictions VALUES (?, ?, ?, '1', ?, ?, 'score', ?)",
+            "INSERT INTO predictions (request_id, predicted_at, entity_id, model_version, score, features, "
+            "endpoint, as_of) VALUES (?, ?, ?, '1', ?, ?, 'score', ?)",
             [(f"bad{i}", now, 1, p, f, a) for i, (f, p, a) in enumerate(BAD_ROWS)],
         )
         con.execute(  # a customer id SQLite kept as text
-            "INSERT INTO predictions VALUES ('bad-id', ?, 'x1', '1', 0.5, '{}', 'score', ?)", (now, day)
+            "INSERT INTO predictions (request_id, predicted_at, entity_id, model_version, score, features, "
+            "endpoint, as_of) VALUES ('bad-id', ?, 'x1', '1', 0.5, '{}', 'score', ?)",
+            (now, day),
         )
     return target
 

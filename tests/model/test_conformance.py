@@ -105,3 +105,61 @@ def test_xgboost_early_stopping_watches_the_weighted_loss(tiny) -> None:
     rounds = len(recorded)
     p = model.estimator_.predict_proba(model._frame(Xv), iteration_range=(0, rounds))[:, 1]
     assert recorded[-1] == pytest.approx(log_loss(yv, p, sample_weight=model._weights(yv)), rel=1e-4)
+
+
+def _three_classes(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows whose class (0, 1, 2) follows a latent score of two numeric columns and a category."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "debt": rng.lognormal(8, 1, rows),
+            "delay": rng.integers(0, 60, rows).astype(float),
+            "mix": rng.choice(["Good", "Standard", "Bad"], rows),
+        }
+    )
+    X.loc[rng.random(rows) < 0.05, "debt"] = np.nan
+    latent = (
+        -0.4 * np.log1p(X["debt"].fillna(3000))
+        - 0.05 * X["delay"]
+        + X["mix"].map({"Good": 1.0, "Standard": 0.0, "Bad": -1.0})
+    )
+    latent = latent + rng.normal(0, 0.5, rows)
+    y = np.digitize(latent, np.quantile(latent, [0.3, 0.8]))
+    return X, y
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+@pytest.mark.parametrize("scale", ["none", "robust"])
+def test_multiclass_contract(model_type: str, scale: str, tmp_path: Path) -> None:
+    """Three classes behind the same contract: a probability per class summing to 1, better than the
+    class shares, save/load identical with no pickle, the serving path equal to predict_proba."""
+    X, y = _three_classes(1200, 0)
+    Xv, yv = _three_classes(400, 1)
+    model = make_model(model_type, list(X.columns), ["mix"], SMALL_PARAMS.get(model_type), 7, 3, scale)
+    model.fit(X, y, Xv, yv)
+    p = model.predict_proba(Xv)
+    assert p.shape == (len(Xv), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    assert (p.argmax(axis=1) == yv).mean() > 0.6  # the majority class holds 50 %
+    model.save(tmp_path / "m")
+    assert not list((tmp_path / "m").rglob("*.pkl")) and not list((tmp_path / "m").rglob("*.pickle"))
+    reloaded = TabularModel.load(tmp_path / "m")
+    assert reloaded.n_classes == 3 and reloaded.scale == scale
+    np.testing.assert_allclose(reloaded.predict_proba(Xv), p, rtol=0, atol=1e-12)
+    records = Xv.astype(object).where(Xv.notna(), None).to_dict("records")
+    np.testing.assert_allclose(reloaded.predict_records(records), p, atol=1e-6)
+
+
+def test_robust_scaling_is_learned_on_the_training_rows_only() -> None:
+    X, y = _three_classes(1000, 0)
+    model = make_model("logistic_regression", list(X.columns), ["mix"], None, 7, 3, "robust").fit(X, y)
+    center, spread = model.scaling_["delay"]
+    low, high = np.nanquantile(X["delay"], [0.25, 0.75])
+    assert center == pytest.approx(np.nanmedian(X["delay"])) and spread == pytest.approx(high - low)
+    assert "mix" not in model.scaling_
+
+
+def test_labels_outside_the_classes_are_refused() -> None:
+    X, y = _three_classes(300, 0)
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        make_model("lightgbm", list(X.columns), ["mix"], {"n_estimators": 5}).fit(X, y)

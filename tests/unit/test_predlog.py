@@ -119,9 +119,12 @@ def test_a_log_written_before_use_cases_reads_with_the_generic_names(tmp_path: P
     """A log from before the plug-in use cases names its columns customer_id and churn_probability;
     readers see entity_id and score, and new rows append to it by position."""
     path = tmp_path / "predictions.db"
-    legacy = SCHEMA.replace("entity_id,", "customer_id INTEGER,").replace(
-        "score REAL", "churn_probability REAL"
+    legacy = (
+        SCHEMA.replace("entity_id,", "customer_id INTEGER,")
+        .replace("score REAL", "churn_probability REAL")
+        .replace(",\n    predicted_class TEXT,\n    probabilities TEXT", "")
     )
+    assert "predicted_class" not in legacy
     with sqlite3.connect(path) as con:
         con.execute(legacy)
         con.execute(

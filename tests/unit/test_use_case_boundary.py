@@ -10,12 +10,12 @@ import flywheel
 
 PACKAGE = Path(flywheel.__file__).parent
 CHURN_NAMES = re.compile(r"churn|customer|thelook|\border_items\b|\borders\b|\busers\.id\b", re.IGNORECASE)
-# the few lines that must name a use case: the built-in registry, the default one, and the names an
-# older prediction log used (read for compatibility)
+# the few lines that must name a use case: the built-in registry (a line starting so), the default
+# one, and the names an older prediction log used (read for compatibility)
 ALLOWED = {
     (
         "usecases/__init__.py",
-        'BUILT_IN = {"churn": "flywheel.usecases.churn", "bank": "flywheel.usecases.bank"}',
+        'BUILT_IN = {"churn": "flywheel.usecases.churn", "bank": "flywheel.usecases.bank"',
     ),
     (
         "config.py",
@@ -29,6 +29,10 @@ ALLOWED = {
 }
 
 
+# the credit use case's entity is a customer too (of a bank, not of theLook): the word is its own
+OWN_WORDS_FOLDER, OWN_WORDS = "usecases/credit/", re.compile(r"customer", re.IGNORECASE)
+
+
 def test_no_churn_or_thelook_name_outside_its_use_case() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*")):
@@ -36,6 +40,9 @@ def test_no_churn_or_thelook_name_outside_its_use_case() -> None:
         if path.suffix not in (".py", ".sql") or relative.startswith("usecases/churn/"):
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if CHURN_NAMES.search(line) and (relative, line.strip()) not in ALLOWED:
+            if relative.startswith(OWN_WORDS_FOLDER):  # another use case's own domain word
+                line = OWN_WORDS.sub("", line)
+            allowed = any(relative == at and line.strip().startswith(text) for at, text in ALLOWED)
+            if CHURN_NAMES.search(line) and not allowed:
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert not found, "churn names outside usecases/churn:\n" + "\n".join(found)

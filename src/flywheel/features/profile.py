@@ -3,7 +3,8 @@
 Per numeric column: 101 quantiles, the mean of each percentile, bin edges (every 5 % quantile of the
 training data, twenty bins) with their counts, mean, standard deviation and the missing count, and —
 for a column with at most 100 distinct values — the exact value frequencies; per categorical column:
-category counts; the predicted probability is profiled like a numeric column. Drift checks need only
+category counts; the predicted probability is profiled like a numeric column (multiclass: the
+predicted class, like a categorical column). Drift checks need only
 this — never the training rows — and its size does not grow with the number of rows.
 
 It lives with the features it describes: training writes it beside each model
@@ -12,6 +13,7 @@ It lives with the features it describes: training writes it beside each model
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,7 +107,10 @@ def categorical_profile(values: pd.Series) -> dict[str, Any]:
 
 
 def build_profile(
-    frame: pd.DataFrame, categorical: list[str], probabilities: np.ndarray | None = None
+    frame: pd.DataFrame,
+    categorical: list[str],
+    probabilities: np.ndarray | None = None,
+    classes: Sequence[str] = (),
 ) -> dict[str, Any]:
     columns = {}
     for name in frame.columns:
@@ -114,6 +119,14 @@ def build_profile(
         else:
             columns[name] = numeric_profile(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float))
     profile: dict[str, Any] = {"version": 1, "rows": len(frame), "columns": columns}
-    if probabilities is not None:
+    if probabilities is not None and np.ndim(probabilities) == 2:
+        profile["prediction"] = categorical_profile(predicted_classes(probabilities, classes))
+    elif probabilities is not None:
         profile["prediction"] = numeric_profile(np.asarray(probabilities, dtype=float))
     return profile
+
+
+def predicted_classes(probabilities: np.ndarray, classes: Sequence[str] = ()) -> pd.Series:
+    """The most probable class of each row, by name (by code when the classes are unnamed)."""
+    names = np.asarray(list(classes) or [str(k) for k in range(probabilities.shape[1])], dtype=object)
+    return pd.Series(names[np.asarray(probabilities).argmax(axis=1)])

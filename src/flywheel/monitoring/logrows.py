@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 _logger = logging.getLogger(__name__)
-PREDICTION_COLUMNS = ("entity_id", "as_of", "score", "model_version")
+PREDICTION_COLUMNS = ("entity_id", "as_of", "score", "model_version", "probabilities")
 _EXAMPLES = 3
 
 
@@ -92,9 +92,11 @@ def predictions(
 
 def features(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, Counter]:
     """Rows with ``features`` (a JSON object) and ``score`` as one frame of the features plus
-    ``score``, without the bad rows; and the count of skipped rows per bad column."""
+    ``score`` and ``predicted_class``, without the bad rows; and the count of skipped rows per bad
+    column."""
     kept: list[dict[str, Any]] = []
     probabilities: list[float] = []
+    classes: list[str | None] = []  # a multiclass prediction's class (None for a binary one)
     skipped: Counter = Counter()
     examples: list[str] = []
     for row in rows:
@@ -111,7 +113,9 @@ def features(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, Counter]:
         else:
             kept.append(values)
             probabilities.append(float(row["score"]))
+            classes.append(row.get("predicted_class"))
     _warn(skipped, examples[:_EXAMPLES])
     frame = pd.DataFrame(kept)
     frame["score"] = probabilities
+    frame["predicted_class"] = pd.Series(classes, dtype=object)
     return frame, skipped

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features import dataset, labels, snapshots
-from flywheel.features.profile import PROFILE_ARTIFACT
+from flywheel.features.profile import PROFILE_ARTIFACT, predicted_classes
 from flywheel.monitoring import html, logrows
 from flywheel.monitoring.alerts import alert
 from flywheel.monitoring.drift import DriftReport, compare
@@ -101,7 +101,7 @@ def _event_frame(config: FlywheelConfig, workdir: Workdir, day: str | None) -> t
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
     """The features and probabilities logged in ``[since, until)``, and how many bad rows were
     skipped (see :mod:`flywheel.monitoring.logrows`)."""
-    rows = read_log(workdir.prediction_log, since, until, ("features", "score"))
+    rows = read_log(workdir.prediction_log, since, until, ("features", "score", "predicted_class"))
     frame, skipped = logrows.features(rows)
     if frame.empty:
         bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
@@ -163,19 +163,26 @@ def drift(
         until = until or datetime.now(UTC)
         since = since or until - timedelta(days=config.monitoring.window_days)
         frame, skipped_rows = log_frame(workdir, since, until)
-        probabilities = frame.pop("score").to_numpy()
+        scores, classes = frame.pop("score"), frame.pop("predicted_class")
+        # multiclass: prediction drift is drift of the predicted class's distribution
+        predictions = (classes if config.spec.classes else scores).to_numpy()
         label = f"prediction log {since:%Y-%m-%d %H:%M} … {until:%Y-%m-%d %H:%M} UTC"
         extra: dict[str, Any] = {"skipped_rows": skipped_rows}
     else:
         day, frame = snapshot_frame(config, workdir, day)
         model = load_version(config, workdir, version)
         probabilities = model.model.predict_proba(frame[model.features])
+        predictions = (
+            predicted_classes(probabilities, config.spec.classes).to_numpy()
+            if model.model.multiclass
+            else probabilities
+        )
         label = f"snapshot {day}"
         extra = {}
     report = compare(
         profile,
         frame[[c for c in profile["columns"] if c in frame.columns]],
-        np.asarray(probabilities),
+        np.asarray(predictions),
         share_threshold=config.monitoring.drift_share,
         tests=config.monitoring.tests,
         prediction_name=config.spec.api.score_field,

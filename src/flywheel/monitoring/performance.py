@@ -7,6 +7,10 @@ at ``t``. The label is observable once the lake has observed ``t + horizon`` (th
 ``observed_sql``); until then the prediction is *pending* — never counted as a zero. Periods are
 ``monitoring.period_days`` of data time on the snapshot grid. A bad log row (see
 :mod:`flywheel.monitoring.logrows`) is counted in ``skipped_rows`` and left out.
+
+A multiclass use case's periods add accuracy, macro-F1 and log loss from the logged probabilities
+of every class; ROC-AUC and PR-AUC are then one-vs-rest, macro-averaged, and ``mean_probability`` is
+the mean probability of the predicted class.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flywheel.data.lake import Lake
 from flywheel.features import labels as labels_module
 from flywheel.monitoring import logrows
 from flywheel.serving.predlog import read_log
+from flywheel.training import evaluation
 from flywheel.workdir import Workdir
 
 
@@ -42,6 +47,9 @@ class Period:
     brier: float | None = None
     mean_probability: float | None = None
     observed_rate: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    log_loss: float | None = None
 
 
 @dataclass
@@ -55,18 +63,19 @@ class PerformanceReport:
     skipped: dict[str, int] = field(default_factory=dict)  # bad column → rows skipped for it
     periods: list[Period] = field(default_factory=list)
     labelled: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    classes: tuple[str, ...] = ()
 
-    def recent(self, days: int) -> tuple[int, float | None]:
-        """Labelled predictions over the newest ``days`` of labelled data time, and their ROC-AUC."""
+    def recent(self, days: int, metric: str = "roc_auc") -> tuple[int, float | None]:
+        """Labelled predictions over the newest ``days`` of labelled data time, and their ``metric``."""
         if self.labelled.empty:
             return 0, None
         frame = self.labelled[self.labelled["as_of"] > self.labelled["as_of"].max() - pd.Timedelta(days=days)]
-        return len(frame), _metrics(frame)["roc_auc"]
+        return len(frame), _metrics(frame, self.classes).get(metric)
 
     def calibration(self, bins: int = 10) -> list[dict[str, Any]]:
         """Reliability table over every labelled prediction: per probability bin, the mean predicted
         probability beside the observed rate of positives."""
-        if self.labelled.empty:
+        if self.labelled.empty or self.classes:  # multiclass: the eval step's per-class curves
             return []
         p = self.labelled["score"].to_numpy()
         which = np.minimum((p * bins).astype(int), bins - 1)
@@ -85,7 +94,7 @@ class PerformanceReport:
         return table
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("labelled", "periods")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("labelled", "periods", "classes")}
         return {**out, "periods": [asdict(p) for p in self.periods], "calibration": self.calibration()}
 
 
@@ -98,7 +107,9 @@ def read_predictions(
     return frame, dict(skipped)
 
 
-def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
+def _metrics(frame: pd.DataFrame, classes: tuple[str, ...] = ()) -> dict[str, float | None]:
+    if classes:
+        return _multiclass_metrics(frame, classes)
     y, p = frame["label"].to_numpy(), frame["score"].to_numpy()
     both = len(np.unique(y)) == 2
     return {
@@ -107,6 +118,27 @@ def _metrics(frame: pd.DataFrame) -> dict[str, float | None]:
         "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
         "mean_probability": float(p.mean()) if len(y) else None,
         "observed_rate": float(y.mean()) if len(y) else None,
+    }
+
+
+def _multiclass_metrics(frame: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, float | None]:
+    """The multiclass figures of labelled predictions whose probabilities were logged (a row logged
+    without them, e.g. by a binary model of an earlier task definition, is left out)."""
+    frame = frame[frame["probabilities"].notna()]
+    if frame.empty:
+        return {}
+    y = frame["label"].to_numpy(dtype=int)
+    p = np.array(frame["probabilities"].map(json.loads).tolist(), dtype=float).reshape(len(frame), -1)
+    values = evaluation.multiclass_metrics(y, p, classes)
+    several = len(np.unique(y)) > 1  # one-vs-rest AUCs need two classes among the labels
+    return {
+        "roc_auc": values["roc_auc"] if several else None,
+        "pr_auc": values["pr_auc"] if several else None,
+        "brier": values["brier"],
+        "mean_probability": float(p.max(axis=1).mean()),
+        "accuracy": values["accuracy"],
+        "macro_f1": values["macro_f1"],
+        "log_loss": values["log_loss"],
     }
 
 
@@ -160,6 +192,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         skipped_rows=sum(skipped.values()),
         skipped=skipped,
         labelled=labelled,
+        classes=config.spec.classes,
     )
     for start, rows in dated.groupby("period", sort=True):
         observable = int(rows["observable"].sum())
@@ -173,7 +206,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
                 observable=observable,
                 labelled=len(period_rows),
                 status=status,
-                **(_metrics(period_rows) if len(period_rows) else {}),
+                **(_metrics(period_rows, config.spec.classes) if len(period_rows) else {}),
             )
         )
     return report

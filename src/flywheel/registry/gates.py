@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from flywheel.config import GatesConfig
+from flywheel.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,21 @@ def folder_size_mb(folder: Path) -> float:
 def evaluate_gates(
     gates: GatesConfig, metrics: dict[str, float], latency_ms: float, size_mb: float
 ) -> list[GateCheck]:
+    """Each bound against the measured value; a configured metric the evaluation did not produce is
+    an error naming it (a typo must not pass a gate silently)."""
+    unknown = sorted((set(gates.min_metrics) | set(gates.max_metrics)) - set(metrics))
+    if unknown:
+        raise ConfigError(
+            f"registry.gates: no test metric named {unknown}; the evaluation gives {sorted(metrics)}"
+        )
+    lower = {"roc_auc": gates.min_roc_auc, "pr_auc": gates.min_pr_auc, **gates.min_metrics}
+    checks = [GateCheck(name, metrics[name], bound, metrics[name] >= bound) for name, bound in lower.items()]
+    checks += [
+        GateCheck(name, metrics[name], bound, metrics[name] <= bound)
+        for name, bound in gates.max_metrics.items()
+    ]
     return [
-        GateCheck("roc_auc", metrics["roc_auc"], gates.min_roc_auc, metrics["roc_auc"] >= gates.min_roc_auc),
-        GateCheck("pr_auc", metrics["pr_auc"], gates.min_pr_auc, metrics["pr_auc"] >= gates.min_pr_auc),
+        *checks,
         GateCheck(
             "p99_latency_ms", latency_ms, gates.max_p99_latency_ms, latency_ms <= gates.max_p99_latency_ms
         ),

@@ -29,6 +29,7 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_NAMES = {"roc_auc": "ROC-AUC", "macro_f1": "macro-F1"}  # as decisions have always read
 MOVE_PREFIX = "alias_move."
 
 
@@ -183,26 +184,36 @@ def test_probabilities(config: FlywheelConfig, workdir: Workdir, version: str, t
     model = load_version(config, workdir, version).model
     label = json.loads((Path(test).parent / "metadata.json").read_text())["label_column"]
     frame = pq.read_table(test).to_pandas()
-    return frame.assign(label=frame[label], probability=model.predict_proba(frame[model.features]))
+    p = model.predict_proba(frame[model.features])
+    return frame.assign(label=frame[label], **evaluation.probability_columns(p, "probability"))
 
 
 def compare(
     config: FlywheelConfig, workdir: Workdir, candidate: pd.DataFrame, champion: str, test: Path
 ) -> dict[str, float]:
-    """ROC-AUC(candidate) − ROC-AUC(champion) on the same test rows, with a bootstrap interval.
+    """How much better the candidate is than the champion on ``registry.compare_metric`` (a loss:
+    lower by) on the same test rows, with a paired bootstrap interval.
 
     ``candidate`` holds the candidate's test probabilities (the ``eval`` step's output, in the split's
     row order); only the champion is scored here, once."""
     old = test_probabilities(config, workdir, champion, test)
     if len(old) != len(candidate) or not (old["label"].to_numpy() == candidate["label"].to_numpy()).all():
         raise RegistryError(f"the candidate's probabilities do not belong to the test split {test}")
-    return evaluation.bootstrap_auc_difference(
+    new_p = evaluation.read_probabilities(candidate, "probability")
+    old_p = evaluation.read_probabilities(old, "probability")
+    if new_p.shape != old_p.shape:
+        raise RegistryError(
+            f"the candidate scores {new_p.shape[1:] or 'one'} class column(s), the champion v{champion} "
+            f"{old_p.shape[1:] or 'one'}: they do not predict the same task"
+        )
+    return evaluation.bootstrap_difference(
         candidate["label"].to_numpy(),
-        candidate["probability"].to_numpy(),
-        old["probability"].to_numpy(),
+        new_p,
+        old_p,
         config.registry.bootstrap_samples,
         config.registry.confidence,
         seed=config.training.seed,
+        metric=config.registry.compare_metric,
     )
 
 
@@ -219,11 +230,11 @@ def decide(
     ``publish`` step acts on it).
 
     Promote when its gate passed and either there is no champion yet, or it beats the champion by at
-    least ``min_delta`` ROC-AUC with the bootstrap interval above zero, on the ``test`` split (default:
-    the split the version was evaluated on) with the ``candidate``'s probabilities (default: scored
-    here). ``force`` skips the comparison (never the gate). ``automatic`` (the pipeline) under
-    ``registry.promotion: manual`` compares and reports but leaves the alias to ``flywheel model
-    promote``."""
+    least ``min_delta`` on ``registry.compare_metric`` with the bootstrap interval above zero, on the
+    ``test`` split (default: the split the version was evaluated on) with the ``candidate``'s
+    probabilities (default: scored here). ``force`` skips the comparison (never the gate).
+    ``automatic`` (the pipeline) under ``registry.promotion: manual`` compares and reports but leaves
+    the alias to ``flywheel model promote``."""
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
     _version_exists(client, name, version)
@@ -241,8 +252,10 @@ def decide(
         candidate = test_probabilities(config, workdir, version, test)
     result = compare(config, workdir, candidate, champion, test)
     beats = result["delta"] >= config.registry.min_delta and result["ci_low"] > 0
+    metric = config.registry.compare_metric
+    better = f"{metric} lower by" if metric in evaluation.LOSSES else metric
     reason = (
-        f"ROC-AUC {result['delta']:+.4f} vs champion v{champion} "
+        f"{METRIC_NAMES.get(metric, better)} {result['delta']:+.4f} vs champion v{champion} "
         f"(CI {result['ci_low']:+.4f}..{result['ci_high']:+.4f}, needs ≥ {config.registry.min_delta:+.4f} "
         "with CI above 0)"
     )

@@ -56,6 +56,6 @@ def load_version(config: FlywheelConfig, workdir: Workdir, version: str) -> Load
         )
         model = load_logged_model(folder)
     probe = model.predict_records([{}])  # all features missing: must still give a probability
-    if probe.shape != (1,) or not np.isfinite(probe[0]):
+    if len(probe) != 1 or not np.all(np.isfinite(probe)):
         raise ValueError(f"version {version} failed its smoke prediction: {probe}")
     return LoadedModel(version, model, datetime.now(UTC))

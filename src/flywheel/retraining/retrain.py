@@ -36,6 +36,7 @@ from flywheel.monitoring import monitor, performance
 from flywheel.monitoring.alerts import alert
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
+from flywheel.registry.registry import METRIC_NAMES
 from flywheel.training import tracking
 from flywheel.workdir import Workdir
 
@@ -93,20 +94,22 @@ class Decision:
 
 def _performance(config: FlywheelConfig, workdir: Workdir) -> Trigger:
     rules = config.retrain
-    threshold = f"< {rules.min_roc_auc:g} (≥ {rules.min_labelled} labelled)"
+    metric, bound = rules.performance_metric, rules.performance_bound
+    name = METRIC_NAMES.get(metric, metric)
+    threshold = f"< {bound:g} (≥ {rules.min_labelled} labelled)"
     try:
         report = performance.evaluate(config, workdir)
     except FlywheelError as error:
         return Trigger("performance", "n/a", threshold, False, str(error))
-    labelled, auc = report.recent(rules.performance_days)
-    if labelled < rules.min_labelled or auc is None:
+    labelled, value = report.recent(rules.performance_days, metric)
+    if labelled < rules.min_labelled or value is None:
         return Trigger(
             "performance", "n/a", threshold, False, f"{labelled} labelled predictions in the newest window"
         )
     detail = f"{labelled} labelled predictions over the newest {rules.performance_days} days"
-    if auc < rules.min_roc_auc:
-        alert(config, workdir, "performance", f"performance drop: ROC-AUC {auc:.4f} {threshold}; {detail}")
-    return Trigger("performance", f"ROC-AUC {auc:.4f}", threshold, auc < rules.min_roc_auc, detail)
+    if value < bound:
+        alert(config, workdir, "performance", f"performance drop: {name} {value:.4f} {threshold}; {detail}")
+    return Trigger("performance", f"{name} {value:.4f}", threshold, value < bound, detail)
 
 
 def _drift(config: FlywheelConfig, workdir: Workdir, reports: dict[str, str], champion: str) -> Trigger:

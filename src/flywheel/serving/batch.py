@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 from flywheel.config import FlywheelConfig
 from flywheel.errors import FlywheelError
 from flywheel.features.online import latest_snapshots
+from flywheel.features.profile import predicted_classes
 from flywheel.registry import registry
 from flywheel.registry.versions import load_version
+from flywheel.serving.schemas import PREDICTED_CLASS
 from flywheel.workdir import Workdir
 
 
@@ -34,11 +36,18 @@ def score_latest(config: FlywheelConfig, workdir: Workdir, out: Path) -> BatchRe
     snapshots = latest_snapshots(spec, workdir)
     frame = snapshots.select(model.features).to_pandas()
     probabilities = model.model.predict_proba(frame)
+    if spec.classes:  # a column per class, and the most probable class
+        scores = {
+            f"{spec.api.score_field}_{name}": probabilities[:, k] for k, name in enumerate(spec.classes)
+        }
+        scores[PREDICTED_CLASS] = predicted_classes(probabilities, spec.classes).to_numpy()
+    else:
+        scores = {spec.api.score_field: probabilities}
     result = pa.table(
         {
             spec.snapshot.entity.join_key: snapshots.column(spec.snapshot.entity.join_key),
             "feature_timestamp": snapshots.column("feature_timestamp"),
-            spec.api.score_field: pa.array(probabilities),
+            **{name: pa.array(values) for name, values in scores.items()},
             "model_version": pa.array([version] * snapshots.num_rows),
         }
     )

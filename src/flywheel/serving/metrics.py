@@ -37,9 +37,15 @@ class Metrics:
         )
         self.probability = Histogram(
             "flywheel_predicted_probability",
-            "Served predicted probabilities (the use case's score)",
+            "Served predicted probabilities (the use case's score; multiclass: the predicted class's)",
             registry=self.registry,
             buckets=[i / 10 for i in range(1, 11)],
+        )
+        self.predicted_class = Counter(
+            "flywheel_predicted_class_total",
+            "Served predictions by predicted class (multiclass use cases)",
+            ["class"],
+            registry=self.registry,
         )
         self.missing = Counter(
             "flywheel_missing_features_total", "Predictions without online features", registry=self.registry

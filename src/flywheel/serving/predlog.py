@@ -1,7 +1,9 @@
 """The prediction log: every served prediction, appended by a background writer to SQLite (WAL).
 
 ``as_of`` is the data time of the features a prediction used (the online row's snapshot time, or the
-time a ``/v1/score`` client gives); delayed-label performance joins labels on it.
+time a ``/v1/score`` client gives); delayed-label performance joins labels on it. A multiclass
+prediction also logs its ``predicted_class`` and ``probabilities`` (a JSON list in the use case's
+class order); its ``score`` is the predicted class's probability.
 
 Requests only put a tuple on a queue; the writer thread inserts in batches every
 ``flush_seconds`` and on ``close``. SQLite's WAL journal keeps the file consistent if the process
@@ -32,10 +34,16 @@ CREATE TABLE IF NOT EXISTS predictions (
     score REAL NOT NULL,
     features TEXT NOT NULL,
     endpoint TEXT NOT NULL,
-    as_of TEXT
+    as_of TEXT,
+    predicted_class TEXT,
+    probabilities TEXT
 )
 """
-INSERT = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # by position: old logs too
+# columns a log written by an earlier release lacks, added when it is opened
+ADDED_COLUMNS = {"as_of": "TEXT", "predicted_class": "TEXT", "probabilities": "TEXT"}
+# by position: a log from before use cases were plug-ins names two columns otherwise (LEGACY_COLUMNS),
+# and opening one adds the missing columns at the end, in this order
+INSERT = f"INSERT INTO predictions VALUES ({', '.join('?' * (7 + len(ADDED_COLUMNS)))})"
 # a log written before use cases were plug-ins names the entity and score columns after churn
 LEGACY_COLUMNS = {"entity_id": "customer_id", "score": "churn_probability"}
 # errors of one row's values (an integer beyond 64 bits, a string too big, a NULL where none may be);
@@ -77,8 +85,9 @@ class PredictionLog:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
-            if "as_of" not in columns:  # a log written before as_of existed
-                con.execute("ALTER TABLE predictions ADD COLUMN as_of TEXT")
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in columns:  # a log written before the column existed
+                    con.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -112,6 +121,8 @@ class PredictionLog:
         features: dict[str, Any],
         endpoint: str,
         as_of: str | None = None,
+        predicted_class: str | None = None,
+        probabilities: list[float] | None = None,
     ) -> None:
         self._queue.put(
             (
@@ -123,6 +134,8 @@ class PredictionLog:
                 json.dumps(features, default=str),
                 endpoint,
                 as_of,
+                predicted_class,
+                json.dumps(probabilities) if probabilities is not None else None,
             )
         )
 
@@ -227,7 +240,14 @@ def read_log(
         held = [row[1] for row in con.execute("PRAGMA table_info(predictions)")]
         current = {old: new for new, old in LEGACY_COLUMNS.items()}
         names = columns or [current.get(name, name) for name in held]
-        chosen = [f"{LEGACY_COLUMNS[n]} AS {n}" if LEGACY_COLUMNS.get(n) in held else n for n in names]
+        chosen = [
+            f"{LEGACY_COLUMNS[n]} AS {n}"
+            if LEGACY_COLUMNS.get(n) in held
+            else f"NULL AS {n}"  # a column added since this log was written (never opened for writing)
+            if n in ADDED_COLUMNS and n not in held
+            else n
+            for n in names
+        ]
         query = f"SELECT {', '.join(chosen)} FROM predictions"
         if where:
             query += " WHERE " + " AND ".join(where)

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from flywheel.registry.versions import LoadedModel
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import utc_iso
-from flywheel.serving.schemas import bodies, errors
+from flywheel.serving.schemas import PREDICTED_CLASS, bodies, errors
 from flywheel.serving.state import State, check_champion
 from flywheel.usecases.spec import UseCase
 
@@ -76,12 +76,22 @@ def _respond(
     out = []
     for entity, row, gone, p, when in zip(ids, rows, missing, probabilities, as_of, strict=True):
         request_id = uuid.uuid4().hex
-        value = float(p)
+        if names.classes:  # a probability per class: the answer names them and the most probable
+            chosen = int(p.argmax())
+            value, predicted = float(p[chosen]), names.classes[chosen]
+            per_class = [float(x) for x in p]
+            answer = {names.key: entity, names.score: dict(zip(names.classes, per_class, strict=True))}
+            answer[PREDICTED_CLASS] = predicted
+            state.metrics.predicted_class.labels(predicted).inc()
+        else:
+            value, predicted, per_class = float(p), None, None
+            answer = {names.key: entity, names.score: value}
+            if names.band:
+                answer[names.band] = _band(state, value)
         state.metrics.probability.observe(value)
-        state.log.append(request_id, now, entity, model.version, value, row, endpoint, when)
-        answer = {names.key: entity, names.score: value}
-        if names.band:
-            answer[names.band] = _band(state, value)
+        state.log.append(
+            request_id, now, entity, model.version, value, row, endpoint, when, predicted, per_class
+        )
         answer.update(model_version=model.version, request_id=request_id, features_missing=gone)
         if explain:
             answer["features"] = row

@@ -27,6 +27,7 @@ MAX_ID = 2**53 - 1
 MAX_NUMBER = 1e15  # far beyond any count, amount or day difference; float64 holds it exactly
 MAX_STRING = 256
 MAX_FEATURES = 1000
+PREDICTED_CLASS = "predicted_class"  # a multiclass response's field (and the prediction log's column)
 
 
 def _entity_id(value: Any) -> int:
@@ -107,6 +108,7 @@ class Bodies:
     band: str | None
     request: tuple[str, ...]
     snapshot_key: str | None
+    classes: tuple[str, ...]  # multiclass: the score is a probability per class, plus the predicted class
     predict: type[BaseModel]
     batch: type[BaseModel]
     score_request: type[BaseModel]
@@ -158,7 +160,18 @@ def bodies(usecase: UseCase) -> Bodies:
         **{key: (ident | None, Field(None, description="Recorded in the prediction log."))},
     )
     fields: dict[str, Any] = {key: (Any, None), api.score_field: (float, ...)}
-    if api.band_field:
+    if usecase.classes:
+        fields[api.score_field] = (
+            dict[str, float],
+            Field(
+                ..., description=f"Probability of each class ({', '.join(usecase.classes)}), summing to 1."
+            ),
+        )
+        fields[PREDICTED_CLASS] = (
+            Literal[usecase.classes],
+            Field(..., description="The most probable class."),
+        )
+    elif api.band_field:
         fields[api.band_field] = (str, ...)
     prediction = create_model(
         "Prediction",
@@ -178,6 +191,7 @@ def bodies(usecase: UseCase) -> Bodies:
         api.band_field,
         usecase.labels.request_features,
         snapshot_key,
+        usecase.classes,
         predict,
         batch,
         score_request,

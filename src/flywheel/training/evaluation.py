@@ -1,7 +1,15 @@
-"""Evaluation of predicted probabilities: metrics, the decision threshold, and plots."""
+"""Evaluation of predicted probabilities: metrics, the decision threshold, the paired bootstrap
+comparison of two models on the same rows, and plots.
+
+Binary probabilities are 1-D (the positive class); multiclass probabilities are 2-D, a column per
+class, and the predicted class is the most probable one (no threshold). Multiclass ROC-AUC and
+PR-AUC are one-vs-rest, macro-averaged over the classes present in the rows."""
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,13 @@ def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> tuple[float, fl
     return float(rate / max(y.mean(), 1e-12)), float(y[top].sum() / max(y.sum(), 1))
 
 
-def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+def compute_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float, classes: Sequence[str] = ()
+) -> dict[str, float]:
+    """Metrics of probabilities ``p`` for labels ``y``; multiclass (2-D ``p``) names per-class
+    metrics after ``classes``."""
+    if np.ndim(p) == 2:
+        return multiclass_metrics(y, p, classes)
     y = np.asarray(y, dtype=int)
     predicted = (p >= threshold).astype(int)
     lift, capture = lift_at(y, p)
@@ -45,35 +59,166 @@ def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
     }
 
 
-def bootstrap_auc_difference(
-    y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, samples: int, confidence: float, seed: int = 0
-) -> dict[str, float]:
-    """ROC-AUC(new) − ROC-AUC(old) on the same rows, with a paired bootstrap confidence interval.
+def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str] = ()) -> dict[str, float]:
+    """Accuracy, macro and weighted F1, log loss, Brier score, one-vs-rest ROC-AUC and PR-AUC (macro),
+    and precision, recall, F1 and share of each class (``f1_<class>``…)."""
+    y = np.asarray(y, dtype=int)
+    labels = list(range(p.shape[1]))
+    names = class_names(p.shape[1], classes)
+    predicted = p.argmax(axis=1)
+    present = [k for k in labels if 0 < (y == k).sum() < len(y)]  # a one-vs-rest AUC needs both sides
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    values = {
+        "roc_auc": float(np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in present])),
+        "pr_auc": float(np.mean([skm.average_precision_score(y == k, p[:, k]) for k in present])),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "macro_f1": float(skm.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)),
+        "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1), labels=labels)),
+        "brier": float(np.mean(((p - np.eye(len(labels))[y]) ** 2).sum(axis=1))),
+    }
+    for k, name in enumerate(names):
+        values.update(
+            {
+                f"precision_{name}": float(precision[k]),
+                f"recall_{name}": float(recall[k]),
+                f"f1_{name}": float(f1[k]),
+                f"share_{name}": float((y == k).mean()),
+            }
+        )
+    return values
 
-    Each bootstrap sample draws the rows with replacement; its AUCs are computed exactly from how
-    often each row was drawn (:func:`weighted_auc`), a few samples at a time as one array operation,
+
+def class_names(n_classes: int, classes: Sequence[str] = ()) -> list[str]:
+    """Metric-safe names of the classes (lower case), or their codes when unnamed."""
+    if not classes:
+        return [str(k) for k in range(n_classes)]
+    return [re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") for name in classes]
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
+    """The confusion matrix (rows: actual, columns: predicted) of binary labels at ``threshold`` or of
+    the most probable class."""
+    labels = list(range(p.shape[1])) if np.ndim(p) == 2 else [0, 1]
+    predicted = p.argmax(axis=1) if np.ndim(p) == 2 else (p >= threshold).astype(int)
+    return skm.confusion_matrix(y, predicted, labels=labels).tolist()
+
+
+def probability_columns(p: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """Probabilities as frame columns: ``prefix`` (binary) or ``prefix_0 … prefix_<k-1>`` (a class each)."""
+    if np.ndim(p) == 1:
+        return {prefix: p}
+    return {f"{prefix}_{k}": p[:, k] for k in range(p.shape[1])}
+
+
+def read_probabilities(frame: Any, prefix: str) -> np.ndarray:
+    """The probabilities :func:`probability_columns` wrote into ``frame``."""
+    if prefix in frame.columns:
+        return frame[prefix].to_numpy(dtype=float)
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)")
+    found = {int(m.group(1)): c for c in frame.columns if (m := pattern.fullmatch(c))}
+    if not found:
+        raise KeyError(f"no {prefix} column(s) in {list(frame.columns)}")
+    return frame[[found[k] for k in sorted(found)]].to_numpy(dtype=float)
+
+
+# Metrics the paired bootstrap compares (a loss improves downwards)
+COMPARABLE = ("roc_auc", "accuracy", "macro_f1", "log_loss", "brier")
+LOSSES = frozenset({"log_loss", "brier"})
+
+
+def bootstrap_difference(
+    y: np.ndarray,
+    p_new: np.ndarray,
+    p_old: np.ndarray,
+    samples: int,
+    confidence: float,
+    seed: int = 0,
+    metric: str = "roc_auc",
+) -> dict[str, float]:
+    """How much better ``p_new`` is than ``p_old`` on ``metric`` on the same rows (for a loss,
+    old − new: positive is always better), with a paired bootstrap confidence interval.
+
+    Each bootstrap sample draws the rows with replacement; its metric is computed exactly from how
+    often each row was drawn (:func:`sample_metric`), a few samples at a time as one array operation,
     instead of one scikit-learn call per sample and model."""
+    if metric not in COMPARABLE:
+        raise ValueError(f"cannot compare models on {metric!r}; expected one of {list(COMPARABLE)}")
     rng = np.random.default_rng(seed)
     y = np.asarray(y, dtype=int)
-    new, old = _ranked(p_new, y), _ranked(p_old, y)
+    sign = -1.0 if metric in LOSSES else 1.0
+    new, old = _Scored(y, p_new), _Scored(y, p_old)
     deltas: list[np.ndarray] = []
     for start in range(0, samples, BOOTSTRAP_CHUNK):
         draws = rng.integers(0, len(y), (min(BOOTSTRAP_CHUNK, samples - start), len(y)))
         counts = np.stack([np.bincount(rows, minlength=len(y)) for rows in draws]).astype(float)
-        both = (counts @ y > 0) & (counts @ (1 - y) > 0)  # a sample with one class has no AUC
-        deltas.append((weighted_auc(new, counts) - weighted_auc(old, counts))[both])
+        delta = sign * (new.metric(metric, counts) - old.metric(metric, counts))
+        deltas.append(delta[np.isfinite(delta)])  # a sample with one class has no AUC
     spread = np.concatenate(deltas)
     if spread.size == 0:
         raise ValueError(
-            f"none of {samples} bootstrap samples of {len(y)} rows holds both classes; "
-            "the comparison needs a test split with both classes"
+            f"none of {samples} bootstrap samples of {len(y)} rows holds two classes; "
+            "the comparison needs a test split with more than one class"
         )
+    everyone = np.ones((1, len(y)))
     alpha = (1 - confidence) / 2
     return {
-        "delta": float(skm.roc_auc_score(y, p_new) - skm.roc_auc_score(y, p_old)),
+        "delta": float(sign * (new.metric(metric, everyone) - old.metric(metric, everyone))[0]),
         "ci_low": float(np.quantile(spread, alpha)),
         "ci_high": float(np.quantile(spread, 1 - alpha)),
     }
+
+
+class _Scored:
+    """One model's probabilities on fixed rows, prepared once for any number of bootstrap samples."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray):
+        p = np.asarray(p, dtype=float)
+        self.y, self.p = y, p
+        columns = p if p.ndim == 2 else np.column_stack([1 - p, p])
+        self.onehot = np.eye(columns.shape[1])[y]
+        self.predicted = columns.argmax(axis=1) if p.ndim == 2 else (p >= 0.5).astype(int)
+        self.correct = (self.predicted == y).astype(float)
+        self.loss = -np.log(np.clip((columns * self.onehot).sum(axis=1), 1e-7, 1))
+        self.brier = ((columns - self.onehot) ** 2).sum(axis=1) if p.ndim == 2 else (p - y) ** 2
+        # one ranking per class scored one-vs-rest (binary: the positive class alone)
+        self.ranked = (
+            [(k, _ranked(p[:, k], (y == k).astype(int))) for k in range(p.shape[1])]
+            if p.ndim == 2
+            else [(1, _ranked(p, y))]
+        )
+
+    def metric(self, name: str, counts: np.ndarray) -> np.ndarray:
+        """``name`` on each sample (a row of ``counts``: how often each row was drawn)."""
+        drawn = counts.sum(axis=1)
+        if name == "accuracy":
+            return counts @ self.correct / drawn
+        if name == "log_loss":
+            return counts @ self.loss / drawn
+        if name == "brier":
+            return counts @ self.brier / drawn
+        if name == "macro_f1":
+            return self._macro_f1(counts)
+        with np.errstate(invalid="ignore"):
+            aucs = np.stack([weighted_auc(ranked, counts) for _, ranked in self.ranked])
+        # classes absent from a sample have no one-vs-rest AUC: average over the others
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(aucs, axis=0) if len(self.ranked) > 1 else aucs[0]
+
+    def _macro_f1(self, counts: np.ndarray) -> np.ndarray:
+        classes = self.onehot.shape[1]
+        scores = []
+        for k in range(classes):
+            actual, chosen = self.y == k, self.predicted == k
+            tp = counts @ (actual & chosen)
+            fp = counts @ (~actual & chosen)
+            fn = counts @ (actual & ~chosen)
+            denominator = 2 * tp + fp + fn
+            scores.append(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
+        return np.mean(scores, axis=0) if classes > 2 else scores[1]
 
 
 BOOTSTRAP_CHUNK = 25  # samples per array operation: bounds memory at ~chunk × rows × 8 bytes × 3
@@ -100,18 +245,8 @@ def weighted_auc(ranked: tuple[np.ndarray, np.ndarray, np.ndarray], counts: np.n
         return (positives * (below + 0.5 * negatives)).sum(axis=1) / pairs
 
 
-def plots(
-    y: np.ndarray, p: np.ndarray, threshold: float, importance: dict[str, float], folder: Path
-) -> list[Path]:
-    """ROC, PR, calibration, confusion matrix, feature importance and gains curves as PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _saver(folder: Path, written: list[Path]) -> Any:
     import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
 
     def save(fig: Any, name: str) -> None:
         path = folder / f"{name}.png"
@@ -119,6 +254,99 @@ def plots(
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
+
+    return save
+
+
+def _importance_plot(importance: dict[str, float], save: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    top = sorted(importance.items(), key=lambda kv: kv[1])[-20:]
+    fig, ax = plt.subplots(figsize=(5, 0.25 * len(top) + 1))
+    ax.barh([k for k, _ in top], [v for _, v in top])
+    ax.set(title="feature importance")
+    save(fig, "feature_importance")
+
+
+def _confusion_plot(matrix: np.ndarray, names: Sequence[str], title: str, save: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    size = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 * size + 1.6, 1.1 * size + 1.4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:,}", ha="center", va="center")
+    ax.set(
+        xticks=range(size),
+        yticks=range(size),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="actual",
+        title=title,
+    )
+    save(fig, "confusion_matrix")
+
+
+def multiclass_plots(
+    y: np.ndarray, p: np.ndarray, importance: dict[str, float], folder: Path, classes: Sequence[str] = ()
+) -> list[Path]:
+    """One-vs-rest ROC curves, a calibration curve per class, the confusion matrix of the most
+    probable class and feature importance, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    save = _saver(folder, written)
+    names = list(classes) or [str(k) for k in range(p.shape[1])]
+    present = [k for k in range(p.shape[1]) if 0 < (y == k).sum() < len(y)]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for k in present:
+        fpr, tpr, _ = skm.roc_curve(y == k, p[:, k])
+        ax.plot(fpr, tpr, label=f"{names[k]} (AUC {skm.roc_auc_score(y == k, p[:, k]):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one vs rest")
+    ax.legend()
+    save(fig, "roc_curve")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for k in present:
+        observed, predicted = calibration_curve(y == k, p[:, k], n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, "o-", label=names[k])
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title="calibration per class")
+    ax.legend()
+    save(fig, "calibration_curve")
+    _confusion_plot(np.asarray(confusion(y, p)), names, "confusion matrix (most probable class)", save)
+    _importance_plot(importance, save)
+    return written
+
+
+def plots(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    importance: dict[str, float],
+    folder: Path,
+    classes: Sequence[str] = (),
+) -> list[Path]:
+    """ROC, PR, calibration, confusion matrix, feature importance and gains curves as PNG files
+    (multiclass: :func:`multiclass_plots`)."""
+    if np.ndim(p) == 2:
+        return multiclass_plots(y, p, importance, folder, classes)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    save = _saver(folder, written)
 
     fpr, tpr, _ = skm.roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -142,24 +370,8 @@ def plots(
     save(fig, "calibration_curve")
 
     matrix = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
-    fig, ax = plt.subplots(figsize=(4, 3.6))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, f"{value:,}", ha="center", va="center")
-    ax.set(
-        xticks=[0, 1],
-        yticks=[0, 1],
-        xlabel="predicted",
-        ylabel="actual",
-        title=f"confusion matrix @ {threshold:.2f}",
-    )
-    save(fig, "confusion_matrix")
-
-    top = sorted(importance.items(), key=lambda kv: kv[1])[-20:]
-    fig, ax = plt.subplots(figsize=(5, 0.25 * len(top) + 1))
-    ax.barh([k for k, _ in top], [v for _, v in top])
-    ax.set(title="feature importance")
-    save(fig, "feature_importance")
+    _confusion_plot(matrix, ["0", "1"], f"confusion matrix @ {threshold:.2f}", save)
+    _importance_plot(importance, save)
 
     order = np.argsort(-p, kind="stable")
     gains = np.concatenate([[0], np.cumsum(np.asarray(y)[order]) / max(np.sum(y), 1)])

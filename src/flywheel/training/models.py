@@ -1,7 +1,10 @@
 """Tabular model types behind one contract (scikit-learn style).
 
-Parameters are stored in ``__init__``; ``fit`` learns the preprocessing (categorical levels) and the
-estimator and returns ``self``; ``predict_proba`` returns the positive class's probabilities (1-D).
+Parameters are stored in ``__init__``; ``fit`` learns the preprocessing (categorical levels, and the
+robust scaling of numeric columns when ``scale="robust"``) and the estimator and returns ``self``.
+Labels are integer codes ``0 … n_classes − 1``. ``predict_proba`` returns, for a binary model, the
+positive class's probabilities (1-D) and, for a multiclass model, one column per class (2-D, rows
+summing to 1).
 ``save`` writes a folder in safe formats only — ``spec.json`` plus the native model file (LightGBM
 text, XGBoost JSON, CatBoost .cbm) or a skops file for scikit-learn pipelines, loaded with an
 explicit list of trusted types — so no pickle is ever loaded. Class imbalance is handled with
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,11 +36,19 @@ class TabularModel(ABC):
         categorical: list[str],
         params: dict[str, Any] | None = None,
         seed: int = 42,
+        n_classes: int = 2,
+        scale: Literal["none", "robust"] = "none",
     ):
         self.features = list(features)
         self.categorical = [c for c in categorical if c in features]
         self.params = {**self.defaults, **(params or {})}
         self.seed = seed
+        self.n_classes = n_classes
+        self.scale = scale
+
+    @property
+    def multiclass(self) -> bool:
+        return self.n_classes > 2
 
     @property
     def numeric(self) -> list[str]:
@@ -46,6 +57,14 @@ class TabularModel(ABC):
     # ---- preprocessing shared by every type --------------------------------------------------
     def _learn_levels(self, X: pd.DataFrame) -> None:
         self.levels_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.categorical}
+        self.scaling_ = {}
+        if self.scale == "robust":  # seed 003: median and interquartile range of the training rows
+            for column in self.numeric:
+                values = pd.to_numeric(X[column], errors="coerce").astype("float64")
+                low, median, high = (
+                    np.nanquantile(values, [0.25, 0.5, 0.75]) if values.notna().any() else (0, 0, 1)
+                )
+                self.scaling_[column] = (float(median), float(high - low) or 1.0)
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in self.features if f not in X.columns]
@@ -54,6 +73,9 @@ class TabularModel(ABC):
         frame = X[self.features].copy()
         for column in self.numeric:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+            if column in self.scaling_:
+                center, spread = self.scaling_[column]
+                frame[column] = (frame[column] - center) / spread
         for column in self.categorical:
             frame[column] = pd.Categorical(
                 frame[column].astype("object").where(frame[column].notna()), categories=self.levels_[column]
@@ -61,21 +83,40 @@ class TabularModel(ABC):
         return frame
 
     def _weights(self, y: np.ndarray) -> np.ndarray:
-        positive = y.mean()
-        return np.where(y == 1, 0.5 / positive, 0.5 / (1 - positive))
+        """Balanced class weights: every class weighs the same in total (a class absent from ``y``
+        gets no rows, so no weight)."""
+        counts = np.bincount(y, minlength=self.n_classes).astype(float)
+        per_class = np.divide(len(y) / self.n_classes, counts, out=np.zeros_like(counts), where=counts > 0)
+        return per_class[y]
 
     # ---- the contract ------------------------------------------------------------------------
     def fit(
         self, X: pd.DataFrame, y: Any, X_valid: pd.DataFrame | None = None, y_valid: Any = None
     ) -> TabularModel:
+        y = self._codes_of(y, "y")
         self._learn_levels(X)
-        y = np.asarray(y, dtype=int)
-        valid = (self._frame(X_valid), np.asarray(y_valid, dtype=int)) if X_valid is not None else None
+        valid = (self._frame(X_valid), self._codes_of(y_valid, "y_valid")) if X_valid is not None else None
         self._fit(self._frame(X), y, valid)
         return self
 
+    def _codes_of(self, y: Any, name: str) -> np.ndarray:
+        codes = np.asarray(y, dtype=int)
+        if codes.size and (codes.min() < 0 or codes.max() >= self.n_classes):
+            raise ValueError(
+                f"{name} holds labels outside 0..{self.n_classes - 1}: {sorted(set(codes.tolist()))[:10]}"
+            )
+        return codes
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.clip(np.asarray(self._predict(self._frame(X)), dtype=float), 0.0, 1.0)
+        return self._probabilities(self._predict(self._frame(X)))
+
+    def _probabilities(self, raw: Any) -> np.ndarray:
+        """Clipped to [0, 1]; a multiclass model's rows renormalized to sum to 1."""
+        p = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
+        if self.multiclass:
+            p = p.reshape(-1, self.n_classes)
+            p = p / p.sum(axis=1, keepdims=True)
+        return p
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Probabilities for feature dicts (the serving path); equal to ``predict_proba`` on a frame."""
@@ -96,6 +137,10 @@ class TabularModel(ABC):
                     matrix[i, j] = self._codes[name].get(value, np.nan) if value is not None else np.nan
                 else:
                     matrix[i, j] = np.nan if value is None else value
+        for j, name in enumerate(self.features):
+            if name in self.scaling_:
+                center, spread = self.scaling_[name]
+                matrix[:, j] = (matrix[:, j] - center) / spread
         return matrix
 
     def save(self, folder: Path) -> None:
@@ -107,6 +152,9 @@ class TabularModel(ABC):
             "levels": self.levels_,
             "params": self.params,
             "seed": self.seed,
+            "n_classes": self.n_classes,
+            "scale": self.scale,
+            "scaling": self.scaling_,
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
         self._save(folder)
@@ -115,9 +163,15 @@ class TabularModel(ABC):
     def load(folder: Path) -> TabularModel:
         spec = json.loads((folder / "spec.json").read_text())
         model = MODEL_TYPES[spec["model_type"]](
-            spec["features"], spec["categorical"], spec["params"], spec["seed"]
+            spec["features"],
+            spec["categorical"],
+            spec["params"],
+            spec["seed"],
+            spec.get("n_classes", 2),  # models saved before multiclass were binary, unscaled
+            spec.get("scale", "none"),
         )
         model.levels_ = spec["levels"]
+        model.scaling_ = {name: tuple(pair) for name, pair in spec.get("scaling", {}).items()}
         model._load(folder)
         return model
 
@@ -161,7 +215,11 @@ class LightGBMModel(TabularModel):
         rounds, patience = params.pop("n_estimators"), params.pop("early_stopping_rounds")
         params.update(
             {
-                "objective": "binary",
+                **(
+                    {"objective": "multiclass", "num_class": self.n_classes}
+                    if self.multiclass
+                    else {"objective": "binary"}
+                ),
                 "seed": self.seed,
                 "verbose": -1,
                 "num_threads": 2,
@@ -184,11 +242,9 @@ class LightGBMModel(TabularModel):
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """The fast path: the float matrix of codes straight into the booster."""
         matrix = self._matrix(records)
-        return np.clip(
+        return self._probabilities(
             # one thread: for a few rows OpenMP start-up and spinning cost more than the trees
-            self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, num_threads=1),
-            0.0,
-            1.0,
+            self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, num_threads=1)
         )
 
     def _save(self, folder):
@@ -229,13 +285,15 @@ class XGBoostModel(TabularModel):
     def _estimator(self):
         import xgboost as xgb
 
+        objective = {"objective": "multi:softprob", "num_class": self.n_classes} if self.multiclass else {}
         return xgb.XGBClassifier(
             **self.params,
+            **objective,
             tree_method="hist",
             enable_categorical=True,
             random_state=self.seed,
             n_jobs=2,
-            eval_metric="logloss",
+            eval_metric="mlogloss" if self.multiclass else "logloss",
         )
 
     def _fit(self, X, y, valid):
@@ -257,7 +315,8 @@ class XGBoostModel(TabularModel):
         )
 
     def _predict(self, X):
-        return self.estimator_.predict_proba(X)[:, 1]
+        p = self.estimator_.predict_proba(X)
+        return p if self.multiclass else p[:, 1]
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """The fast path: the float matrix of codes as a one-thread DMatrix typed like the training
@@ -275,7 +334,7 @@ class XGBoostModel(TabularModel):
             enable_categorical=True,
             nthread=1,
         )
-        return np.clip(self.estimator_.get_booster().predict(matrix, iteration_range=self._range), 0.0, 1.0)
+        return self._probabilities(self.estimator_.get_booster().predict(matrix, iteration_range=self._range))
 
     def _save(self, folder):
         self.estimator_.save_model(str(folder / "model.json"))
@@ -322,6 +381,7 @@ class CatBoostModel(TabularModel):
             thread_count=2,
             verbose=False,
             auto_class_weights="Balanced",
+            loss_function="MultiClass" if self.multiclass else "Logloss",
             cat_features=self.categorical,
             allow_writing_files=False,
         )
@@ -329,7 +389,8 @@ class CatBoostModel(TabularModel):
         self.estimator_.fit(self._strings(X), y, eval_set=eval_set, use_best_model=valid is not None)
 
     def _predict(self, X):
-        return self.estimator_.predict_proba(self._strings(X))[:, 1]
+        p = self.estimator_.predict_proba(self._strings(X))
+        return p if self.multiclass else p[:, 1]
 
     def _save(self, folder):
         self.estimator_.save_model(str(folder / "model.cbm"))
@@ -371,7 +432,17 @@ class _SklearnModel(TabularModel):
         self.pipeline_.fit(X, y, **{f"{last}__sample_weight": self._weights(y)})
 
     def _predict(self, X):
-        return self.pipeline_.predict_proba(X)[:, 1]
+        p = self._all_classes(self.pipeline_.predict_proba(X))
+        return p if self.multiclass else p[:, 1]
+
+    def _all_classes(self, p: np.ndarray) -> np.ndarray:
+        """A column per class, zeros for a class the training rows lacked (scikit-learn drops it)."""
+        seen = self.pipeline_[-1].classes_
+        if len(seen) == self.n_classes:
+            return p
+        full = np.zeros((len(p), self.n_classes))
+        full[:, seen] = p
+        return full
 
     def _save(self, folder):
         import skops.io as sio
@@ -443,7 +514,8 @@ class LogisticRegressionModel(_SklearnModel):
 
     def feature_importance(self):
         names = self.pipeline_[:-1].get_feature_names_out()
-        return dict(zip(names, map(float, np.abs(self.pipeline_[-1].coef_[0])), strict=True))
+        # one coefficient row per class (one for binary): the largest magnitude over the classes
+        return dict(zip(names, map(float, np.abs(self.pipeline_[-1].coef_).max(axis=0)), strict=True))
 
     @staticmethod
     def search_space(trial):
@@ -492,9 +564,11 @@ def make_model(
     categorical: list[str],
     params: dict[str, Any] | None = None,
     seed: int = 42,
+    n_classes: int = 2,
+    scale: Literal["none", "robust"] = "none",
 ) -> TabularModel:
     if model_type not in MODEL_TYPES:
         raise ConfigError(
             f"training.model_type: unknown model type '{model_type}'; expected one of {list(MODEL_TYPES)}"
         )
-    return MODEL_TYPES[model_type](features, categorical, params, seed)
+    return MODEL_TYPES[model_type](features, categorical, params, seed, n_classes, scale)

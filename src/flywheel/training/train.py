@@ -115,6 +115,20 @@ def _score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
     return -values["log_loss"] if metric == "log_loss" else values[metric]
 
 
+def n_classes(config: FlywheelConfig) -> int:
+    """How many classes the use case's label codes take: its named classes, else two."""
+    return len(config.spec.classes) or 2
+
+
+def new_model(config: FlywheelConfig, model_type: str, data: Dataset, params: dict[str, Any]) -> TabularModel:
+    """An unfitted model of ``model_type`` for ``data``'s features and the use case's task."""
+    training = config.training
+    categorical = data.metadata["categorical_features"]
+    return make_model(
+        model_type, data.features, categorical, params, training.seed, n_classes(config), training.scale
+    )
+
+
 def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
     """Search parameters on the validation split; each trial is a nested MLflow run."""
     import mlflow
@@ -122,7 +136,6 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
     training = config.training
     tuning = training.tuning
     model_type = training.model_type
-    categorical = data.metadata["categorical_features"]
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
     trials: list[dict[str, Any]] = []
@@ -131,9 +144,7 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
         cancel.check()
         merged = {**training.params, **params}
         with mlflow.start_run(run_name=f"trial-{len(trials)}", nested=True):
-            model = make_model(model_type, data.features, categorical, merged, training.seed).fit(
-                X, y, Xv, yv
-            )
+            model = new_model(config, model_type, data, merged).fit(X, y, Xv, yv)
             score = _score(tuning.metric, yv, model.predict_proba(Xv))
             mlflow.log_params(merged)
             mlflow.log_metric(f"valid_{tuning.metric}", score if tuning.metric != "log_loss" else -score)
@@ -162,16 +173,18 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
 
 
 def fit(
-    model_type: str, params: dict[str, Any], data: Dataset, seed: int, threshold_setting: float | str
+    config: FlywheelConfig, model_type: str, params: dict[str, Any], data: Dataset
 ) -> tuple[TabularModel, float, dict[str, float]]:
-    """Fit on the train split; choose the threshold and measure on the validation split (never test)."""
+    """Fit on the train split; choose the threshold and measure on the validation split (never test).
+    A multiclass model predicts the most probable class: its threshold (0.5) is recorded, not used."""
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
-    model = make_model(model_type, data.features, data.metadata["categorical_features"], params, seed)
-    model.fit(X, y, Xv, yv)
+    model = new_model(config, model_type, data, params).fit(X, y, Xv, yv)
     p_valid = model.predict_proba(Xv)
-    threshold = evaluation.choose_threshold(yv, p_valid, threshold_setting)
-    return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold)
+    threshold = (
+        0.5 if model.multiclass else evaluation.choose_threshold(yv, p_valid, config.training.threshold)
+    )
+    return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold, config.spec.classes)
 
 
 def load_logged_model(folder: Path) -> TabularModel:
@@ -218,7 +231,10 @@ def check_trainable(data: Dataset) -> None:
     for split in SPLITS:
         _, y = data.xy(split)
         if len(y) == 0:
-            raise DataError(f"dataset {data.path}: the {split} split is empty; build a longer history")
+            raise DataError(
+                f"dataset {data.path}: the {split} split is empty (no rows to train or evaluate on); "
+                "build a longer history"
+            )
         if len(np.unique(y)) < 2:  # no ROC-AUC to tune, gate or compare on
             raise DataError(f"dataset {data.path}: the {split} split holds one class only ({int(y[0])})")
 
@@ -266,12 +282,8 @@ def fit_run(
         _log_inputs(config, data, pipeline_run_id)
         params, trials, tuning_seconds = tune(config, data)
         cancel.check()
-        model, threshold, valid_metrics = fit(
-            training.model_type, params, data, training.seed, training.threshold
-        )
-        baseline, baseline_threshold, baseline_valid = fit(
-            training.baseline, {}, data, training.seed, training.threshold
-        )
+        model, threshold, valid_metrics = fit(config, training.model_type, params, data)
+        baseline, baseline_threshold, baseline_valid = fit(config, training.baseline, {}, data)
         mlflow.log_params(
             {
                 **{f"model.{k}": v for k, v in params.items()},
@@ -279,6 +291,8 @@ def fit_run(
                 "baseline": training.baseline,
                 "tuning.method": training.tuning.method,
                 "tuning.trials": len(trials),
+                "scale": training.scale,
+                "classes": ",".join(config.spec.classes) or "0,1",
                 "threshold": threshold,
                 "baseline_threshold": baseline_threshold,
                 "dataset_id": data.metadata["dataset_id"],
@@ -293,7 +307,8 @@ def fit_run(
             mlflow.log_artifacts(str(Path(tmp) / BASELINE_FOLDER), BASELINE_FOLDER)
             # the reference profile drift monitoring compares against (fixed size, no training rows)
             profile_file = Path(tmp) / PROFILE_ARTIFACT
-            profile_file.write_text(json.dumps(build_profile(X, model.categorical, model.predict_proba(X))))
+            profile = build_profile(X, model.categorical, model.predict_proba(X), config.spec.classes)
+            profile_file.write_text(json.dumps(profile))
             mlflow.log_artifact(str(profile_file))
         cancel.check()  # a safe point: the run is complete but for its model
         model_uri = log_model(model, X)
@@ -340,8 +355,9 @@ def evaluate(
             )
         )
         p, p_baseline = model.predict_proba(Xt), baseline.predict_proba(Xt)
-        metrics = evaluation.compute_metrics(yt, p, threshold)
-        baseline_metrics = evaluation.compute_metrics(yt, p_baseline, baseline_threshold)
+        classes = config.spec.classes
+        metrics = evaluation.compute_metrics(yt, p, threshold, classes)
+        baseline_metrics = evaluation.compute_metrics(yt, p_baseline, baseline_threshold, classes)
         logged = {
             **{f"test_{k}": v for k, v in metrics.items()},
             **{f"baseline_test_{k}": v for k, v in baseline_metrics.items()},
@@ -352,16 +368,23 @@ def evaluate(
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in logged.items()])
         folder = Path(tmp) / "eval"
-        for path in evaluation.plots(yt, p, threshold, model.feature_importance(), Path(tmp) / "plots"):
+        plots = evaluation.plots(yt, p, threshold, model.feature_importance(), Path(tmp) / "plots", classes)
+        for path in plots:
             client.log_artifact(run_id, str(path), "plots")
         folder.mkdir()
         keys = data.splits["test"][[data.metadata["entity_column"], data.metadata["time_column"]]]
-        predictions = keys.assign(label=yt, probability=p, baseline_probability=p_baseline)
+        predictions = keys.assign(
+            label=yt,
+            **evaluation.probability_columns(p, "probability"),
+            **evaluation.probability_columns(p_baseline, "baseline_probability"),
+        )
         predictions.to_parquet(folder / PREDICTIONS_FILE, index=False)
         summary = {
             "threshold": threshold,
             "test": metrics,
             "baseline_test": baseline_metrics,
+            "confusion_matrix": evaluation.confusion(yt, p, threshold),
+            "classes": list(classes) or [0, 1],
             "dataset_id": data.metadata["dataset_id"],
         }
         (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
@@ -435,7 +458,8 @@ def evaluate_model(
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # MLflow raises several types for a bad URI
         raise DataError(f"cannot load model {model_uri}: {error}") from None
-    metrics = evaluation.compute_metrics(y, np.asarray(model.predict(X), dtype=float), threshold)
+    p = np.asarray(model.predict(X), dtype=float)
+    metrics = evaluation.compute_metrics(y, p, threshold, config.spec.classes)
     with mlflow.start_run(run_name="evaluate", experiment_id=experiment_id):
         mlflow.set_tags(
             {
