@@ -100,7 +100,7 @@ def run(
     stage(
         "features",
         f"{len(built.dates_built)} of {built.dates_total} snapshot dates built, {built.rows_written:,} rows; "
-        f"{labels.rows:,} labels, positive rate {labels.positive_rate:.1%}",
+        f"{labels.rows:,} labels, {labels.mix()}",
     )
     _first_champion(config, workdir, stage, summary)
     skew = online.check_skew(config, workdir)

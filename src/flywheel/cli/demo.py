@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from rich.table import Table
@@ -10,7 +11,28 @@ from flywheel import demo
 from flywheel.cli.context import STATE, console, progress
 from flywheel.cli.data import batches_table
 from flywheel.cli.monitor import show_decision
-from flywheel.serving.schemas import bodies
+from flywheel.serving.schemas import PREDICTED_CLASS, Bodies, bodies
+
+
+def _answers(names: Bodies, rows: list[dict], title: str) -> Table:
+    """The service's answers as a table: the score (or each class's probability) and the version."""
+    if names.classes:
+        answers = Table(names.key, PREDICTED_CLASS, *names.classes, "model_version", title=title)
+        for answer in rows:
+            per_class = [f"{answer[names.score][name]:.3f}" for name in names.classes]
+            answers.add_row(
+                str(answer[names.key]), answer[PREDICTED_CLASS], *per_class, answer["model_version"]
+            )
+        return answers
+    answers = Table(names.key, names.score, names.band or "", "model_version", title=title)
+    for answer in rows:
+        answers.add_row(
+            str(answer[names.key]),
+            f"{answer[names.score]:.3f}",
+            answer.get(names.band or "", ""),
+            answer["model_version"],
+        )
+    return answers
 
 
 def run_demo() -> None:
@@ -30,15 +52,7 @@ def run_demo() -> None:
     ):
         if not rows:
             continue
-        answers = Table(names.key, names.score, names.band or "", "model_version", title=title)
-        for answer in rows:
-            answers.add_row(
-                str(answer[names.key]),
-                f"{answer[names.score]:.3f}",
-                answer.get(names.band or "", ""),
-                answer["model_version"],
-            )
-        console.print(answers)
+        console.print(_answers(names, rows, title))
     if summary.tick is not None and summary.tick.decision is not None:
         show_decision(summary.tick.decision)
     stages = Table("stage", "seconds", title="stages")
@@ -59,7 +73,7 @@ def run_demo() -> None:
     first = summary.predictions[0][names.key] if summary.predictions else 1
     console.print(
         "next: flywheel serve  →  curl -X POST localhost:8000/v1/predict -H 'content-type: application/json' "
-        f"-d '{{\"{names.key}\": {first}}}' | flywheel monitor drift | flywheel monitor performance | "
+        f"-d '{json.dumps({names.key: first})}' | flywheel monitor drift | flywheel monitor performance | "
         "flywheel retrain --check-only | flywheel loop --once --simulate | flywheel model list | "
         f"mlflow ui --backend-store-uri sqlite:///{workdir.mlflow_db}"
     )

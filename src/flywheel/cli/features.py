@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flywheel.cli.context import STATE, console, err_console, progress
 from flywheel.features import dataset, online, ops
+from flywheel.features.labels import class_mix
 
 app = typer.Typer(
     help="Features and labels, training sets, and the Feast online store.", no_args_is_help=True
@@ -34,9 +35,7 @@ def build(
         f"snapshots: {len(snapshots.dates_built)} {what} date(s) of {snapshots.dates_total}, "
         f"{snapshots.rows_written:,} rows"
     )
-    console.print(
-        f"labels: {labels.rows:,} rows over {labels.dates} dates, positive rate {labels.positive_rate:.3f}"
-    )
+    console.print(f"labels: {labels.rows:,} rows over {labels.dates} dates, {labels.mix()}")
 
 
 @app.command("list")
@@ -56,12 +55,12 @@ def build_dataset() -> None:
     config, workdir = _context()
     with progress("dataset"):
         result = dataset.build(config, workdir)
-    table = Table("split", "rows", "positive rate", "label dates", "from", "to", title=result.dataset_id)
+    table = Table("split", "rows", "label mix", "label dates", "from", "to", title=result.dataset_id)
     for name, split in result.metadata["splits"].items():
         table.add_row(
             name,
             f"{split['rows']:,}",
-            f"{split['positive_rate']:.3f}",
+            class_mix(split.get("positive_rate", 0.0), split.get("class_shares")),
             str(split["label_dates"]),
             split["time_range"][0][:10],
             split["time_range"][1][:10],

@@ -225,7 +225,7 @@ def build(
     staging = workdir.datasets / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     writers: dict[str, pq.ParquetWriter] = {}
-    stats = {name: {"rows": 0, "positives": 0, "dates": []} for name in SPLITS}
+    stats = {name: {"rows": 0, "positives": 0, "dates": [], "labels": []} for name in SPLITS}
     unmatched = 0
     try:
         kept_dates = sorted(d for d in dates if assigned[d] is not None)
@@ -248,6 +248,7 @@ def build(
                 writers[name].write_table(part)
                 stats[name]["rows"] += part.num_rows
                 stats[name]["positives"] += pc.sum(part.column(label)).as_py() or 0
+                stats[name]["labels"].append(part.column(label).combine_chunks())
                 stats[name]["dates"].append(date)
     finally:
         for writer in writers.values():
@@ -268,7 +269,11 @@ def build(
         "splits": {
             name: {
                 "rows": s["rows"],
-                "positive_rate": s["positives"] / s["rows"],
+                **(
+                    {"class_shares": labels_module.class_shares(pa.chunked_array(s["labels"]), spec.classes)}
+                    if spec.classes
+                    else {"positive_rate": s["positives"] / s["rows"]}
+                ),
                 "label_dates": len(s["dates"]),
                 "time_range": [min(s["dates"]).isoformat(), max(s["dates"]).isoformat()],
             }

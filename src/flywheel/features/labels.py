@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,7 +39,27 @@ class LabelResult:
     path: Path
     rows: int
     dates: int
-    positive_rate: float
+    positive_rate: float  # binary: the share of positives (multiclass: see ``class_shares``)
+    class_shares: dict[str, float] | None = None  # multiclass: class name → share of the labels
+
+    def mix(self) -> str:
+        """The labels' class balance in words."""
+        return class_mix(self.positive_rate, self.class_shares)
+
+
+def class_mix(positive_rate: float, class_shares: dict[str, float] | None) -> str:
+    if class_shares:
+        return " · ".join(f"{name} {share:.1%}" for name, share in class_shares.items())
+    return f"positive rate {positive_rate:.1%}"
+
+
+def class_shares(codes: pa.ChunkedArray | pa.Array, classes: tuple[str, ...]) -> dict[str, float] | None:
+    """Each named class's share of the label ``codes`` (None for a binary task)."""
+    if not classes:
+        return None
+    counts = np.bincount(np.asarray(codes.to_numpy(zero_copy_only=False), dtype=int), minlength=len(classes))
+    total = max(int(counts.sum()), 1)
+    return {name: float(counts[k] / total) for k, name in enumerate(classes)}
 
 
 def labels_path(workdir: Workdir) -> Path:
@@ -114,14 +135,16 @@ def build(config: FlywheelConfig, workdir: Workdir) -> LabelResult:
         "rows": labels.num_rows,
         "dates": len(labels.column(TIMESTAMP_COLUMN).unique()),
         "positive_rate": (pc.mean(column).as_py() if labels.num_rows else 0.0) or 0.0,
+        "class_shares": class_shares(column, config.spec.classes),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     labels = labels.replace_schema_metadata({SOURCE_KEY: source, SUMMARY_KEY: json.dumps(summary)})
     pq.write_table(labels, tmp, compression="zstd")
     os.replace(tmp, path)
-    _logger.info("built %(rows)d labels over %(dates)d dates (positive rate %(positive_rate).3f)", summary)
-    return LabelResult(path, **summary)
+    result = LabelResult(path, **summary)
+    _logger.info("built %d labels over %d dates (%s)", result.rows, result.dates, result.mix())
+    return result
 
 
 def at_dates(config: FlywheelConfig, workdir: Workdir, dates: list[datetime]) -> pa.Table:
