@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +22,20 @@ def free_port() -> int:
 
 def ensure_apt_package(binary: str, package: str) -> str:
     """Path of ``binary``, installing the Debian ``package`` first when it is missing (CI runs as root)."""
-    found = shutil.which(binary) or (f"/usr/bin/{binary}" if Path(f"/usr/bin/{binary}").exists() else None)
+    found = _find_binary(binary)
     if found:
         return found
     install = ["apt-get", "install", "-y", "-q", package]
     if subprocess.run(install, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
         subprocess.run(install, check=True, capture_output=True)
-    return shutil.which(binary) or f"/usr/bin/{binary}"
+    return _find_binary(binary) or f"/usr/bin/{binary}"
+
+
+def _find_binary(binary: str) -> str | None:
+    # daemons live in /usr/sbin, which a non-login PATH may leave out
+    candidates = [f"/usr/bin/{binary}", f"/usr/sbin/{binary}"]
+    return shutil.which(binary) or next((c for c in candidates if Path(c).exists()), None)
 
 
 @contextmanager
@@ -70,6 +77,116 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+MARIADB_DATABASE = "flywheel"
+MARIADB_USER = "flywheel"
+MARIADB_PASSWORD = "flywheel-test"
+
+
+@contextmanager
+def mariadb_server(folder: Path) -> Iterator[str]:
+    """A throwaway MariaDB server on a free loopback port; yields a SQLAlchemy URL (``mysql+pymysql``)
+    of a database of its own (binary collation, as the parity with DuckDB needs) and a user with a
+    password.
+
+    The data directory lives under ``folder`` and the socket in a short temporary folder (a Unix
+    socket path is limited to 108 bytes); ``--no-defaults`` keeps the system's ``/etc/mysql``
+    settings, port 3306 and ``/run/mysqld`` out of it, so it never meets a system MariaDB. Runs as
+    root (CI) with ``--user=root``.
+    """
+    # the core packages only: mariadb-server's own scripts would set up (and where services may start,
+    # start) a system server on port 3306; these bring the binaries and nothing that runs
+    binary = ensure_apt_package("mariadbd", "mariadb-server-core")
+    ensure_apt_package("my_print_defaults", "mariadb-client-core")  # mariadb-install-db and the client
+    home = folder / "mariadb"
+    datadir = home / "data"
+    datadir.mkdir(parents=True)
+    runtime = Path(tempfile.mkdtemp(prefix="fw-mariadb-"))
+    socket_path = runtime / "mariadbd.sock"
+    port = free_port()
+    process = None
+    try:
+        _mariadb_install_db(datadir, home / "install-db.log")
+        process = subprocess.Popen(
+            [
+                binary,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                f"--port={port}",
+                f"--socket={socket_path}",
+                f"--pid-file={home / 'mariadbd.pid'}",
+                f"--log-error={home / 'error.log'}",
+                f"--tmpdir={runtime}",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M",
+                "--innodb-flush-log-at-trx-commit=2",  # a test server: no fsync per commit
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_mariadb(process, socket_path, home / "error.log")
+        _mariadb_sql(
+            socket_path,
+            f"CREATE DATABASE {MARIADB_DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin; "
+            f"CREATE USER '{MARIADB_USER}'@'127.0.0.1' IDENTIFIED BY '{MARIADB_PASSWORD}'; "
+            f"GRANT ALL PRIVILEGES ON {MARIADB_DATABASE}.* TO '{MARIADB_USER}'@'127.0.0.1';",
+        )
+        yield f"mysql+pymysql://{MARIADB_USER}:{MARIADB_PASSWORD}@127.0.0.1:{port}/{MARIADB_DATABASE}"
+    finally:
+        if process is not None and process.poll() is None:
+            process.terminate()  # SIGTERM: a clean shutdown
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        shutil.rmtree(datadir, ignore_errors=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _mariadb_install_db(datadir: Path, log: Path) -> None:
+    install_db = ensure_apt_package("mariadb-install-db", "mariadb-server-core")
+    with log.open("w") as output:
+        result = subprocess.run(
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",  # root without a password, over the socket
+                "--skip-test-db",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"mariadb-install-db failed ({result.returncode}): {log.read_text()[-2000:]}")
+
+
+def _mariadb_sql(socket_path: Path, sql: str) -> subprocess.CompletedProcess:
+    client = ensure_apt_package("mariadb", "mariadb-client-core")
+    return subprocess.run(
+        [client, "--no-defaults", f"--socket={socket_path}", "--user=root", "--batch", "-e", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _wait_for_mariadb(process: subprocess.Popen, socket_path: Path, error_log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if socket_path.exists() and _mariadb_sql(socket_path, "SELECT 1").returncode == 0:
+            return
+        if time.monotonic() > deadline or process.poll() is not None:
+            tail = error_log.read_text()[-2000:] if error_log.exists() else ""
+            raise RuntimeError(f"mariadbd did not start (exit code {process.poll()}): {tail}")
+        time.sleep(0.2)
 
 
 @contextmanager
