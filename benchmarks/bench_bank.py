@@ -55,7 +55,7 @@ def ingest_to_training_set(path: Path, root: Path) -> tuple[float, int]:
 
 def naive_monthly(path: Path, months: list[str]) -> dict[str, float]:
     """LightGBM retrained each month on every earlier month, without duration (the issue's peer)."""
-    contacts = load_config(CONFIG).spec.read_file(path)["contacts"].to_pandas()
+    contacts = load_config(CONFIG).spec.read_file(path).tables["contacts"].to_pandas()
     contacts["month_key"] = contacts["contact_at"].dt.strftime("%Y-%m")
     features = [
         c
