@@ -102,6 +102,15 @@ class Workdir:
         return self.root / "reports"
 
     @property
+    def quarantine_reports(self) -> Path:
+        """The quarantine reports of ingested batches (rows a use case's reader could not clean)."""
+        return self.reports / "quarantine"
+
+    def quarantine_report(self, batch_id: str) -> Path:
+        """The quarantine report of one ingested batch (accepted or rejected)."""
+        return self.quarantine_reports / f"{batch_id}.json"
+
+    @property
     def inbox(self) -> Path:
         """New batches for `flywheel loop`: one folder of table files per batch."""
         return self.root / "inbox"

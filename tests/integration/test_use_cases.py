@@ -1,6 +1,7 @@
-"""One conformance suite for every use case (churn, bank marketing, and one defined outside the
-package): a deterministic generator, bad batches rejected with the lake unchanged, no leakage, labels
-only where observable, online = offline. Then the out-of-package use case end to end."""
+"""One conformance suite for every use case (churn, bank marketing, credit score, and one defined
+outside the package): a deterministic generator, bad batches rejected with the lake unchanged, no
+leakage, labels only where observable, online = offline. Then the out-of-package use case end to
+end."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ SETTINGS = {
         "data.generator.contacts_per_month": 400,
         "data.generator.start": date(2008, 5, 1),
         "data.generator.end": date(2009, 9, 1),
+    },
+    "credit": {
+        "data.generator.customers": 600,
+        "data.generator.start": date(2024, 1, 1),
+        "data.generator.end": date(2024, 9, 1),
     },
     "tests.usecase_toy": {"data.generator.machines": 120, "data.generator.days": 150},
 }
@@ -111,7 +117,8 @@ def test_labels_exist_only_where_the_lake_has_observed_them(built) -> None:
     _, last = labels.observed_range(spec, Lake(workdir, spec).connect())
     latest = pc.max(rows.column(labels.TIMESTAMP_COLUMN)).as_py()
     assert latest + timedelta(days=config.labels.horizon_days) <= last
-    assert rows.num_rows and set(pc.unique(rows.column(config.labels.label_column)).to_pylist()) == {0, 1}
+    codes = set(range(len(spec.classes) or 2))  # binary: 0 and 1; multiclass: one code per class
+    assert rows.num_rows and set(pc.unique(rows.column(config.labels.label_column)).to_pylist()) == codes
 
 
 def test_online_equals_offline(built, tmp_path: Path) -> None:

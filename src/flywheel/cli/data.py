@@ -13,6 +13,7 @@ from rich.table import Table
 
 from flywheel.cli.context import STATE, console, err_console, progress
 from flywheel.data import ops
+from flywheel.data.ingest import QuarantineRejected
 from flywheel.data.validation import BatchRejected, ValidationReport
 
 app = typer.Typer(
@@ -50,6 +51,29 @@ def show_report(report: ValidationReport) -> None:
             failure.check, failure.table, failure.column or "", f"{failure.failing_rows:,}", example[:120]
         )
     err_console.print(table)
+
+
+def show_quarantine(report: dict, path: Path, to_errors: bool = False) -> None:
+    """Print a batch's quarantine report: per file, the rows each rule left out, with an example."""
+    out = err_console if to_errors else console
+    for source, info in report["files"].items():
+        if not info["rows_quarantined"]:
+            out.print(f"{source}: no row quarantined of {info['rows_read']:,}")
+            continue
+        table = Table(
+            "rule",
+            "rows",
+            "description",
+            "example",
+            title=f"quarantined in {source}: {info['rows_quarantined']:,} of {info['rows_read']:,} rows "
+            f"({info['share']:.1%}, bound {report['max_quarantine_share']:.1%})",
+        )
+        for rule, entry in info["rules"].items():
+            if entry["count"]:
+                example = str(entry["examples"][0]) if entry["examples"] else ""
+                table.add_row(rule, f"{entry['count']:,}", entry["description"], example[:100])
+        out.print(table)
+    out.print(f"quarantine report: {path}")
 
 
 @contextmanager
@@ -97,7 +121,7 @@ def simulate(
     days: Annotated[int | None, typer.Option(help="Length of the new period.", show_default=False)] = None,
     drift: Annotated[
         str | None,
-        typer.Option(help="none | price_shock | acquisition_shift | engagement_drop.", show_default=False),
+        typer.Option(help="A drift scenario of the use case's generator (e.g. none).", show_default=False),
     ] = None,
     batch_id: Annotated[
         str | None, typer.Option(help="Batch id; an id already in the lake is a no-op.")
@@ -126,13 +150,21 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Validate and add real data of the use case's tables (CSV, Parquet, or its own published layout)."""
+    """Validate and add real data of the use case's tables (CSV, Parquet, or its own published layout).
+    Rows the use case's reader quarantined are reported and written to reports/quarantine/."""
     config = STATE.config()
     workdir = STATE.workdir_for(config, must_exist=False)
     end = period_end.replace(tzinfo=UTC) if period_end else None
     with _committing("ingest") as stage:
-        result = ops.ingest(config.spec, workdir, paths, batch_id, end, stage, config.data.ingest)
+        try:
+            result = ops.ingest(config.spec, workdir, paths, batch_id, end, stage, config.data.ingest)
+        except QuarantineRejected as rejected:
+            if rejected.report is not None:
+                show_quarantine(rejected.report, rejected.report_path, to_errors=True)
+            raise
     _show_commit(result, "ingested")
+    if result.quarantine is not None:
+        show_quarantine(result.quarantine, result.quarantine_path)
 
 
 @app.command()

@@ -66,17 +66,10 @@ def _train_register_promote(config: FlywheelConfig, workdir: Workdir, promote: b
     table = Table(
         "metric", "valid", "test", f"baseline ({config.training.baseline})", title=f"run {result.run_id}"
     )
-    for name in (
-        "roc_auc",
-        "pr_auc",
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "log_loss",
-        "brier",
-        "top_decile_lift",
-    ):
+    shown = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "macro_f1", "weighted_f1")
+    shown += ("log_loss", "brier", "top_decile_lift")
+    per_class = [name for name in result.test_metrics if name.startswith("f1_")]  # multiclass
+    for name in [*(n for n in shown if n in result.test_metrics), *per_class]:
         table.add_row(
             name,
             f"{result.valid_metrics[name]:.4f}",
@@ -84,9 +77,10 @@ def _train_register_promote(config: FlywheelConfig, workdir: Workdir, promote: b
             f"{result.baseline_test_metrics[name]:.4f}",
         )
     console.print(table)
+    decision = "the most probable class" if config.spec.classes else f"threshold {result.threshold:.3f}"
     console.print(
-        f"{result.model_type} threshold {result.threshold:.3f}; tuning {len(result.trials)} trial(s) in "
-        f"{result.tuning_seconds:.1f}s"
+        f"{result.model_type} {decision}; "
+        f"tuning {len(result.trials)} trial(s) in {result.tuning_seconds:.1f}s"
     )
     gate = "passed" if registration.gate_passed else "FAILED"
     console.print(

@@ -9,6 +9,13 @@ Real data cannot come from the future: an ingested batch's period ends at the la
 ``data.ingest.clock_skew_hours``, so validation's ``future_timestamp`` check rejects any later row,
 naming its table, column and first rows. (Synthetic batches keep their own clock: a simulated world
 may run past today.)
+
+Quarantine: a use case's reader may leave out rows it cannot clean, with a report per file
+(:class:`~flywheel.usecases.spec.Quarantine`). A file whose quarantined share exceeds
+``data.ingest.max_quarantine_share`` rejects the whole batch (:class:`QuarantineRejected`, before
+anything is written); otherwise the clean rows go on and the reports travel with the batch
+(``Batch.quarantine``), to be written to ``reports/quarantine/<batch_id>.json``
+(:func:`write_quarantine_report`).
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -28,9 +38,72 @@ from flywheel.data.batch import Batch
 from flywheel.data.duck import connect
 from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
-from flywheel.usecases.spec import UseCase
+from flywheel.usecases.spec import Quarantine, UseCase
+from flywheel.workdir import Workdir
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+class QuarantineRejected(DataError):
+    """A file's reader quarantined more than the allowed share of its rows; nothing was written."""
+
+    def __init__(self, message: str, batch_id: str, quarantine: dict[str, Quarantine], bound: float):
+        super().__init__(message)
+        self.batch_id, self.quarantine, self.bound = batch_id, quarantine, bound
+        self.report: dict[str, Any] | None = None  # set by ops.ingest, which writes the report
+        self.report_path: Path | None = None
+
+
+def _check_quarantine(batch_id: str, quarantine: dict[str, Quarantine], settings: IngestConfig) -> None:
+    """Reject the batch when a file's quarantined share exceeds the bound, naming the file, the share,
+    the bound and the rows per rule."""
+    bound = settings.max_quarantine_share
+    for source, report in quarantine.items():
+        if report.share > bound:
+            rules = ", ".join(f"{rule} {count}" for rule, count in report.counts.items())
+            raise QuarantineRejected(
+                f"{source}: {report.rows} of {report.rows_read} rows quarantined ({report.share:.1%}), "
+                f"above data.ingest.max_quarantine_share {bound:.1%} (by rule: {rules}); the batch is "
+                "rejected and the lake unchanged",
+                batch_id,
+                quarantine,
+                bound,
+            )
+
+
+def quarantine_report(
+    batch_id: str, quarantine: dict[str, Quarantine], accepted: bool, bound: float
+) -> dict[str, Any]:
+    """The JSON report of a batch's quarantined rows: per file, per rule, count, description and
+    examples (personal data already masked by the reader)."""
+    files = {}
+    for source, report in quarantine.items():
+        names = [*report.rules, *(rule for rule in report.counts if rule not in report.rules)]
+        rules = {
+            rule: {
+                "count": report.counts.get(rule, 0),
+                "description": report.rules.get(rule, ""),
+                "examples": report.examples.get(rule, []),
+            }
+            for rule in names
+        }
+        files[source] = {
+            "rows_read": report.rows_read,
+            "rows_quarantined": report.rows,
+            "share": report.share,
+            "rules": rules,
+        }
+    return {"batch_id": batch_id, "accepted": accepted, "max_quarantine_share": bound, "files": files}
+
+
+def write_quarantine_report(workdir: Workdir, report: dict[str, Any]) -> Path:
+    """Write a :func:`quarantine_report` to ``reports/quarantine/<batch_id>.json`` (atomic replace)."""
+    path = workdir.quarantine_report(report["batch_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
 
 
 def _table_for(usecase: UseCase, path: Path) -> str:
@@ -101,12 +174,15 @@ def read_batch(
     settings: IngestConfig | None = None,
 ) -> Batch:
     """Read files of the use case's tables into a batch. The period ends at ``period_end`` or just
-    after the data, and never after now plus the allowed clock skew.
+    after the data, and never after now plus the allowed clock skew. Files the use case reads in its
+    own layout bring their quarantine reports along (``Batch.quarantine``).
 
     Raises:
+        QuarantineRejected: A file's quarantined share exceeds ``data.ingest.max_quarantine_share``.
         DataError: ``period_end`` is in the future, or a file is unreadable.
     """
-    latest = datetime.now(UTC) + timedelta(hours=(settings or IngestConfig()).clock_skew_hours)
+    settings = settings or IngestConfig()
+    latest = datetime.now(UTC) + timedelta(hours=settings.clock_skew_hours)
     if period_end is not None and period_end.tzinfo is None:
         period_end = period_end.replace(tzinfo=UTC)
     if period_end is not None and period_end > latest:
@@ -116,12 +192,15 @@ def read_batch(
         )
     files = collect_files(paths)
     parts: dict[str, list[pa.Table]] = {}
+    quarantine: dict[str, Quarantine] = {}
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
         own = usecase.read_file(path) if usecase.read_file else None
         if own is not None:
+            if own.quarantine is not None:
+                quarantine[str(path)] = own.quarantine
             for name, table in own.tables.items():
                 parts.setdefault(name, []).append(table)
             continue
@@ -129,6 +208,8 @@ def read_batch(
         if table.num_rows == 0:
             raise DataError(f"{path}: empty file; it has a header but no rows")
         parts.setdefault(_table_for(usecase, path), []).append(table)
+    batch_id = batch_id or f"ingest-{digest.hexdigest()[:12]}"
+    _check_quarantine(batch_id, quarantine, settings)
     tables = {}
     for name, chunks in parts.items():
         try:
@@ -138,12 +219,13 @@ def read_batch(
     start, end = _time_bounds(usecase, tables, period_end)
     end = min(end, latest)  # rows after it are then rejected by validation, named one by one
     return Batch(
-        batch_id=batch_id or f"ingest-{digest.hexdigest()[:12]}",
+        batch_id=batch_id,
         kind="ingest",
         period_start=start,
         period_end=end,
         tables=tables,
         sources=[str(f) for f in files],
+        quarantine=quarantine,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,12 @@ import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig, IngestConfig
 from flywheel.data.batch import Batch
-from flywheel.data.ingest import read_batch
+from flywheel.data.ingest import (
+    QuarantineRejected,
+    quarantine_report,
+    read_batch,
+    write_quarantine_report,
+)
 from flywheel.data.lake import Lake
 from flywheel.data.validation import CheckFailure, ValidationReport, check_relations, check_values, conform
 from flywheel.errors import DataError
@@ -31,6 +37,8 @@ class CommitResult:
     batch_id: str
     created: bool
     record: dict[str, Any]
+    quarantine: dict[str, Any] | None = None  # an ingested batch's quarantine report (rows left out)
+    quarantine_path: Path | None = None
 
     @property
     def rows(self) -> dict[str, int]:
@@ -103,9 +111,22 @@ def ingest(
 ) -> CommitResult:
     """Validate and add real files of the use case's tables (CSV or Parquet, or its own layout) as one
     batch (``settings``: the config's ``data.ingest``, e.g. how far past now a timestamp may lie)."""
+    settings = settings or IngestConfig()
     if progress:
         progress("read")
-    return _commit(usecase, workdir, read_batch(usecase, paths, batch_id, period_end, settings), progress)
+    try:
+        batch = read_batch(usecase, paths, batch_id, period_end, settings)
+    except QuarantineRejected as rejected:  # the report says why, rule by rule; the lake is untouched
+        report = quarantine_report(rejected.batch_id, rejected.quarantine, False, rejected.bound)
+        rejected.report, rejected.report_path = report, write_quarantine_report(workdir, report)
+        raise
+    result = _commit(usecase, workdir, batch, progress)
+    if not batch.quarantine:
+        return result
+    report = quarantine_report(batch.batch_id, batch.quarantine, True, settings.max_quarantine_share)
+    return dataclasses.replace(
+        result, quarantine=report, quarantine_path=write_quarantine_report(workdir, report)
+    )
 
 
 @locks_workdir("data commit")

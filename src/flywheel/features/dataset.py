@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -151,10 +152,13 @@ def _boundaries(
 
 def _labels_digest(labels: pa.Table, label: str, entity: str) -> str:
     """What identifies the labels a dataset was built from (a caller may hand any labels file)."""
+    keys = labels.column(entity)
+    if pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type):  # no sum: a hash of each key
+        keys = pa.array(pd.util.hash_array(keys.to_numpy(zero_copy_only=False)).view("int64"))
     summary = [
         labels.num_rows,
         pc.sum(labels.column(label)).as_py(),
-        pc.sum(labels.column(entity)).as_py(),
+        pc.sum(keys).as_py(),
         pc.min_max(labels.column(labels_module.TIMESTAMP_COLUMN)).as_py(),
     ]
     return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()[:16]

@@ -76,7 +76,7 @@ def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str] = ()
         "accuracy": float(skm.accuracy_score(y, predicted)),
         "macro_f1": float(skm.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(skm.f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)),
-        "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1), labels=labels)),
+        "log_loss": float(skm.log_loss(y, _floored(p), labels=labels)),
         "brier": float(np.mean(((p - np.eye(len(labels))[y]) ** 2).sum(axis=1))),
     }
     for k, name in enumerate(names):
@@ -89,6 +89,13 @@ def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str] = ()
             }
         )
     return values
+
+
+def _floored(p: np.ndarray) -> np.ndarray:
+    """Probabilities kept off zero (a log loss of one confident mistake is large, not infinite), rows
+    still summing to one."""
+    floored = np.clip(p, 1e-7, 1)
+    return floored / floored.sum(axis=1, keepdims=True)
 
 
 def class_names(n_classes: int, classes: Sequence[str] = ()) -> list[str]:

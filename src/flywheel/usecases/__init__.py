@@ -17,7 +17,7 @@ from types import ModuleType
 from flywheel.errors import ConfigError
 from flywheel.usecases.spec import UseCase
 
-BUILT_IN = {"churn": "flywheel.usecases.churn", "bank": "flywheel.usecases.bank"}
+BUILT_IN = {"churn": "flywheel.usecases.churn", "bank": "flywheel.usecases.bank", "credit": "flywheel.usecases.credit"}  # noqa: E501  # fmt: skip
 
 
 def _import(module_name: str) -> ModuleType:
