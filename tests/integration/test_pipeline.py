@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import time
+import types
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from flywheel.config import FlywheelConfig, apply_overrides
-from flywheel.errors import ConfigError
+from flywheel.errors import ConfigError, FlywheelError
 from flywheel.pipeline import runs
 from flywheel.pipeline.compile import airflow_dag, compile_kfp
 from flywheel.pipeline.dag import PIPELINE, STEPS
@@ -151,11 +153,15 @@ def test_data_load_reads_the_labels_it_is_handed(
 def test_a_failed_step_skips_the_rest_and_resume_finishes(
     workdir: Workdir, pipeline_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    seen = []
+
     def broken(ctx, dataset):
+        seen.append(ctx.logical_date)
         raise RuntimeError("out of memory while training")
 
     monkeypatch.setattr(STEPS["train"].module, "run", broken)
-    failed = run_pipeline(pipeline_config, workdir)
+    failed = run_pipeline(pipeline_config, workdir, logical_date=date(2024, 3, 4))
+    assert seen == [date(2024, 3, 4)] and failed.params["logical_date"] == "2024-03-04"
     statuses = {s.name: s.status for s in failed.steps}
     assert failed.status == runs.FAILED
     assert statuses == {
@@ -172,9 +178,12 @@ def test_a_failed_step_skips_the_rest_and_resume_finishes(
     assert registry.list_versions(pipeline_config, workdir) == []  # nothing registered, no champion
 
     monkeypatch.undo()
+    with pytest.raises(FlywheelError, match="is for logical date 2024-03-04, not 2024-03-05"):
+        run_pipeline(pipeline_config, workdir, resume=failed.run_id, logical_date=date(2024, 3, 5))
     started = {s.name: s.started for s in failed.steps}
     resumed = run_pipeline(pipeline_config, workdir, resume=failed.run_id)
     assert resumed.run_id == failed.run_id and resumed.status == runs.SUCCEEDED
+    assert resumed.params["logical_date"] == "2024-03-04"
     for step in resumed.steps[:3]:  # reused, not rerun
         assert step.started == started[step.name]
     assert resumed.steps[-1].outputs["promoted"] == "true"
@@ -272,18 +281,127 @@ def test_a_compiled_pipeline_runs_under_kfp_local(
 
 
 def test_airflow_dag_defines_the_tasks_and_edges() -> None:
-    source = airflow_dag("/shared/wd", "configs/churn.yaml", "@weekly", retries=3)
+    """The DAG file's structure and what it compiles in; tests/integration/test_airflow.py runs it."""
+    source = airflow_dag(
+        "/shared/wd", "/shared/churn.yaml", "@weekly", retries=3, name="churn", flywheel="/opt/fw/flywheel"
+    )
     tree = ast.parse(source)
     calls = [
-        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "flywheel_task"
     ]
-    task_ids = {kw.value.value for c in calls for kw in c.keywords if kw.arg == "task_id"}
-    assert task_ids == set(STEPS)
+    pulls = {c.args[0].value: set(ast.literal_eval(c.args[1]) if len(c.args) > 1 else ()) for c in calls}
+    assert pulls == {step.name: set(step.upstream) for step in PIPELINE}
     shifts = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
     edges = {(n.left.id.removesuffix("_task"), n.right.id.removesuffix("_task")) for n in shifts}
     assert edges == EDGES
-    assert "'retries': 3" in source.replace('"', "'") and "schedule='@weekly'" in source
-    assert "flywheel --config configs/churn.yaml --workdir /shared/wd step" in source
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id.isupper()
+    }
+    assert constants == {
+        "USE_CASE": "churn",
+        "DAG_ID": "flywheel_churn_training",
+        "SCHEDULE": "@weekly",
+        "RETRIES": 3,
+        "FLYWHEEL": "/opt/fw/flywheel",
+        "CONFIG": "/shared/churn.yaml",
+        "WORKDIR": "/shared/wd",
+        "WEBHOOK_URL": None,
+        "WEBHOOK_TIMEOUT_SECONDS": 5.0,
+    }
+    assert '"on_failure_callback": on_failure' in source and '"on_success_callback": on_success' in source
+    assert "import flywheel" not in source and "from flywheel" not in source  # Airflow lacks it
+
+
+def _stub_airflow(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Airflow 3's modules as the DAG file imports them, recording every BashOperator's arguments."""
+    import contextlib
+    import sys
+
+    operators: list[dict] = []
+
+    class BashOperator:
+        def __init__(self, **kwargs):
+            operators.append(kwargs)
+
+        def __rshift__(self, other):
+            return other
+
+    for name in (
+        "airflow",
+        "airflow.providers",
+        "airflow.providers.standard",
+        "airflow.providers.standard.operators",
+    ):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(
+        sys.modules,
+        "airflow.providers.standard.operators.bash",
+        types.SimpleNamespace(BashOperator=BashOperator),
+    )
+    monkeypatch.setitem(
+        sys.modules, "airflow.sdk", types.SimpleNamespace(DAG=lambda **kw: contextlib.nullcontext(kw))
+    )
+    return operators
+
+
+def test_an_airflow_task_runs_flywheel_step_with_its_date_and_upstream_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's bash command as Airflow renders and runs it: paths with spaces, upstream outputs with
+    quotes, the logical date; only the step's last line of stdout (the XCom) is echoed last."""
+    import jinja2
+
+    workdir = tmp_path / "shared wd"
+    fake = tmp_path / "bin dir" / "flywheel"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        "print('a log line on stdout')\nprint('progress', file=sys.stderr)\nprint(json.dumps(sys.argv[1:]))\n"
+    )
+    fake.chmod(0o755)
+    operators = _stub_airflow(monkeypatch)
+    source = airflow_dag(str(workdir), str(tmp_path / "it's.yaml"), "@daily", flywheel=str(fake))
+    exec(compile(source, "flywheel_dag.py", "exec"), {"__name__": "flywheel_dag"})
+    task = next(op for op in operators if op["task_id"] == "promote")
+    upstream = {
+        "data_load": {"_step": "data_load", "test": "/x/test.parquet"},
+        "eval": {"_step": "eval", "reason": 'it\'s "better" $HOME `id`'},
+        "model_upload": {"_step": "model_upload", "version": "2"},
+    }
+    context = {
+        "ds": "2024-03-04",
+        "ti": types.SimpleNamespace(xcom_pull=lambda task_ids: json.dumps(upstream[task_ids])),
+    }
+    render = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string
+    env = {name: render(value).render(context) for name, value in task["env"].items()}
+    command = ["bash", "-c", render(task["bash_command"]).render(context)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    assert "progress" in done.stderr and done.stdout.count("\n") == 1
+    argv = json.loads(done.stdout)
+    assert argv[:6] == ["--config", str(tmp_path / "it's.yaml"), "--workdir", str(workdir), "step", "promote"]
+    assert argv[argv.index("--logical-date") + 1] == "2024-03-04"
+    given = [json.loads(argv[i + 1]) for i, arg in enumerate(argv) if arg == "--upstream-json"]
+    assert given == [upstream[name] for name in STEPS["promote"].upstream]
+    # the worker's $FLYWHEEL_BIN wins, and a step's "condition not met" (99) is the task's exit code
+    skipping = tmp_path / "skipping-flywheel"
+    skipping.write_text("#!/bin/sh\nexit 99\n")
+    skipping.chmod(0o755)
+    skipped = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **env, "FLYWHEEL_BIN": str(skipping)}
+    )
+    assert skipped.returncode == 99 and task["skip_on_exit_code"] == 99 and not skipped.stdout
+
+
+def test_airflow_dag_without_a_schedule_is_triggered_only() -> None:
+    from flywheel.config import AlertsConfig
+
+    alerts = AlertsConfig(webhook_url="http://127.0.0.1:9/hook", timeout_seconds=2)
+    source = airflow_dag("/wd", "/c.yaml", "none", name="credit score", flywheel="flywheel", alerts=alerts)
+    assert "SCHEDULE = None" in source and 'DAG_ID = "flywheel_credit_score_training"' in source
+    assert 'WEBHOOK_URL = "http://127.0.0.1:9/hook"' in source and "WEBHOOK_TIMEOUT_SECONDS = 2.0" in source
 
 
 def _start_cli_run(config: FlywheelConfig, workdir: Workdir, tmp_path: Path) -> subprocess.Popen:
@@ -350,10 +468,18 @@ def test_step_command_is_the_orchestrator_contract(
     workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
 ) -> None:
     base = flywheel_command(pipeline_config, workdir, tmp_path, "step")
-    validated = subprocess.run([*base, "validate"], capture_output=True, text=True, timeout=300)
+    validated = subprocess.run(
+        [*base, "validate", "--logical-date", "2024-02-29"], capture_output=True, text=True, timeout=300
+    )
     assert validated.returncode == 0, validated.stderr
     outputs = json.loads(validated.stdout.strip().splitlines()[-1])
     assert outputs["_step"] == "validate" and outputs["passed"] == "true"
+    assert outputs["_logical_date"] == "2024-02-29"
+    misdated = subprocess.run(
+        [*base, "validate", "--logical-date", "2024-2-30"], capture_output=True, text=True, timeout=300
+    )
+    assert misdated.returncode == 2
+    assert "--logical-date" in misdated.stderr and "YYYY-MM-DD" in misdated.stderr
     skipped = subprocess.run(
         [*base, "features", "--input", "passed=false"], capture_output=True, text=True, timeout=300
     )

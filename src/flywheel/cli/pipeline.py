@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,29 @@ COLORS = {
     runs.PENDING: "white",
 }
 SKIP_EXIT_CODE = 99
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _logical_date(value: str) -> date:
+    """``--logical-date``: a calendar date written YYYY-MM-DD, as Airflow renders ``{{ ds }}``."""
+    # date.fromisoformat alone also takes 20240301 or 2024-W09-5: orchestrators get one strict form
+    if _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise typer.BadParameter(f"{value!r} is not a calendar date as YYYY-MM-DD (e.g. 2024-03-01)")
+
+
+LogicalDate = Annotated[
+    date | None,
+    typer.Option(
+        "--logical-date",
+        parser=_logical_date,
+        metavar="YYYY-MM-DD",
+        help="The date this run is for (Airflow's {{ ds }}); every step receives it.",
+    ),
+]
 
 
 def _context():
@@ -61,6 +85,7 @@ def run_command(
             help="Rerun a failed or cancelled run from its first unfinished step, reusing what succeeded."
         ),
     ] = None,
+    logical_date: LogicalDate = None,
 ) -> None:
     """Run the pipeline in-process; every run and step is recorded in MLflow."""
     config, workdir = _context()
@@ -71,6 +96,7 @@ def run_command(
         params,
         resume=resume,
         on_event=lambda step, status: err_console.print(f"  {step}: {status}"),
+        logical_date=logical_date,
     )
     console.print(_table(record))
     if record.status != runs.SUCCEEDED:
@@ -125,7 +151,12 @@ def compile_command(
     target: Annotated[str, typer.Option(help="kfp (Kubeflow / Vertex AI) or airflow.")] = "kfp",
     output: Annotated[Path | None, typer.Option(help="File to write.")] = None,
 ) -> None:
-    """Write the pipeline for a real orchestrator; each task runs `flywheel step NAME`."""
+    """Write the pipeline for a real orchestrator; each task runs `flywheel step NAME`.
+
+    The Airflow DAG (`flywheel_<use case>_training`) calls this `flywheel` executable by its absolute
+    path ($FLYWHEEL_BIN on the worker overrides it) with this config file and workdir, for each run's
+    logical date; its task callbacks POST to alerts.webhook_url.
+    """
     from flywheel.pipeline import compile as compiler
 
     config = STATE.config()
@@ -143,9 +174,15 @@ def compile_command(
         )
     elif target == "airflow":
         path = output or Path("flywheel_dag.py")
+        # Airflow runs each task in a temporary folder: a relative config path would not be found
         path.write_text(
             compiler.airflow_dag(
-                shared, config_path, config.pipeline.schedule, config.pipeline.retries, config.spec.name
+                shared,
+                str(Path(config_path).absolute()),
+                config.pipeline.schedule,
+                config.pipeline.retries,
+                config.spec.name,
+                alerts=config.alerts,
             )
         )
     else:
@@ -165,13 +202,16 @@ def step_command(
         list[str] | None, typer.Option("--upstream-json", help="Outputs JSON of an upstream step.")
     ] = None,
     pipeline_run_id: Annotated[str | None, typer.Option(help="Pipeline run this step belongs to.")] = None,
+    logical_date: LogicalDate = None,
 ) -> None:
     """Run one pipeline step; prints its outputs as JSON (the last line). Exit 99: condition not met."""
     config, workdir = _context()
     explicit = dict(item.split("=", 1) for item in (input_ or []) if "=" in item)
     upstream = [json.loads(text) for text in (upstream_json or []) if text.strip()]
     try:
-        outputs = run_single_step(config, workdir, name, explicit, upstream, pipeline_run_id)
+        outputs = run_single_step(
+            config, workdir, name, explicit, upstream, pipeline_run_id, logical_date=logical_date
+        )
     except StepSkipped as skipped:
         err_console.print(f"step {name} skipped: {skipped}")
         raise typer.Exit(SKIP_EXIT_CODE) from None

@@ -5,6 +5,10 @@ Ctrl-C marks the run and its running step ``CANCELLED``; an exception marks the 
 and so is everything downstream of it. ``resume`` reuses the outputs of succeeded steps and runs the
 rest. Only the last step, ``publish``, changes what is served (the online store, the champion alias),
 so a failed or cancelled run never does.
+
+A run may be for a logical date (an orchestrator's ``{{ ds }}``): every step sees it in its
+``StepContext``; the runner records it as the run's ``logical_date`` parameter, ``flywheel step``
+returns it with the step's outputs as ``_logical_date``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from flywheel import cancel
@@ -24,9 +29,11 @@ from flywheel.lock import locks_workdir
 from flywheel.pipeline import runs
 from flywheel.pipeline.context import StepContext, StepSkipped
 from flywheel.pipeline.dag import PARAMETERS, PIPELINE, STEPS, Step
+from flywheel.training import tracking
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
+LOGICAL_DATE = "logical_date"  # a run parameter; a single step returns it as "_logical_date"
 
 
 def apply_params(config: FlywheelConfig, params: dict[str, Any]) -> FlywheelConfig:
@@ -82,11 +89,21 @@ def run_pipeline(
     params: dict[str, Any] | None = None,
     resume: str | None = None,
     on_event: Callable[[str, str], None] | None = None,
+    logical_date: date | None = None,
 ) -> runs.PipelineRecord:
     """Run the pipeline (or resume ``resume``) and return its final record. Ctrl-C cancels at the
-    next safe point (between steps, trials, chunks); a second Ctrl-C stops at once."""
+    next safe point (between steps, trials, chunks); a second Ctrl-C stops at once.
+
+    Args:
+        config: The effective config.
+        workdir: The workdir the steps share.
+        params: Seed-000 pipeline parameters (``train_ratio=0.8``).
+        resume: A failed or cancelled run to finish; it keeps the logical date it started with.
+        on_event: Called with (step, status) at every state change.
+        logical_date: The date the run is for, handed to every step.
+    """
     with cancel.deferred_sigint():
-        return _run_pipeline(config, workdir, params, resume, on_event)
+        return _run_pipeline(config, workdir, params, resume, on_event, logical_date)
 
 
 def _run_pipeline(
@@ -95,6 +112,7 @@ def _run_pipeline(
     params: dict[str, Any] | None,
     resume: str | None,
     on_event: Callable[[str, str], None] | None,
+    logical_date: date | None,
 ) -> runs.PipelineRecord:
     params = params or {}
     config = apply_params(config, params)
@@ -109,6 +127,7 @@ def _run_pipeline(
                 f"pipeline run {resume} has the steps {[step.name for step in previous.steps]}, not this "
                 f"version's {[step.name for step in PIPELINE]}: it cannot be resumed; start a new run"
             )
+        logical_date = _resumed_logical_date(previous, logical_date)
         run_id = resume
         step_ids = store.step_runs(run_id)
         for step in previous.steps:
@@ -125,9 +144,12 @@ def _run_pipeline(
         )
         store.client.update_run(run_id, status="RUNNING")
     else:
-        run_id = store.create(describe_params(config), [s.name for s in PIPELINE])
+        recorded = describe_params(config)
+        if logical_date is not None:
+            recorded[LOGICAL_DATE] = logical_date.isoformat()
+        run_id = store.create(recorded, [s.name for s in PIPELINE])
         step_ids = store.step_runs(run_id)
-    ctx = StepContext(config, workdir, run_id)
+    ctx = StepContext(config, workdir, run_id, logical_date)
     heartbeat = _Heartbeat(store, run_id)
     heartbeat.start()
     status, error = runs.SUCCEEDED, None
@@ -166,6 +188,18 @@ def _run_pipeline(
         heartbeat.stopped.set()
         store.finish(run_id, status, error=error)
     return store.get(run_id)
+
+
+def _resumed_logical_date(previous: runs.PipelineRecord, given: date | None) -> date | None:
+    """The logical date a resumed run goes on with: the one it started with; another one is refused."""
+    recorded = previous.params.get(LOGICAL_DATE)
+    started_with = date.fromisoformat(recorded) if recorded else None
+    if given is not None and given != started_with:
+        raise FlywheelError(
+            f"pipeline run {previous.run_id} is for logical date {recorded or '(none)'}, not {given}: "
+            "resume it without --logical-date, or start a new run"
+        )
+    return started_with
 
 
 def _run_step(
@@ -243,8 +277,21 @@ def run_single_step(
     explicit: dict[str, str],
     upstream: list[dict[str, str]],
     pipeline_run_id: str | None = None,
+    logical_date: date | None = None,
 ) -> dict[str, str]:
     """Run one step outside the runner: the contract ``flywheel step`` gives every orchestrator.
+
+    Args:
+        config: The effective config.
+        workdir: The workdir the steps share.
+        name: The step to run.
+        explicit: Inputs given by name (``--input``).
+        upstream: Outputs of upstream steps, each carrying ``_step`` (``--upstream-json``).
+        pipeline_run_id: The pipeline run the step belongs to, if any.
+        logical_date: The date the orchestrator's run is for (Airflow's ``{{ ds }}``).
+
+    Returns:
+        The step's outputs with ``_step`` and, when given, ``_logical_date`` (YYYY-MM-DD).
 
     Raises:
         StepSkipped: the step's condition does not hold (the CLI exits 99, which Airflow reads as skip).
@@ -253,7 +300,12 @@ def run_single_step(
         raise ConfigError(f"unknown step '{name}'; expected one of {list(STEPS)}")
     step = STEPS[name]
     inputs = resolve_inputs(step, explicit, upstream)
-    return {"_step": name, **step.run(StepContext(config, workdir, pipeline_run_id), **inputs)}
+    # the runner's steps find MLflow pointed at the workdir's store (runs.Store does it); a step run
+    # alone in a fresh process must too, or reading an upstream run would open ./mlflow.db instead
+    tracking.setup(config, workdir)
+    outputs = step.run(StepContext(config, workdir, pipeline_run_id, logical_date), **inputs)
+    dated = {f"_{LOGICAL_DATE}": logical_date.isoformat()} if logical_date else {}
+    return {"_step": name, **dated, **outputs}
 
 
 def _emit(on_event: Callable[[str, str], None] | None, step: str, status: str) -> None:
