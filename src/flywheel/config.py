@@ -295,6 +295,9 @@ class ExtractConfig(StrictModel):
     url: str | None = Field(
         None, description="SQLAlchemy URL of the MySQL/MariaDB source, e.g. mysql+pymysql://u:p@host/db."
     )
+    lookback_months: int = Field(
+        1, ge=1, le=120, description="Months of records each logical date extracts (seed 003: one)."
+    )
 
     @model_validator(mode="after")
     def _mysql_needs_a_url(self) -> ExtractConfig:

@@ -33,6 +33,7 @@ from flywheel.lock import locks_workdir
 from flywheel.monitoring import performance, traffic
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
+from flywheel.registry.registry import METRIC_NAMES
 from flywheel.retraining import loop
 from flywheel.serving.local import call, local_service
 from flywheel.serving.schemas import bodies
@@ -151,10 +152,22 @@ def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, su
         )
     evaluated, upload, published = outputs["eval"], outputs["model_upload"], outputs["publish"]
     summary.first_champion = published["champion"]
+    extracted = outputs.get("extract")
+    if extracted:  # seed 003: the extraction for the logical date chose the training rows
+        stage(
+            "extract",
+            f"{extracted['rows']} records of the logical date {extracted['logical_date']} into the "
+            f"{extracted['window_dates']}-date window ({extracted['source']}); "
+            f"{extracted['label_rows']} training rows",
+            0.0,
+        )
+    figures = [name for name in ("roc_auc", "macro_f1", "log_loss") if name in evaluated]
+    shown = ", ".join(f"{METRIC_NAMES.get(name, name)} {float(evaluated[name]):.4f}" for name in figures)
+    baseline = ", ".join(f"{float(evaluated[f'baseline_{name}']):.4f}" for name in figures)
     stage(
         "pipeline",
-        f"run {record.run_id}: {config.training.model_type} test ROC-AUC {float(evaluated['roc_auc']):.4f} "
-        f"vs baseline {config.training.baseline} {float(evaluated['baseline_roc_auc']):.4f}; "
+        f"run {record.run_id}: {config.training.model_type} test {shown} "
+        f"vs baseline {config.training.baseline} {baseline}; "
         f"v{upload['version']} gate {'passed' if upload['gate_passed'] == 'true' else 'failed'}; "
         f"{published['reason']}; published {published['materialized']} "
         f"{config.spec.snapshot.entity.name}s online",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
@@ -74,6 +75,16 @@ class Workdir:
     @property
     def feature_repo(self) -> Path:
         return self.root / "feature_repo"
+
+    @property
+    def extract_db(self) -> Path:
+        """The DuckDB database of the templated extraction's target tables (seed 003) on the default
+        source: the rolling window of extracted rows."""
+        return self.root / "extract.duckdb"
+
+    def extracted_labels(self, logical_date: date) -> Path:
+        """The labels of the records the extraction selected for ``logical_date`` (``extract``'s output)."""
+        return self.features / "extracted" / f"labels-{logical_date.isoformat()}.parquet"
 
     @property
     def mlflow_db(self) -> Path:

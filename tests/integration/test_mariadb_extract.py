@@ -160,3 +160,39 @@ def test_the_credit_use_cases_generated_lake_extracts_alike(url: str, tmp_path) 
         got = run_extraction(spec, mysql, lake, day)
         assert got.rows.equals(expected.rows) and got.rows_for_ds == 300, day
         assert (got.rows_deleted, got.window) == (expected.rows_deleted, expected.window)
+
+
+def test_the_pipelines_extract_step_trains_on_the_same_rows_from_mariadb(url: str, tmp_path) -> None:
+    """``data.extract.source: mysql``: the pipeline's ``extract`` step reads the MariaDB feature store
+    and selects the same training rows as on DuckDB over the lake."""
+    import pyarrow.parquet as pq
+
+    from flywheel.config import apply_overrides, default_config
+    from flywheel.data import ops
+    from flywheel.data.lake import Lake
+    from flywheel.features import ops as feature_ops
+    from flywheel.pipeline.context import StepContext
+    from flywheel.pipeline.steps import extract
+    from flywheel.workdir import Workdir
+
+    config = default_config(
+        "credit",
+        **{
+            "data.generator.customers": 300,
+            "data.generator.start": date(2024, 1, 1),
+            "data.generator.end": date(2024, 4, 1),
+            "data.extract.lookback_months": 2,
+        },
+    )
+    workdir = Workdir.at(tmp_path / "wd")
+    ops.generate(config, workdir)
+    _, labels = feature_ops.build(config, workdir)
+    load_mysql_sources(config.spec, Lake(workdir, config.spec), url)
+    day = date(2024, 3, 15)
+    on_duckdb = extract.run(StepContext(config, workdir, None, day), str(labels.path))
+    expected = pq.read_table(on_duckdb["labels"])
+    mysql = apply_overrides(config, {"data.extract.source": "mysql", "data.extract.url": url})
+    on_mysql = extract.run(StepContext(mysql, workdir, None, day), str(labels.path))
+    assert (on_duckdb["source"], on_mysql["source"]) == ("duckdb", "mysql")
+    assert on_mysql["rows"] == on_duckdb["rows"] == "600"  # two months of 300 customers' statements
+    assert pq.read_table(on_mysql["labels"]).equals(expected)

@@ -362,3 +362,11 @@ def test_the_extraction_over_the_credit_use_cases_generated_lake(tmp_path) -> No
     assert result.rows.to_pylist() == expected_rows(lake.read("credit_records"), ds)
     assert result.rows_for_ds == 300  # one monthly statement per customer
     assert "ssn_hash" not in result.rows.column_names
+
+
+def test_the_lookback_months_placeholder_takes_only_a_whole_number() -> None:
+    _, statements = render("SELECT DATE '{{ ds }}' - INTERVAL {{ lookback_months }} MONTH", DS, "t", 3)
+    assert statements == [f"SELECT DATE '{DS.isoformat()}' - INTERVAL 3 MONTH"]
+    for bad in (0, "3; DROP TABLE x", 1.5, True):
+        with pytest.raises(ConfigError, match="lookback_months"):
+            render("SELECT {{ lookback_months }}", DS, "t", bad)

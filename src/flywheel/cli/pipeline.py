@@ -18,6 +18,7 @@ from flywheel.cli.context import STATE, console, err_console, parse_sets
 from flywheel.config import DEFAULT_CONFIG_PATH
 from flywheel.pipeline import runs
 from flywheel.pipeline.context import StepSkipped
+from flywheel.pipeline.dag import pipeline_for
 from flywheel.pipeline.runner import run_pipeline, run_single_step
 
 app = typer.Typer(help="The training pipeline: run, monitor, list, compile.", no_args_is_help=True)
@@ -171,6 +172,7 @@ def compile_command(
             shared,
             config_path,
             name=config.spec.name,
+            pipeline_steps=pipeline_for(config.spec),
         )
     elif target == "airflow":
         path = output or Path("flywheel_dag.py")
@@ -183,6 +185,7 @@ def compile_command(
                 config.pipeline.retries,
                 config.spec.name,
                 alerts=config.alerts,
+                pipeline_steps=pipeline_for(config.spec),
             )
         )
     else:

@@ -40,7 +40,6 @@ _logger = logging.getLogger(__name__)
 
 _DS_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-DUCKDB_FILE = "extract.duckdb"  # under the workdir root, until the Workdir owns the path
 
 
 @dataclass(frozen=True)
@@ -98,17 +97,28 @@ def parse_ds(value: date | str) -> date:
         raise DataError(f"ds: {value!r} is not a date; expected YYYY-MM-DD, e.g. 2026-12-04") from None
 
 
-def render(template: str, ds: date, name: str = "template") -> tuple[list[str], list[str]]:
+def render(
+    template: str, ds: date, name: str = "template", lookback_months: int = 1
+) -> tuple[list[str], list[str]]:
     """The statements of ``template`` for ``ds``: (``CREATE`` statements, the transaction's statements).
+    ``{{ ds }}`` becomes the date and ``{{ lookback_months }}`` the months of records each logical
+    date extracts (seed 003: one), both validated values, never caller text.
 
     Raises:
-        ConfigError: the template has a placeholder other than ``{{ ds }}``, or no statement.
+        ConfigError: the template has another placeholder, or no statement.
     """
+    if isinstance(lookback_months, bool) or not isinstance(lookback_months, int) or lookback_months < 1:
+        raise ConfigError(f"data.extract.lookback_months: {lookback_months!r}; expected a whole number ≥ 1")
+    values = {"ds": parse_ds(ds).isoformat(), "lookback_months": str(lookback_months)}
     body = "\n".join(line for line in template.splitlines() if not line.lstrip().startswith("--"))
-    unknown = sorted({found for found in _PLACEHOLDER.findall(body) if found != "ds"})
+    unknown = sorted({found for found in _PLACEHOLDER.findall(body) if found not in values})
     if unknown:
-        raise ConfigError(f"{name}: unknown placeholder(s) {unknown}; only {{{{ ds }}}} is substituted")
-    statements = [s.strip() for s in _PLACEHOLDER.sub(parse_ds(ds).isoformat(), body).split(";")]
+        raise ConfigError(
+            f"{name}: unknown placeholder(s) {unknown}; only {{{{ ds }}}} and {{{{ lookback_months }}}} "
+            "are substituted"
+        )
+    filled = _PLACEHOLDER.sub(lambda match: values[match.group(1)], body)
+    statements = [s.strip() for s in filled.split(";")]
     statements = [s for s in statements if s]
     if not statements:
         raise ConfigError(f"{name}: no SQL statement")
@@ -126,7 +136,7 @@ def run_extraction(spec: UseCase, config: ExtractConfig, lake: Lake, ds: date | 
     """
     extraction = _extraction(spec)
     day = parse_ds(ds)
-    setup, transaction = render(spec.sql_text(extraction.sql), day, extraction.sql)
+    setup, transaction = render(spec.sql_text(extraction.sql), day, extraction.sql, config.lookback_months)
     if config.source == "mysql":
         sessions = _mysql_session(_mysql_engine(config.url), extraction)
     else:
@@ -214,7 +224,7 @@ def _extraction(spec: UseCase) -> Extraction:
 
 def duckdb_path(lake: Lake) -> Path:
     """The DuckDB database holding the extraction's target tables on the default source."""
-    return lake.workdir.root / DUCKDB_FILE
+    return lake.workdir.extract_db
 
 
 # ---- DuckDB over the lake -----------------------------------------------------------------------

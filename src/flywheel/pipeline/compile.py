@@ -13,7 +13,7 @@ from pathlib import Path
 from kfp import dsl
 
 from flywheel.config import AlertsConfig
-from flywheel.pipeline.dag import PIPELINE
+from flywheel.pipeline.dag import PIPELINE, Step
 
 
 def flywheel_step(
@@ -51,15 +51,21 @@ def flywheel_step(
 
 
 def kfp_pipeline(
-    image: str, workdir: str, config: str, steps: list[str] | None = None, name: str = "training"
+    image: str,
+    workdir: str,
+    config: str,
+    steps: list[str] | None = None,
+    name: str = "training",
+    pipeline_steps: tuple[Step, ...] = PIPELINE,
 ):
-    """The pipeline as a KFP pipeline function (``steps`` limits it to a prefix of the DAG)."""
+    """The pipeline as a KFP pipeline function (``steps`` limits it to a prefix of the DAG;
+    ``pipeline_steps``: the use case's, :func:`flywheel.pipeline.dag.pipeline_for`)."""
     component = dsl.component(flywheel_step, base_image=image, install_kfp_package=False)
-    chosen = [s for s in PIPELINE if steps is None or s.name in steps]
+    chosen = [s for s in pipeline_steps if steps is None or s.name in steps]
 
     @dsl.pipeline(
         name=f"flywheel-{name}".replace("_", "-"),
-        description="validate → features → data_load → train → eval → model_upload → promote → publish",
+        description=" → ".join(step.name for step in pipeline_steps),
     )
     def pipeline() -> None:
         tasks: dict[str, object] = {}
@@ -74,12 +80,19 @@ def kfp_pipeline(
 
 
 def compile_kfp(
-    path: Path, image: str, workdir: str, config: str, steps: list[str] | None = None, name: str = "training"
+    path: Path,
+    image: str,
+    workdir: str,
+    config: str,
+    steps: list[str] | None = None,
+    name: str = "training",
+    pipeline_steps: tuple[Step, ...] = PIPELINE,
 ) -> Path:
     from kfp import compiler
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(kfp_pipeline(image, workdir, config, steps, name), str(path))
+    compiled = kfp_pipeline(image, workdir, config, steps, name, pipeline_steps)
+    compiler.Compiler().compile(compiled, str(path))
     return path
 
 
@@ -99,6 +112,7 @@ def airflow_dag(
     *,
     flywheel: str | None = None,
     alerts: AlertsConfig | None = None,
+    pipeline_steps: tuple[Step, ...] = PIPELINE,
 ) -> str:
     """The source of an Airflow DAG file running the pipeline, one ``BashOperator`` per step.
 
@@ -129,7 +143,7 @@ def airflow_dag(
         "WEBHOOK_TIMEOUT_SECONDS": alerts.timeout_seconds,
     }
     tasks, edges = [], []
-    for step in PIPELINE:
+    for step in pipeline_steps:
         upstream = f", {json.dumps(step.upstream)}" if step.upstream else ""
         tasks.append(f'    {step.name}_task = flywheel_task("{step.name}"{upstream})')
         edges.extend(f"    {up}_task >> {step.name}_task" for up in step.upstream)

@@ -5,6 +5,10 @@ with the gate (seed 001) and publishing added: ``data_load`` also feeds ``eval``
 ``promote`` (the test split), ``train`` feeds ``model_upload``, ``eval`` feeds ``model_upload`` (the
 metrics the gate decides on) and ``promote`` (the candidate's test probabilities). The whole training
 path is conditional on ``validate.passed``; only ``publish`` changes what is served.
+
+A use case with a templated extraction (seed 003) runs ``extract`` between ``features`` and
+``data_load``: the extraction for the run's logical date selects the labels the dataset is built from
+(:func:`pipeline_for`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from types import ModuleType
 from flywheel.pipeline.steps import (
     data_load,
     eval,
+    extract,
     features,
     model_upload,
     promote,
@@ -23,6 +28,7 @@ from flywheel.pipeline.steps import (
     train,
     validate,
 )
+from flywheel.usecases.spec import UseCase
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,26 @@ PIPELINE: tuple[Step, ...] = (
     ),
 )
 STEPS = {step.name: step for step in PIPELINE}
+EXTRACT = Step("extract", extract, {"labels": ("features", "labels")})
+
+
+def pipeline_for(usecase: UseCase) -> tuple[Step, ...]:
+    """The use case's pipeline: :data:`PIPELINE`, with ``extract`` feeding ``data_load`` its labels
+    when the use case has a templated extraction."""
+    if usecase.extraction is None:
+        return PIPELINE
+    steps: list[Step] = []
+    for step in PIPELINE:
+        if step.name == "data_load":
+            steps.append(EXTRACT)
+            step = Step(step.name, step.module, {"labels": ("extract", "labels")})
+        steps.append(step)
+    return tuple(steps)
+
+
+def steps_for(usecase: UseCase) -> dict[str, Step]:
+    return {step.name: step for step in pipeline_for(usecase)}
+
 
 # Seed 000's parameter table → config keys; `--param name=value` overrides one per run.
 PARAMETERS = {

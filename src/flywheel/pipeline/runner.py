@@ -28,7 +28,7 @@ from flywheel.errors import ConfigError, FlywheelError
 from flywheel.lock import locks_workdir
 from flywheel.pipeline import runs
 from flywheel.pipeline.context import StepContext, StepSkipped
-from flywheel.pipeline.dag import PARAMETERS, PIPELINE, STEPS, Step
+from flywheel.pipeline.dag import PARAMETERS, Step, pipeline_for, steps_for
 from flywheel.training import tracking
 from flywheel.workdir import Workdir
 
@@ -117,15 +117,16 @@ def _run_pipeline(
     params = params or {}
     config = apply_params(config, params)
     store = runs.Store(config, workdir)
+    pipeline = pipeline_for(config.spec)
     outputs: dict[str, dict[str, str]] = {}
     if resume:
         previous = store.get(resume)
         if previous.status == runs.RUNNING:
             raise FlywheelError(f"pipeline run {resume} is still running")
-        if [step.name for step in previous.steps] != [step.name for step in PIPELINE]:
+        if [step.name for step in previous.steps] != [step.name for step in pipeline]:
             raise FlywheelError(
                 f"pipeline run {resume} has the steps {[step.name for step in previous.steps]}, not this "
-                f"version's {[step.name for step in PIPELINE]}: it cannot be resumed; start a new run"
+                f"version's {[step.name for step in pipeline]}: it cannot be resumed; start a new run"
             )
         logical_date = _resumed_logical_date(previous, logical_date)
         run_id = resume
@@ -147,7 +148,7 @@ def _run_pipeline(
         recorded = describe_params(config)
         if logical_date is not None:
             recorded[LOGICAL_DATE] = logical_date.isoformat()
-        run_id = store.create(recorded, [s.name for s in PIPELINE])
+        run_id = store.create(recorded, [s.name for s in pipeline])
         step_ids = store.step_runs(run_id)
     ctx = StepContext(config, workdir, run_id, logical_date)
     heartbeat = _Heartbeat(store, run_id)
@@ -155,7 +156,7 @@ def _run_pipeline(
     status, error = runs.SUCCEEDED, None
     try:
         blocked: set[str] = set()
-        for step in PIPELINE:
+        for step in pipeline:
             cancel.check()
             child = step_ids[step.name]
             if step.name in outputs:
@@ -296,9 +297,10 @@ def run_single_step(
     Raises:
         StepSkipped: the step's condition does not hold (the CLI exits 99, which Airflow reads as skip).
     """
-    if name not in STEPS:
-        raise ConfigError(f"unknown step '{name}'; expected one of {list(STEPS)}")
-    step = STEPS[name]
+    steps = steps_for(config.spec)
+    if name not in steps:
+        raise ConfigError(f"unknown step '{name}'; expected one of {list(steps)}")
+    step = steps[name]
     inputs = resolve_inputs(step, explicit, upstream)
     # the runner's steps find MLflow pointed at the workdir's store (runs.Store does it); a step run
     # alone in a fresh process must too, or reading an upstream run would open ./mlflow.db instead

@@ -15,7 +15,7 @@ from flywheel.usecases.credit.generator import CreditGenerator, GeneratorSetting
 from flywheel.usecases.credit.published import PII, read_published
 from flywheel.usecases.credit.settings import CreditLabels
 from flywheel.usecases.credit.tables import CREDIT_SCORES, TABLE_ORDER, TABLES
-from flywheel.usecases.spec import ApiSpec, Entity, FeatureView, LabelSpec, UseCase
+from flywheel.usecases.spec import ApiSpec, Entity, Extraction, FeatureView, LabelSpec, UseCase
 
 RECORD = Entity(
     name="record",
@@ -52,6 +52,9 @@ REQUEST_FEATURES = (
     "payment_behaviour",
     "monthly_balance",
 )
+
+# the attributes seed 003's extraction copies into its target (the request features and the loan types)
+EXTRACTED = (*REQUEST_FEATURES, "type_of_loan")
 
 USE_CASE = UseCase(
     name="credit",
@@ -113,11 +116,22 @@ USE_CASE = UseCase(
     state_table="customer_state",
     read_file=read_published,
     pii=PII,
+    extraction=Extraction(
+        target="credit_score_features_target",
+        sql="credit_score_features_target.sql",
+        sources={
+            "credit_score": "SELECT id, customer_id, CAST(record_date AS DATE) AS date, credit_score "
+            "FROM credit_records",
+            "credit_score_features": f"SELECT id, customer_id, {', '.join(EXTRACTED)} FROM credit_records",
+        },
+        window_days=7,
+    ),
     size_setting="customers",
     defaults={
         "features": {"cadence_days": 7, "anchor": "2024-01-01", "ttl_days": 0},
         "training": {"model_type": "catboost", "baseline": "logistic_regression"},
     },
-    demo={"data.simulate.days": 30, "data.simulate.drift": "recession"},
-    demo_traffic=(30, 60),
+    # a year of 4,000 customers' records, then a week of statements in a recession; two weeks of traffic
+    demo={"data.generator.customers": 4000, "data.simulate.days": 7, "data.simulate.drift": "recession"},
+    demo_traffic=(14, 60),
 )

@@ -1,10 +1,11 @@
--- Seed 003's extraction: the credit scores of the month up to the logical date {{ ds }}, joined with
--- their features, kept in a table holding the last 7 logical dates (base_dt).
+-- Seed 003's extraction: the credit scores of the months up to the logical date {{ ds }} (one in the
+-- seed; data.extract.lookback_months), joined with their features, kept in a table holding the last
+-- 7 logical dates (base_dt).
 -- Runs unchanged on DuckDB (over the lake) and on MySQL/MariaDB: statements separated by ';', dates
 -- as DATE literals with INTERVAL arithmetic. CREATE statements run first, on their own (MySQL commits
 -- DDL implicitly); the DELETE and the INSERT run in one transaction.
 -- Where this differs from the seed: the DELETE also removes ds's own rows, so a re-run of a date
--- replaces them instead of adding duplicates; and the month is half-open, (ds - 1 month, ds], so
+-- replaces them instead of adding duplicates; and the span is half-open, (ds - N months, ds], so
 -- consecutive months do not share a day (the seed's BETWEEN counts both ends).
 
 CREATE TABLE IF NOT EXISTS credit_score_features_target (
@@ -104,5 +105,5 @@ FROM credit_score_features a
     INNER JOIN credit_score b
         ON a.id = b.id
         AND a.customer_id = b.customer_id
-WHERE b.date > DATE '{{ ds }}' - INTERVAL 1 MONTH
+WHERE b.date > DATE '{{ ds }}' - INTERVAL {{ lookback_months }} MONTH
     AND b.date <= DATE '{{ ds }}';
