@@ -144,3 +144,36 @@ def test_the_service_answers_class_probabilities_and_counts_classes(served) -> N
     )
     assert report.prediction is not None and report.prediction.column == "credit_score_probabilities"
     assert set(report.prediction.bins) >= set(served_classes.index)
+
+
+def test_data_extract_runs_the_extraction_for_a_date_from_the_cli(served, tmp_path: Path) -> None:
+    """`flywheel data extract --ds D` adds D to the window; a date that is not one is one clear line."""
+    import shutil
+    import subprocess
+    import sys
+
+    _, source, _ = served
+    workdir = tmp_path / "wd"
+    shutil.copytree(source.root, workdir)
+    base = [sys.executable, "-m", "flywheel", "--workdir", str(workdir)]
+    sets = [
+        arg
+        for key in ("data.generator.customers", "data.extract.lookback_months")
+        for arg in ("--set", f"{key}={SMALL[key]}")
+    ]
+    config_file = Path(__file__).resolve().parents[2] / "configs" / "credit.yaml"
+    done = subprocess.run(
+        [*base, "--config", str(config_file), *sets, "data", "extract", "--ds", "2024-08-21"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "for 2024-08-21" in done.stdout and "2024-08-20" in done.stdout  # the pipeline's date stays
+    bad = subprocess.run(
+        [*base, "--config", str(config_file), "data", "extract", "--ds", "2024-02-30"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "error: ds: '2024-02-30' is not a date; expected YYYY-MM-DD, e.g. 2026-12-04"
+    ]

@@ -12,9 +12,12 @@ import typer
 from rich.table import Table
 
 from flywheel.cli.context import STATE, console, err_console, progress
+from flywheel.config import FlywheelConfig
 from flywheel.data import ops
 from flywheel.data.ingest import QuarantineRejected
+from flywheel.data.lake import Lake
 from flywheel.data.validation import BatchRejected, ValidationReport
+from flywheel.lock import workdir_lock
 
 app = typer.Typer(
     help="Raw data: generate, simulate new batches, ingest real exports, validate.", no_args_is_help=True
@@ -205,3 +208,44 @@ def status() -> None:
         console.print(f"{workdir.lake} is empty")
         return
     console.print(batches_table(rows, config.spec.table_order))
+
+
+@app.command()
+def extract(
+    ds: Annotated[
+        str | None, typer.Option("--ds", help="Logical date YYYY-MM-DD: run the extraction for it.")
+    ] = None,
+    load_sources: Annotated[
+        bool,
+        typer.Option(
+            "--load-sources", help="Load the lake's records into the MySQL source tables (data.extract.url)."
+        ),
+    ] = False,
+) -> None:
+    """Seed 003's templated extraction on data.extract.source (duckdb over the lake, or mysql): the
+    rolling window table of the use case, for one logical date; or seed a MySQL source from the lake."""
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    settings, lake = config.data.extract, Lake(workdir, config.spec)
+    if not load_sources and ds is None:
+        raise typer.BadParameter("give --ds YYYY-MM-DD, --load-sources, or both")
+    if load_sources and (settings.source != "mysql" or not settings.url):
+        raise typer.BadParameter("--load-sources needs data.extract.source: mysql and data.extract.url")
+    with workdir_lock(workdir, "data extract"):  # the DuckDB source's window table is the workdir's
+        _extract(config, lake, ds, load_sources)
+
+
+def _extract(config: FlywheelConfig, lake: Lake, ds: str | None, load_sources: bool) -> None:
+    from flywheel.data.extract import load_mysql_sources, parse_ds, run_extraction
+
+    settings = config.data.extract
+    if load_sources:
+        loaded = load_mysql_sources(config.spec, lake, settings.url)
+        console.print("loaded " + ", ".join(f"{name}: {rows:,} rows" for name, rows in loaded.items()))
+    if ds is not None:
+        result = run_extraction(config.spec, settings, lake, parse_ds(ds))
+        window = ", ".join(f"{day}: {rows:,}" for day, rows in result.window.items())
+        console.print(
+            f"{result.target} on {result.source}: {result.rows_for_ds:,} rows for {result.ds} "
+            f"({result.rows_deleted:,} deleted); window {window}"
+        )
