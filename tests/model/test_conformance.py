@@ -163,3 +163,16 @@ def test_labels_outside_the_classes_are_refused() -> None:
     X, y = _three_classes(300, 0)
     with pytest.raises(ValueError, match=r"outside 0\.\.1"):
         make_model("lightgbm", list(X.columns), ["mix"], {"n_estimators": 5}).fit(X, y)
+
+
+def test_multiclass_mlflow_round_trip_returns_a_probability_per_class(
+    tmp_path: Path, small_config: FlywheelConfig
+) -> None:
+    X, y = _three_classes(600, 0)
+    model = make_model("catboost", list(X.columns), ["mix"], {"iterations": 30}, 7, 3, "robust").fit(X, y)
+    tracking.setup(small_config, Workdir.at(tmp_path / "wd"))
+    with mlflow.start_run():
+        uri = log_model(model, X)
+    got = np.asarray(mlflow.pyfunc.load_model(uri).predict(X.head(50)))
+    assert got.shape == (50, 3)
+    np.testing.assert_allclose(got, model.predict_proba(X.head(50)), rtol=0, atol=1e-12)

@@ -110,22 +110,27 @@ def performance_command(
         int | None, typer.Option(help="Period length (default: monitoring.period_days).")
     ] = None,
 ) -> None:
-    """ROC-AUC, PR-AUC, calibration and observed positive rate of logged predictions per period of data time,
-    as far as newer lake data has revealed the labels; the rest is shown as pending."""
+    """ROC-AUC, PR-AUC, calibration and observed positive rate (multiclass: accuracy, macro-F1, log
+    loss) of logged predictions per period of data time, as far as newer lake data has revealed the
+    labels; the rest is shown as pending."""
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     report = performance.evaluate(config, workdir, period_days)
     path = performance.write(report, workdir)
+    # multiclass: accuracy, macro-F1 and log loss in place of the binary observed rate
+    figures = (
+        {"ROC-AUC": "roc_auc", "accuracy": "accuracy", "macro-F1": "macro_f1", "log loss": "log_loss"}
+        | {"Brier": "brier", "mean p": "mean_probability"}
+        if config.spec.classes
+        else {"ROC-AUC": "roc_auc", "PR-AUC": "pr_auc", "Brier": "brier", "mean p": "mean_probability"}
+        | {"observed rate": "observed_rate"}
+    )
     table = Table(
         "period from",
         "predictions",
         "labelled",
         "status",
-        "ROC-AUC",
-        "PR-AUC",
-        "Brier",
-        "mean p",
-        "observed rate",
+        *figures,
         title=f"Performance by data time (labels observed through {report.observed_until[:10]}, "
         f"horizon {report.horizon_days} d)",
     )
@@ -135,17 +140,8 @@ def performance_command(
 
     for p in report.periods:
         status = {"pending": "[yellow]pending[/yellow]", "partial": "partial"}.get(p.status, p.status)
-        table.add_row(
-            p.start,
-            f"{p.predictions:,}",
-            f"{p.labelled:,}",
-            status,
-            fmt(p.roc_auc),
-            fmt(p.pr_auc),
-            fmt(p.brier),
-            fmt(p.mean_probability),
-            fmt(p.observed_rate),
-        )
+        values = [fmt(getattr(p, name)) for name in figures.values()]
+        table.add_row(p.start, f"{p.predictions:,}", f"{p.labelled:,}", status, *values)
     if report.periods:
         console.print(table)
     else:
