@@ -303,3 +303,16 @@ def test_pii_rules_drop_and_hash_tables_and_records() -> None:
         [{"Name": "A B", "SSN": "821-00-0265", "Age": "23"}], {"Name": "drop", "SSN": "hash"}
     )
     assert record == {"SSN_hash": pseudonym("821-00-0265"), "Age": "23"}
+
+
+def test_the_report_counts_the_values_each_repair_changed(tmp_path: Path, records: pa.Table) -> None:
+    """Repairs are reported too: about a value per injected sentinel, placeholder or malformed SSN (a
+    cell that another kind of dirt also hit, e.g. emptied, counts under that one)."""
+    path = tmp_path / "train.csv"
+    injected = write_published(records, path, dirty=True, seed=5)
+    workdir = Workdir.at(tmp_path / "wd")
+    result = ops.ingest(SPEC, workdir, [path])
+    repairs = result.quarantine["files"][str(path)]["repairs"]
+    for kind in ("balance_sentinel", "invested_sentinel", "payment_behaviour_placeholder", "ssn_malformed"):
+        assert 0.9 * injected[kind] <= repairs[kind]["values"] <= injected[kind], kind
+        assert repairs[kind]["description"]

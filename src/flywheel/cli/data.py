@@ -60,6 +60,13 @@ def show_quarantine(report: dict, path: Path, to_errors: bool = False) -> None:
     """Print a batch's quarantine report: per file, the rows each rule left out, with an example."""
     out = err_console if to_errors else console
     for source, info in report["files"].items():
+        repaired = [
+            f"{rule} {entry['values']:,}"
+            for rule, entry in info.get("repairs", {}).items()
+            if entry["values"]
+        ]
+        if repaired:
+            out.print(f"{source}: values repaired by rule: {', '.join(repaired)}")
         if not info["rows_quarantined"]:
             out.print(f"{source}: no row quarantined of {info['rows_read']:,}")
             continue

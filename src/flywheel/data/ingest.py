@@ -75,7 +75,7 @@ def quarantine_report(
     batch_id: str, quarantine: dict[str, Quarantine], accepted: bool, bound: float
 ) -> dict[str, Any]:
     """The JSON report of a batch's quarantined rows: per file, per rule, count, description and
-    examples (personal data already masked by the reader)."""
+    examples (personal data already masked by the reader); and the values each repair changed."""
     files = {}
     for source, report in quarantine.items():
         names = [*report.rules, *(rule for rule in report.counts if rule not in report.rules)]
@@ -87,11 +87,16 @@ def quarantine_report(
             }
             for rule in names
         }
+        repairs = {
+            rule: {"values": count, "description": report.repair_rules.get(rule, "")}
+            for rule, count in report.repairs.items()
+        }
         files[source] = {
             "rows_read": report.rows_read,
             "rows_quarantined": report.rows,
             "share": report.share,
             "rules": rules,
+            "repairs": repairs,
         }
     return {"batch_id": batch_id, "accepted": accepted, "max_quarantine_share": bound, "files": files}
 

@@ -140,12 +140,16 @@ class Generator(Protocol):
 @dataclass
 class Quarantine:
     """Rows a use case's reader could not clean, by the first rule each broke: how many, and a few
-    examples (with personal data already masked). ``rules`` documents each rule by name."""
+    examples (with personal data already masked). ``rules`` documents each rule by name; ``repairs``
+    counts the values each documented repair changed in the rows kept (described in
+    ``repair_rules``)."""
 
     rows_read: int
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)
+    repairs: dict[str, int] = field(default_factory=dict)
+    repair_rules: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:

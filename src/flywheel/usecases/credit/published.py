@@ -478,7 +478,7 @@ def _report(rows: _Rows) -> Quarantine:
             for index, record in zip(sample.index, sample.to_dict("records"), strict=True)
         ]
         examples[rule] = mask_records(records, PII)
-    return Quarantine(len(rows.raw), counts, examples, dict(QUARANTINE_RULES))
+    return Quarantine(len(rows.raw), counts, examples, dict(QUARANTINE_RULES), rows.repairs(), dict(REPAIRS))
 
 
 def _text(column: pa.ChunkedArray) -> np.ndarray:
