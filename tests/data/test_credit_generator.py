@@ -1,5 +1,6 @@
 """The credit generator: deterministic, valid against its table spec, plausible class shares and
-month-to-month persistence, and drift scenarios that shift what they say they shift."""
+month-to-month persistence, a score nonlinear in the record (thresholds and interactions), and drift
+scenarios that shift what they say they shift."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pandas as pd
 import pytest
 
 from flywheel.data.validation import check_values, conform
-from flywheel.usecases.credit.generator import GeneratorSettings, generate_batch, simulate_batch
+from flywheel.usecases.credit.generator import (
+    GENERATOR_VERSION,
+    GeneratorSettings,
+    generate_batch,
+    generation_id,
+    simulate_batch,
+)
 from flywheel.usecases.credit.tables import CREDIT_RECORDS
 
 SETTINGS = GeneratorSettings(customers=1500, start=date(2024, 1, 1), end=date(2024, 9, 1), seed=5)
@@ -35,6 +42,8 @@ def test_equal_settings_give_equal_data_and_another_seed_other_data(first) -> No
     assert again.state.equals(first.state)
     other = generate_batch(SETTINGS.model_copy(update={"seed": 6}))
     assert not other.tables["credit_records"].equals(first.tables["credit_records"])
+    # the id names the generator's version, so a generator making other data makes another batch
+    assert first.batch_id == generation_id(SETTINGS) and first.batch_id.endswith(f"-v{GENERATOR_VERSION}")
 
 
 def test_records_conform_to_the_table_spec(first) -> None:
@@ -56,9 +65,9 @@ def test_one_statement_per_customer_and_month_spread_over_the_month(first) -> No
 
 def test_class_shares_are_close_to_the_published_ones(first) -> None:
     shares = _records(first)["credit_score"].value_counts(normalize=True)
-    assert 0.45 < shares["Standard"] < 0.61
-    assert 0.22 < shares["Poor"] < 0.36
-    assert 0.12 < shares["Good"] < 0.25
+    assert 0.49 < shares["Standard"] < 0.57
+    assert 0.25 < shares["Poor"] < 0.33
+    assert 0.14 < shares["Good"] < 0.22
 
 
 def test_scores_persist_month_to_month_and_follow_the_attributes(first) -> None:
@@ -70,6 +79,26 @@ def test_scores_persist_month_to_month_and_follow_the_attributes(first) -> None:
     by_score = rows.groupby("credit_score")[["delay_from_due_date", "num_of_delayed_payment"]].mean()
     assert by_score.loc["Poor", "delay_from_due_date"] > by_score.loc["Good", "delay_from_due_date"]
     assert by_score.loc["Poor", "num_of_delayed_payment"] > by_score.loc["Good", "num_of_delayed_payment"]
+
+
+def test_the_score_is_nonlinear_in_the_record(first) -> None:
+    rows = _records(first)
+    poor = rows["credit_score"] == "Poor"
+    utilization = rows["credit_utilization_ratio"]
+    # utilization counts only above 35 %: the Poor share rises far more past it than below it
+    band = poor.groupby(np.floor(utilization / 5) * 5).mean()
+    assert band[35] - band[30] > 3 * (band[30] - band[25])
+    # paying only the minimum counts most with a high utilization
+    high = utilization > 35
+    minimum, more = rows["payment_of_min_amount"] == "Yes", rows["payment_of_min_amount"] == "No"
+    with_high = poor[minimum & high].mean() - poor[more & high].mean()
+    assert with_high > 2 * (poor[minimum & ~high].mean() - poor[more & ~high].mean())
+    # many loans count most on a short credit history
+    many, short = rows["num_of_loan"] >= 5, rows["credit_history_months"] < 120
+    with_short = poor[many & short].mean() - poor[~many & short].mean()
+    assert with_short > 1.5 * (poor[many & ~short].mean() - poor[~many & ~short].mean())
+    # a payment more than 60 days late (two missed cycles) is almost always Poor
+    assert poor[rows["delay_from_due_date"] > 60].mean() > 0.9
 
 
 def test_a_simulated_period_continues_ids_customers_and_dates(first) -> None:
