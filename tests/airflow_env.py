@@ -12,11 +12,13 @@ By hand: ``python -m tests.airflow_env`` installs (or reuses) it and prints the 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -163,20 +165,39 @@ class AirflowHome:
     ) -> subprocess.CompletedProcess[str]:
         """``airflow ARGS`` on this home; ``env`` adds variables (the tasks inherit them).
 
+        The command runs in a process group of its own: a timeout or an interrupted test kills it with
+        the task processes it started (``dags test`` runs each task's command as a child of its own).
+
         Raises:
             RuntimeError: ``check`` and the command failed; the message carries the end of its output.
+            subprocess.TimeoutExpired: the command ran longer than ``timeout`` seconds.
         """
-        done = subprocess.run(
-            [str(self.airflow), *args],
-            capture_output=True,
+        command = [str(self.airflow), *args]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             env={**self.env, **(env or {})},
+            start_new_session=True,
         )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            _kill_group(process)
+            raise
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         if check and done.returncode != 0:
             output = done.stdout[-4000:] + done.stderr[-4000:]
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{output}")
         return done
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` and every process of its group (started with ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError):  # all of them have exited already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
 
 
 if __name__ == "__main__":

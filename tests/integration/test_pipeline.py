@@ -301,6 +301,7 @@ def test_airflow_dag_defines_the_tasks_and_edges() -> None:
     }
     assert constants == {
         "USE_CASE": "churn",
+        "STEPS": "validate → features → data_load → train → eval → model_upload → promote → publish",
         "DAG_ID": "flywheel_churn_training",
         "SCHEDULE": "@weekly",
         "RETRIES": 3,

@@ -133,6 +133,7 @@ def airflow_dag(
     alerts = alerts or AlertsConfig()
     constants = {
         "USE_CASE": name,
+        "STEPS": " → ".join(step.name for step in pipeline_steps),
         "DAG_ID": f"flywheel_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_training",
         "SCHEDULE": None if schedule.strip().lower() in ("", "none") else schedule,
         "RETRIES": retries,
@@ -284,8 +285,7 @@ def flywheel_task(step, upstream=()):
 
 with DAG(
     dag_id=DAG_ID,
-    description=f"Flywheel {USE_CASE}: validate → features → data_load → train → eval → model_upload "
-    "→ promote → publish",
+    description=f"Flywheel {USE_CASE}: {STEPS}",
     doc_md=__doc__,
     schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
