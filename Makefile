@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_features_scale.py
 	$(PY) benchmarks/bench_serving.py
 	$(PY) benchmarks/bench_drift.py
+	$(PY) benchmarks/bench_credit.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
