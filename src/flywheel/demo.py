@@ -152,15 +152,6 @@ def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, su
         )
     evaluated, upload, published = outputs["eval"], outputs["model_upload"], outputs["publish"]
     summary.first_champion = published["champion"]
-    extracted = outputs.get("extract")
-    if extracted:  # seed 003: the extraction for the logical date chose the training rows
-        stage(
-            "extract",
-            f"{extracted['rows']} records of the logical date {extracted['logical_date']} into the "
-            f"{extracted['window_dates']}-date window ({extracted['source']}); "
-            f"{extracted['label_rows']} training rows",
-            0.0,
-        )
     figures = [name for name in ("roc_auc", "macro_f1", "log_loss") if name in evaluated]
     shown = ", ".join(f"{METRIC_NAMES.get(name, name)} {float(evaluated[name]):.4f}" for name in figures)
     baseline = ", ".join(f"{float(evaluated[f'baseline_{name}']):.4f}" for name in figures)
@@ -172,6 +163,14 @@ def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, su
         f"{published['reason']}; published {published['materialized']} "
         f"{config.spec.snapshot.entity.name}s online",
     )
+    extracted = outputs.get("extract")
+    if extracted:  # seed 003: the extraction for the logical date chose the training rows
+        stage(
+            "  extract",
+            f"{int(extracted['rows']):,} records of (logical date − lookback, {extracted['logical_date']}] "
+            f"into the {extracted['window_dates']}-date window on {extracted['source']}: the training rows",
+            0.0,
+        )
 
 
 def _tick(config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: DemoSummary) -> None:
