@@ -170,7 +170,8 @@ def main() -> None:
     def body_for(i: int) -> dict:
         if not names.request:
             return {names.key: ids[i % len(ids)]}
-        return {**config.spec.api.example, names.key: i, snapshot_key: ids[i % len(ids)]}
+        key = i if config.spec.entity.dtype == "int64" else f"bench-{i}"  # a string key (credit's id)
+        return {**config.spec.api.example, names.key: key, snapshot_key: ids[i % len(ids)]}
 
     env = {
         **os.environ,

@@ -395,6 +395,31 @@ class CatBoostModel(TabularModel):
         p = self.estimator_.predict_proba(self._strings(X))
         return p if self.multiclass else p[:, 1]
 
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The fast path: rows as lists (numbers scaled as ``_frame`` does, categories as the strings
+        ``_strings`` gives, an unknown one as missing) straight into CatBoost on one thread — the
+        pandas frame cost ~10 ms a request."""
+        if not hasattr(self, "_known"):
+            self._known = {c: set(self.levels_[c]) for c in self.categorical}
+        rows = []
+        for record in records:
+            row: list[Any] = []
+            for name in self.features:
+                value = record.get(name)
+                if name in self._known:
+                    row.append(
+                        str(value) if value is not None and str(value) in self._known[name] else MISSING
+                    )
+                    continue
+                number = _float(value)
+                if name in self.scaling_:
+                    center, spread = self.scaling_[name]
+                    number = (number - center) / spread
+                row.append(number)
+            rows.append(row)
+        p = self.estimator_.predict_proba(rows, thread_count=1)
+        return self._probabilities(p if self.multiclass else p[:, 1])
+
     def _save(self, folder):
         self.estimator_.save_model(str(folder / "model.cbm"))
 
@@ -413,6 +438,17 @@ class CatBoostModel(TabularModel):
             "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.2, log=True),
             "depth": trial.suggest_int("depth", 4, 8),
         }
+
+
+def _float(value: Any) -> float:
+    """A record's numeric value as ``pd.to_numeric(errors="coerce")`` reads it: NaN when missing or not
+    a number."""
+    if value is None or isinstance(value, bool):
+        return float(value) if isinstance(value, bool) else np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 class _SklearnModel(TabularModel):
