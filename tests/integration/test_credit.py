@@ -177,3 +177,28 @@ def test_data_extract_runs_the_extraction_for_a_date_from_the_cli(served, tmp_pa
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "error: ds: '2024-02-30' is not a date; expected YYYY-MM-DD, e.g. 2026-12-04"
     ]
+
+
+def test_a_multiclass_challenger_is_compared_promoted_and_rolled_back(served, tmp_path: Path) -> None:
+    """The registry's rules as for binary: the candidate's per-class test probabilities are compared
+    with the champion's on log loss (paired bootstrap), a forced promotion moves the champion, and a
+    rollback returns it."""
+    import shutil
+
+    from flywheel.registry import registry
+    from flywheel.training import train
+
+    config, source, outputs = served
+    workdir = Workdir.at(tmp_path / "wd")
+    shutil.copytree(source.root, workdir.root)
+    result = train.train(config, workdir, workdir.datasets / Path(outputs["data_load"]["dataset"]).name)
+    registration = registry.register(config, workdir, result.run_id, result.model_uri)
+    assert registration.gate_passed
+    decision = registry.decide(config, workdir, registration.version)
+    assert decision.comparison is not None and decision.previous == "1"
+    assert decision.reason.startswith("log_loss lower by")
+    assert decision.comparison["ci_low"] <= decision.comparison["delta"] <= decision.comparison["ci_high"]
+    forced = registry.promote(config, workdir, registration.version, force=True)
+    assert forced.promoted and registry.champion_version(config, workdir) == registration.version
+    assert registry.rollback(config, workdir) == (registration.version, "1")
+    assert registry.champion_version(config, workdir) == "1"
