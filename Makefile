@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean constraints
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -30,9 +30,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_drift.py
 	$(PY) benchmarks/bench_credit.py
 
+constraints: $(STAMP)  # deploy/constraints.txt: the image's pinned versions, resolved from pyproject.toml
+	$(PY) deploy/lock.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks deploy
+	$(VENV)/bin/ruff format --check src tests benchmarks deploy
 
 clean:
 	rm -rf .flywheel
