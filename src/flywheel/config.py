@@ -33,6 +33,7 @@ from flywheel.usecases.spec import LabelSettings, Settings, UseCase
 
 DEFAULT_USE_CASE = "churn"  # what `flywheel` runs without a config: `make demo`'s use case
 DEFAULT_CONFIG_PATH = Path(f"configs/{DEFAULT_USE_CASE}.yaml")
+MULTICLASS_ONLY = frozenset({"accuracy", "macro_f1"})  # metrics of the most probable class
 
 
 class StrictModel(BaseModel):
@@ -337,6 +338,26 @@ class FlywheelConfig(StrictModel):
             raise ValueError(
                 f"labels.cadence_days ({self.labels.cadence_days}) must be a multiple of "
                 f"features.cadence_days ({self.features.cadence_days})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_the_task_has(self) -> FlywheelConfig:
+        """A binary model's probabilities alone (the comparison, the log) have no decisions to count:
+        accuracy and macro-F1 are multiclass metrics here (the most probable class)."""
+        if self.spec.classes:
+            return self
+        chosen = {
+            "training.tuning.metric": self.training.tuning.metric,
+            "registry.compare_metric": self.registry.compare_metric,
+            "retrain.performance_metric": self.retrain.performance_metric,
+        }
+        wrong = {key: value for key, value in chosen.items() if value in MULTICLASS_ONLY}
+        if wrong:
+            problems = ", ".join(f"{key} {value}" for key, value in wrong.items())
+            raise ValueError(
+                f"{problems}: a multiclass metric, but use case {self.use_case} is binary; expected "
+                "roc_auc, pr_auc or log_loss (brier for the comparison)"
             )
         return self
 

@@ -19,7 +19,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from flywheel.pipeline.dag import pipeline_for
 from flywheel.usecases.credit import USE_CASE as CREDIT
 from flywheel.workdir import Workdir
 from tests.airflow_env import AirflowHome
+from tests.integration.test_credit import SMALL
 
 pytestmark = pytest.mark.slow
 
@@ -45,22 +45,10 @@ TARGET = CREDIT.extraction.target
 DATES = ("2024-08-18", "2024-08-19", "2024-08-20")
 FAILING_DATE = "2024-08-21"
 LOOKBACK_MONTHS = 6
-# tests/integration/test_credit.py's small credit run: 600 customers × 8 months, a 2-point grid
+# tests/integration/test_credit.py's small credit run (600 customers × 8 months, a 2-point grid), daily
 SMALL_CREDIT = {
-    "data.generator.customers": 600,
-    "data.generator.start": date(2024, 1, 1),
-    "data.generator.end": date(2024, 9, 1),
+    **SMALL,
     "data.extract.lookback_months": LOOKBACK_MONTHS,
-    "registry.gates.max_p99_latency_ms": 60_000.0,
-    "registry.gates.min_metrics": {"macro_f1": 0.5},
-    "registry.gates.max_metrics": {"log_loss": 0.9},
-    "registry.compare_metric": "log_loss",
-    "training.model_type": "catboost",
-    "training.scale": "robust",
-    "training.params": {"iterations": 80},
-    "training.tuning.method": "grid",
-    "training.tuning.metric": "log_loss",
-    "training.tuning.grid": {"depth": [4, 6]},
     "pipeline.schedule": "@daily",
     "pipeline.retries": 1,
 }

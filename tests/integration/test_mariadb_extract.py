@@ -55,9 +55,7 @@ def mysql_table(url: str, name: str) -> list[tuple]:
 def duckdb_target(lake) -> list[tuple]:
     import duckdb
 
-    from flywheel.data.extract import duckdb_path
-
-    con = duckdb.connect(str(duckdb_path(lake)), read_only=True)
+    con = duckdb.connect(str(lake.workdir.extract_db), read_only=True)
     try:
         return sorted(con.execute(f"SELECT * FROM {EXTRACTION.target}").fetchall())
     finally:

@@ -157,6 +157,8 @@ def test_robust_scaling_is_learned_on_the_training_rows_only() -> None:
     low, high = np.nanquantile(X["delay"], [0.25, 0.75])
     assert center == pytest.approx(np.nanmedian(X["delay"])) and spread == pytest.approx(high - low)
     assert "mix" not in model.scaling_
+    # and applied: what the estimator sees of a column is the scaled value
+    np.testing.assert_allclose(model._frame(X)["delay"], (X["delay"] - center) / spread)
 
 
 def test_labels_outside_the_classes_are_refused() -> None:

@@ -111,3 +111,15 @@ def test_a_binary_config_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(256)))
     with pytest.raises(ConfigError, match=r"model\.bin: not a text file; expected a UTF-8 YAML config"):
         load_config(path)
+
+
+def test_a_multiclass_metric_on_a_binary_use_case_is_named() -> None:
+    """Regression: `training.tuning.metric: macro_f1` on churn ended in a KeyError inside tuning, and a
+    macro-F1 performance trigger never fired (binary periods have no such figure)."""
+    from flywheel.config import default_config as defaults
+
+    with pytest.raises(ConfigError, match=r"training.tuning.metric macro_f1.*churn is binary"):
+        defaults("churn", **{"training.tuning.metric": "macro_f1"})
+    with pytest.raises(ConfigError, match=r"retrain.performance_metric accuracy"):
+        defaults("bank", **{"retrain.performance_metric": "accuracy", "retrain.min_performance": 0.7})
+    assert defaults("credit", **{"training.tuning.metric": "macro_f1"}).training.tuning.metric == "macro_f1"

@@ -15,7 +15,7 @@ import pytest
 import flywheel
 from flywheel.config import ExtractConfig
 from flywheel.data.batch import Batch
-from flywheel.data.extract import duckdb_path, parse_ds, render, run_extraction, source_tables
+from flywheel.data.extract import parse_ds, render, run_extraction, source_tables
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TIMESTAMP, ColumnSpec, TableSpec
 from flywheel.errors import ConfigError, DataError
@@ -161,7 +161,7 @@ def expected_rows(records: pa.Table, ds: date) -> list[dict]:
 
 
 def target_rows(lake: Lake) -> list[tuple]:
-    con = duckdb.connect(str(duckdb_path(lake)), read_only=True)
+    con = duckdb.connect(str(lake.workdir.extract_db), read_only=True)
     try:
         return con.execute(f"SELECT * FROM {EXTRACTION.target} ORDER BY base_dt, id").fetchall()
     finally:
@@ -231,7 +231,7 @@ def test_a_rerun_of_the_same_date_replaces_its_rows(lake: Lake) -> None:
 def test_a_ds_that_is_not_a_date_is_refused_before_any_sql(lake: Lake, ds) -> None:
     with pytest.raises(DataError, match=r"ds: .*expected (YYYY-MM-DD|a date)"):
         run_extraction(SPEC, DUCKDB, lake, ds)
-    assert not duckdb_path(lake).exists()
+    assert not lake.workdir.extract_db.exists()
 
 
 def test_a_failing_statement_leaves_the_target_as_it_was(tmp_path) -> None:
@@ -263,7 +263,7 @@ def test_a_template_keeping_dates_past_the_window_is_refused(lake: Lake) -> None
 
 def test_the_database_file_records_no_path_into_the_workdir(lake: Lake) -> None:
     run_extraction(SPEC, DUCKDB, lake, DS)
-    assert str(lake.workdir.root).encode() not in duckdb_path(lake).read_bytes()
+    assert str(lake.workdir.root).encode() not in lake.workdir.extract_db.read_bytes()
 
 
 def test_render_substitutes_only_ds_and_splits_ddl_from_the_transaction() -> None:

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
@@ -222,11 +221,6 @@ def _extraction(spec: UseCase) -> Extraction:
     return spec.extraction
 
 
-def duckdb_path(lake: Lake) -> Path:
-    """The DuckDB database holding the extraction's target tables on the default source."""
-    return lake.workdir.extract_db
-
-
 # ---- DuckDB over the lake -----------------------------------------------------------------------
 class _DuckSession:
     def __init__(self, con: duckdb.DuckDBPyConnection):
@@ -256,7 +250,7 @@ class _DuckSession:
 
 @contextmanager
 def _duckdb_session(lake: Lake, extraction: Extraction) -> Iterator[_DuckSession]:
-    path = duckdb_path(lake)
+    path = lake.workdir.extract_db
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path))

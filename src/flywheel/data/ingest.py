@@ -111,6 +111,22 @@ def write_quarantine_report(workdir: Workdir, report: dict[str, Any]) -> Path:
     return path
 
 
+def read_csv_header(path: Path, layout: str, delimiter: str = ",") -> list[str]:
+    """The header row of a CSV file (``.gz`` too) of a use case's published ``layout``, or a
+    ``DataError`` naming the file when it is missing, unreadable as UTF-8 text, or empty."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; expected a {layout} CSV file") from None
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+        raise DataError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
+    if not header:
+        raise DataError(f"{path}: empty file; expected the {layout} header and rows")
+    return header
+
+
 def _table_for(usecase: UseCase, path: Path) -> str:
     stem = path.name
     for suffix in SUFFIXES:

@@ -444,10 +444,8 @@ class CatBoostModel(TabularModel):
 def _float(value: Any) -> float:
     """A record's numeric value as ``pd.to_numeric(errors="coerce")`` reads it: NaN when missing or not
     a number."""
-    if value is None or isinstance(value, bool):
-        return float(value) if isinstance(value, bool) else np.nan
     try:
-        return float(value)
+        return np.nan if value is None else float(value)
     except (TypeError, ValueError):
         return np.nan
 

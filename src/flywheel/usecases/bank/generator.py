@@ -57,9 +57,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from flywheel.data.batch import Batch
+from flywheel.data.batch import Batch, check_continuation
 from flywheel.data.schema import TIMESTAMP
-from flywheel.errors import DataError
 from flywheel.usecases.bank.tables import (
     DAYS_OF_WEEK,
     EDUCATION_ADDITIONAL,
@@ -606,15 +605,9 @@ def simulate_batch(
     Raises:
         DataError: Unknown drift, a non-positive ``days``, or a state or bookkeeping of another version.
     """
-    if drift not in DRIFT_SCENARIOS:
-        raise DataError(f"unknown drift scenario '{drift}'; expected one of: {', '.join(DRIFT_SCENARIOS)}")
-    if days < 1:
-        raise DataError(f"days must be at least 1, got {days}")
-    if generator.get("version") != GENERATOR_VERSION or previous_state.schema.names != STATE_SCHEMA.names:
-        raise DataError(
-            f"the previous batch was made by bank generator version {generator.get('version')!r} "
-            f"with state columns {previous_state.schema.names}; expected version {GENERATOR_VERSION}"
-        )
+    check_continuation(
+        "bank", drift, DRIFT_SCENARIOS, days, generator, previous_state, GENERATOR_VERSION, STATE_SCHEMA
+    )
     start = period_start if period_start.tzinfo else period_start.replace(tzinfo=UTC)
     end = start + timedelta(days=days)
     sequence = generator["sequence"] + 1

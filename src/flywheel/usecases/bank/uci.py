@@ -48,8 +48,6 @@ contact keeps its own.
 
 from __future__ import annotations
 
-import csv
-import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -61,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from flywheel.data.ingest import read_csv_header
 from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
 from flywheel.usecases.bank.tables import (
@@ -156,17 +155,7 @@ TRANSLATIONS = {
 
 
 def _read_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=";"), None)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; expected a UCI Bank Marketing CSV file") from None
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
-        raise DataError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
-    if not header:
-        raise DataError(f"{path}: empty file; expected the UCI Bank Marketing header and rows")
-    return header
+    return read_csv_header(path, "UCI Bank Marketing", delimiter=";")
 
 
 def detect_layout(path: Path, header: list[str]) -> Layout:

@@ -65,6 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from flywheel.data.ingest import read_csv_header
 from flywheel.data.pii import PiiRule, mask_records, mask_table
 from flywheel.errors import DataError
 from flywheel.usecases.credit import dirt, identity
@@ -200,17 +201,7 @@ class Cleaned:
 
 def read_header(path: Path) -> list[str]:
     """The file's header row, or a ``DataError`` when the file cannot be read as text."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; expected a credit-score CSV file") from None
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
-        raise DataError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
-    if not header:
-        raise DataError(f"{path}: empty file; expected the credit-score header and rows")
-    return header
+    return read_csv_header(path, "credit-score")
 
 
 def is_published(path: Path, header: list[str]) -> bool:
