@@ -167,7 +167,11 @@ class PipelineConfig(StrictModel):
     image: str = Field("flywheel-mlops:latest", description="Container image with flywheel installed.")
     schedule: str = Field("@weekly", description="Airflow schedule of the training DAG.")
     retries: int = Field(2, ge=0)
-    workdir: str | None = Field(None, description="Workdir the tasks share (default: this one).")
+    artifact_store: str | None = Field(
+        None,
+        description="Where compiled pipeline tasks stage the workdir in and out, each in a folder of its "
+        "own (a path, s3://…, gs://…; fsspec); default: this workdir's path.",
+    )
 
 
 class ServingConfig(StrictModel):

@@ -229,7 +229,8 @@ def _rows_of(window: pd.DataFrame, day: str) -> pd.DataFrame:
 def test_the_compiled_dag_calls_this_flywheel_with_absolute_paths(deployment: Deployment) -> None:
     source = deployment.dag_file.read_text()
     assert f'FLYWHEEL = "{Path(sys.executable).parent / "flywheel"}"' in source
-    assert f'CONFIG = "{deployment.config}"' in source and f'WORKDIR = "{deployment.workdir.root}"' in source
+    assert f'CONFIG = "{deployment.config}"' in source
+    assert f'ARTIFACT_STORE = "{deployment.workdir.root}"' in source  # the tasks stage from the workdir
     assert "RETRIES = 1" in source and 'SCHEDULE = "@daily"' in source
     assert "import flywheel" not in source and "from flywheel" not in source
     # seed 003's extraction sits between features and data_load

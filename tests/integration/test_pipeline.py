@@ -28,7 +28,7 @@ from flywheel.pipeline.runner import apply_params, run_pipeline
 from flywheel.registry import registry
 from flywheel.training.train import read_evaluation
 from flywheel.workdir import Workdir
-from tests.servers import flywheel_command, write_config
+from tests.servers import flywheel_command
 
 EDGES = {
     ("validate", "features"),
@@ -247,8 +247,13 @@ def test_ctrl_c_during_a_tracking_write_lets_the_write_finish(
     assert registry.champion_version(pipeline_config, workdir) is None
 
 
-def test_kfp_compile_has_the_dag(tmp_path: Path) -> None:
-    path = compile_kfp(tmp_path / "p.yaml", "registry.example/flywheel:1", "/shared/wd", "configs/churn.yaml")
+def test_kfp_compile_has_the_dag(tmp_path: Path, pipeline_config: FlywheelConfig) -> None:
+    """The compiled YAML: the DAG's edges, the image, a logical_date parameter, every task staging from
+    the artifact store (no workdir), and the config carried without its credentials."""
+    config = apply_overrides(
+        pipeline_config, {"serving.admin_token": "s3cret-token", "alerts.webhook_url": "http://hook/x"}
+    )
+    path = compile_kfp(tmp_path / "p.yaml", "registry.example/flywheel:1", config, "s3://bucket/flywheel")
     spec = yaml.safe_load(path.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     name_of = {key: task["taskInfo"]["name"] for key, task in tasks.items()}
@@ -256,28 +261,16 @@ def test_kfp_compile_has_the_dag(tmp_path: Path) -> None:
         (name_of[dep], name_of[key]) for key, task in tasks.items() for dep in task.get("dependentTasks", [])
     }
     assert set(name_of.values()) == set(STEPS) and edges == EDGES
+    assert "logical_date" in spec["root"]["inputDefinitions"]["parameters"]
     executor = next(iter(spec["deploymentSpec"]["executors"].values()))
     assert executor["container"]["image"] == "registry.example/flywheel:1"
-    assert "flywheel" in json.dumps(executor["container"])
-
-
-def test_a_compiled_pipeline_runs_under_kfp_local(
-    workdir: Workdir, pipeline_config: FlywheelConfig, tmp_path: Path
-) -> None:
-    from kfp import local
-
-    from flywheel.pipeline.compile import kfp_pipeline
-
-    config_file = write_config(pipeline_config, tmp_path)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root"))
-    pipeline = kfp_pipeline(
-        "unused", str(workdir.root), str(config_file), steps=["validate", "features", "data_load"]
-    )
-    pipeline()
-    outputs = [json.loads(p.read_text()) for p in (tmp_path / "kfp-root").rglob("outputs") if p.is_file()]
-    steps = {o["_step"]: o for o in outputs}
-    assert set(steps) == {"validate", "features", "data_load"}
-    assert Path(steps["data_load"]["dataset"], "train.parquet").exists()
+    assert "--artifact-store" in json.dumps(executor["container"])
+    assert "--workdir" not in json.dumps(executor["container"])
+    parameters = tasks[next(k for k, v in name_of.items() if v == "train")]["inputs"]["parameters"]
+    assert parameters["artifact_store"]["runtimeValue"]["constant"] == "s3://bucket/flywheel"
+    carried = yaml.safe_load(parameters["config_yaml"]["runtimeValue"]["constant"])
+    assert carried["training"] == config.model_dump(mode="json")["training"]
+    assert "s3cret-token" not in path.read_text() and "http://hook/x" not in path.read_text()
 
 
 def test_airflow_dag_defines_the_tasks_and_edges() -> None:
@@ -307,7 +300,7 @@ def test_airflow_dag_defines_the_tasks_and_edges() -> None:
         "RETRIES": 3,
         "FLYWHEEL": "/opt/fw/flywheel",
         "CONFIG": "/shared/churn.yaml",
-        "WORKDIR": "/shared/wd",
+        "ARTIFACT_STORE": "/shared/wd",
         "WEBHOOK_URL": None,
         "WEBHOOK_TIMEOUT_SECONDS": 5.0,
     }
@@ -382,7 +375,8 @@ def test_an_airflow_task_runs_flywheel_step_with_its_date_and_upstream_outputs(
     assert done.returncode == 0, done.stderr
     assert "progress" in done.stderr and done.stdout.count("\n") == 1
     argv = json.loads(done.stdout)
-    assert argv[:6] == ["--config", str(tmp_path / "it's.yaml"), "--workdir", str(workdir), "step", "promote"]
+    assert argv[:4] == ["--config", str(tmp_path / "it's.yaml"), "step", "promote"]
+    assert argv[4:6] == ["--artifact-store", str(workdir)]
     assert argv[argv.index("--logical-date") + 1] == "2024-03-04"
     given = [json.loads(argv[i + 1]) for i, arg in enumerate(argv) if arg == "--upstream-json"]
     assert given == [upstream[name] for name in STEPS["promote"].upstream]

@@ -152,35 +152,38 @@ def compile_command(
     target: Annotated[str, typer.Option(help="kfp (Kubeflow / Vertex AI) or airflow.")] = "kfp",
     output: Annotated[Path | None, typer.Option(help="File to write.")] = None,
 ) -> None:
-    """Write the pipeline for a real orchestrator; each task runs `flywheel step NAME`.
+    """Write the pipeline for a real orchestrator; each task runs `flywheel step NAME` in a folder of
+    its own, staging the workdir in from pipeline.artifact_store (default: this workdir) and out.
 
+    The KFP pipeline carries the config (without its credentials) and takes a logical_date parameter.
     The Airflow DAG (`flywheel_<use case>_training`) calls this `flywheel` executable by its absolute
-    path ($FLYWHEEL_BIN on the worker overrides it) with this config file and workdir, for each run's
-    logical date; its task callbacks POST to alerts.webhook_url.
+    path ($FLYWHEEL_BIN on the worker overrides it) with this config file, for each run's logical date;
+    its task callbacks POST to alerts.webhook_url.
     """
     from flywheel.pipeline import compile as compiler
 
     config = STATE.config()
-    # compiling only names the workdir the tasks will share; it need not exist here
+    # compiling only names the store the tasks will stage from; it need not exist here
     workdir = STATE.workdir_for(config, must_exist=False)
-    shared = config.pipeline.workdir or str(workdir.root)
-    config_path = str(STATE.config_path or DEFAULT_CONFIG_PATH)
+    store = config.pipeline.artifact_store or str(workdir.root)
+    if "://" not in store:  # a local path: tasks run elsewhere, so it must not be relative
+        store = str(Path(store).expanduser().absolute())
     if target == "kfp":
         path = compiler.compile_kfp(
             output or Path("flywheel_pipeline.yaml"),
             config.pipeline.image,
-            shared,
-            config_path,
-            name=config.spec.name,
+            config,
+            store,
             pipeline_steps=pipeline_for(config.spec),
         )
     elif target == "airflow":
         path = output or Path("flywheel_dag.py")
         # Airflow runs each task in a temporary folder: a relative config path would not be found
+        config_path = str(Path(STATE.config_path or DEFAULT_CONFIG_PATH).absolute())
         path.write_text(
             compiler.airflow_dag(
-                shared,
-                str(Path(config_path).absolute()),
+                store,
+                config_path,
                 config.pipeline.schedule,
                 config.pipeline.retries,
                 config.spec.name,
@@ -206,16 +209,33 @@ def step_command(
     ] = None,
     pipeline_run_id: Annotated[str | None, typer.Option(help="Pipeline run this step belongs to.")] = None,
     logical_date: LogicalDate = None,
+    artifact_store: Annotated[
+        str | None,
+        typer.Option(
+            help="Run in a temporary folder of its own, staging the workdir in from this store (a path, "
+            "s3://…, gs://…) and what the step changed back out; --workdir is then not used.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run one pipeline step; prints its outputs as JSON (the last line). Exit 99: condition not met."""
-    config, workdir = _context()
+    """Run one pipeline step; prints its outputs as JSON (the last line). Exit 99: the step's condition
+    does not hold or an upstream step was skipped (the last line then says so: ``skipped``, ``reason``)."""
+    config = STATE.config()
     explicit = dict(item.split("=", 1) for item in (input_ or []) if "=" in item)
     upstream = [json.loads(text) for text in (upstream_json or []) if text.strip()]
     try:
-        outputs = run_single_step(
-            config, workdir, name, explicit, upstream, pipeline_run_id, logical_date=logical_date
-        )
+        if artifact_store:
+            from flywheel.pipeline.staging import ArtifactStore, run_staged
+
+            store = ArtifactStore(artifact_store)
+            outputs = run_staged(config, store, name, explicit, upstream, pipeline_run_id, logical_date)
+        else:
+            workdir = STATE.workdir_for(config)
+            outputs = run_single_step(
+                config, workdir, name, explicit, upstream, pipeline_run_id, logical_date=logical_date
+            )
     except StepSkipped as skipped:
         err_console.print(f"step {name} skipped: {skipped}")
+        sys.stdout.write(json.dumps({"_step": name, "skipped": "true", "reason": str(skipped)}) + "\n")
         raise typer.Exit(SKIP_EXIT_CODE) from None
     sys.stdout.write(json.dumps(outputs) + "\n")

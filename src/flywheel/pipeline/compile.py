@@ -1,8 +1,11 @@
 """Compile the pipeline for real orchestrators: Kubeflow Pipelines v2 (Vertex AI runs the same YAML)
-and Apache Airflow. Every task runs ``flywheel step NAME`` against a workdir the tasks share and hands
-its outputs (JSON with artifact URIs) to the tasks downstream: a KFP task in the configured image, an
-Airflow task through the ``flywheel`` executable for its run's logical date (``{{ ds }}``), with
-retries and callbacks that POST each task's outcome to the alert webhook."""
+and Apache Airflow. Every task runs ``flywheel step NAME --artifact-store URL`` in a folder of its own,
+staging the workdir in from the artifact store and what it changed back out
+(:mod:`flywheel.pipeline.staging`: no task assumes a disk it shares with another), and hands its
+outputs (JSON naming the store's files and MLflow URIs) to the tasks downstream: a KFP task in the
+configured image, an Airflow task through the ``flywheel`` executable for its run's logical date
+(``{{ ds }}``), with retries and callbacks that POST each task's outcome to the alert webhook. A
+skipped step (a failed validation or quality gate) skips every step after it on both."""
 
 import json
 import re
@@ -10,88 +13,112 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
 from kfp import dsl
 
-from flywheel.config import AlertsConfig
+from flywheel.config import AlertsConfig, FlywheelConfig
 from flywheel.pipeline.dag import PIPELINE, Step
 
 
 def flywheel_step(
     step: str,
-    workdir: str,
-    config: str,
+    config_yaml: str,
+    artifact_store: str,
+    logical_date: str,
     outputs: dsl.OutputPath(str),
-    proceed: dsl.OutputPath(str),
     up1: str = "",
     up2: str = "",
     up3: str = "",
 ) -> None:
-    """Run ``flywheel step`` in this container; ``proceed`` is false when the step's condition fails."""
+    """Run ``flywheel step`` in this container, in a folder of its own staged from the artifact store;
+    a skipped step (exit 99) hands its ``skipped`` outputs on, and the steps downstream skip too."""
     import json
+    import os
     import subprocess
     import sys
+    import tempfile
 
-    command = [sys.executable, "-m", "flywheel", "--config", config, "--workdir", workdir, "step", step]
-    for upstream in (up1, up2, up3):  # the most upstream steps any step has (dag.py)
-        if upstream:
-            command += ["--upstream-json", upstream]
-    done = subprocess.run(command, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="flywheel-config-") as folder:
+        config = os.path.join(folder, "flywheel.yaml")
+        with open(config, "w") as handle:
+            handle.write(config_yaml)
+        command = [sys.executable, "-m", "flywheel", "--config", config, "step", step]
+        command += ["--artifact-store", artifact_store]
+        if logical_date:
+            command += ["--logical-date", logical_date]
+        for upstream in (up1, up2, up3):  # the most upstream steps any step has (dag.py)
+            if upstream:
+                command += ["--upstream-json", upstream]
+        done = subprocess.run(command, capture_output=True, text=True)
     sys.stderr.write(done.stderr)
-    if done.returncode == 99:  # the step's condition does not hold
-        result, go = {"_step": step, "skipped": "true"}, "false"
-    elif done.returncode != 0:
+    if done.returncode not in (0, 99):  # 99: the step's condition does not hold
         raise RuntimeError(f"flywheel step {step} failed with exit code {done.returncode}")
-    else:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        go = result.get("passed", "true")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     with open(outputs, "w") as handle:
         handle.write(json.dumps(result))
-    with open(proceed, "w") as handle:
-        handle.write(go)
 
 
 def kfp_pipeline(
     image: str,
-    workdir: str,
-    config: str,
+    config: FlywheelConfig,
+    artifact_store: str,
     steps: list[str] | None = None,
-    name: str = "training",
     pipeline_steps: tuple[Step, ...] = PIPELINE,
 ):
-    """The pipeline as a KFP pipeline function (``steps`` limits it to a prefix of the DAG;
-    ``pipeline_steps``: the use case's, :func:`flywheel.pipeline.dag.pipeline_for`)."""
+    """The pipeline as a KFP pipeline function with a ``logical_date`` parameter (YYYY-MM-DD, empty:
+    the newest data); ``steps`` limits it to a prefix of the DAG; ``pipeline_steps``: the use case's,
+    :func:`flywheel.pipeline.dag.pipeline_for`.
+
+    The tasks share no disk: each stages the workdir from ``artifact_store``. The config travels in
+    the compiled pipeline, without its credentials (``serving.admin_token``, ``alerts.webhook_url``):
+    give a task those, or a tracking server's password, as ``FLYWHEEL_SET__…`` or MLflow environment
+    variables."""
     component = dsl.component(flywheel_step, base_image=image, install_kfp_package=False)
     chosen = [s for s in pipeline_steps if steps is None or s.name in steps]
+    config_yaml = portable_config(config)
 
     @dsl.pipeline(
-        name=f"flywheel-{name}".replace("_", "-"),
+        name=f"flywheel-{config.spec.name}".replace("_", "-"),
         description=" → ".join(step.name for step in pipeline_steps),
     )
-    def pipeline() -> None:
+    def pipeline(logical_date: str = "") -> None:
         tasks: dict[str, object] = {}
         for step in chosen:
             upstream = [tasks[name].outputs["outputs"] for name in step.upstream if name in tasks]
             kwargs = {f"up{i + 1}": value for i, value in enumerate(upstream)}
-            tasks[step.name] = component(step=step.name, workdir=workdir, config=config, **kwargs)
+            tasks[step.name] = component(
+                step=step.name,
+                config_yaml=config_yaml,
+                artifact_store=artifact_store,
+                logical_date=logical_date,
+                **kwargs,
+            )
             tasks[step.name].set_display_name(step.name)
             tasks[step.name].set_caching_options(False)
 
     return pipeline
 
 
+def portable_config(config: FlywheelConfig) -> str:
+    """The effective config as YAML for a task elsewhere, without its credentials."""
+    dumped = config.model_dump(mode="json")
+    dumped["serving"]["admin_token"] = None
+    dumped["alerts"]["webhook_url"] = None
+    return yaml.safe_dump(dumped, sort_keys=False)
+
+
 def compile_kfp(
     path: Path,
     image: str,
-    workdir: str,
-    config: str,
+    config: FlywheelConfig,
+    artifact_store: str,
     steps: list[str] | None = None,
-    name: str = "training",
     pipeline_steps: tuple[Step, ...] = PIPELINE,
 ) -> Path:
     from kfp import compiler
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiled = kfp_pipeline(image, workdir, config, steps, name, pipeline_steps)
+    compiled = kfp_pipeline(image, config, artifact_store, steps, pipeline_steps)
     compiler.Compiler().compile(compiled, str(path))
     return path
 
@@ -104,7 +131,7 @@ def flywheel_executable() -> str:
 
 
 def airflow_dag(
-    workdir: str,
+    artifact_store: str,
     config: str,
     schedule: str,
     retries: int = 2,
@@ -120,7 +147,8 @@ def airflow_dag(
     its callbacks are written out in it.
 
     Args:
-        workdir: The workdir the tasks share (absolute: tasks run in a temporary folder).
+        artifact_store: Where each task stages the workdir in and out (a local path must be absolute:
+            tasks run in a temporary folder).
         config: The config file the tasks load (absolute, for the same reason).
         schedule: The DAG's schedule (cron, a preset such as ``@weekly``, or ``none``: triggered only).
         retries: Retries of each task (``default_args``); the delay is Airflow's
@@ -139,7 +167,7 @@ def airflow_dag(
         "RETRIES": retries,
         "FLYWHEEL": flywheel or flywheel_executable(),
         "CONFIG": config,
-        "WORKDIR": workdir,
+        "ARTIFACT_STORE": artifact_store,
         "WEBHOOK_URL": alerts.webhook_url,
         "WEBHOOK_TIMEOUT_SECONDS": alerts.timeout_seconds,
     }
@@ -171,7 +199,8 @@ _AIRFLOW_HEADER = '''"""Flywheel {name} training pipeline for Apache Airflow 3 (
 
 Generated by `flywheel pipeline compile --target airflow`; edits are overwritten.
 
-Every task runs `flywheel --config CONFIG --workdir WORKDIR step NAME --logical-date {{{{ ds }}}}`: the
+Every task runs `flywheel --config CONFIG step NAME --artifact-store ARTIFACT_STORE --logical-date
+{{{{ ds }}}}` in a temporary folder of its own, staged in from the artifact store and back out: the
 step prints its outputs as a last line of JSON, which becomes the task's XCom, and downstream tasks get
 them through environment variables (so no quoting can break them). Exit code 99 skips a task whose
 condition does not hold (a failed validation or quality gate) and everything after it.
@@ -270,7 +299,8 @@ def flywheel_task(step, upstream=()):
         f'[ -n "$flywheel" ] || flywheel={shlex.quote(FLYWHEEL)}',
         # stdout is kept apart from the log (stderr) and only its last line, the outputs, is echoed:
         # the last line printed is what BashOperator pushes as the XCom
-        f'out="$("$flywheel" --config {shlex.quote(CONFIG)} --workdir {shlex.quote(WORKDIR)} step {step} '
+        f'out="$("$flywheel" --config {shlex.quote(CONFIG)} step {step} '
+        f"--artifact-store {shlex.quote(ARTIFACT_STORE)} "
         f"--logical-date '{{{{ ds }}}}'{pulls})\" || exit $?",
         "printf '%s\\n' \"$out\" | tail -n 1",
     ]
@@ -290,7 +320,7 @@ with DAG(
     schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
-    max_active_runs=1,  # the tasks share one workdir
+    max_active_runs=1,  # the artifact store is not locked: one run at a time
     default_args={
         "owner": "flywheel",
         "retries": RETRIES,

@@ -295,12 +295,16 @@ def run_single_step(
         The step's outputs with ``_step`` and, when given, ``_logical_date`` (YYYY-MM-DD).
 
     Raises:
-        StepSkipped: the step's condition does not hold (the CLI exits 99, which Airflow reads as skip).
+        StepSkipped: the step's condition does not hold, or an upstream step was skipped (its outputs
+            carry ``skipped``); the CLI exits 99, which Airflow reads as skip.
     """
     steps = steps_for(config.spec)
     if name not in steps:
         raise ConfigError(f"unknown step '{name}'; expected one of {list(steps)}")
     step = steps[name]
+    skipped = next((outputs for outputs in upstream if outputs.get("skipped") == "true"), None)
+    if skipped is not None:  # a skip passes downstream, as Airflow's does (KFP tasks hand it on)
+        raise StepSkipped(f"upstream step {skipped.get('_step')} was skipped: {skipped.get('reason', '')}")
     inputs = resolve_inputs(step, explicit, upstream)
     # the runner's steps find MLflow pointed at the workdir's store (runs.Store does it); a step run
     # alone in a fresh process must too, or reading an upstream run would open ./mlflow.db instead
