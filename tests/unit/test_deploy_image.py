@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
-IMAGE_EXTRAS = ("redis", "mysql")
+IMAGE_EXTRAS = ("redis", "mysql", "s3", "gcs")
 
 
 def _instructions() -> list[tuple[str, str]]:
