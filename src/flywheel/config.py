@@ -173,6 +173,11 @@ class PipelineConfig(StrictModel):
         "own (a path, s3://…, gs://…; fsspec); default: this workdir's path.",
     )
 
+    @field_validator("artifact_store")
+    @classmethod
+    def _empty_means_default(cls, value: str | None) -> str | None:
+        return value or None
+
 
 class ServingConfig(StrictModel):
     """The online prediction service."""
@@ -437,9 +442,9 @@ def _expand_env(value: Any, source: str, where: str = "") -> Any:
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
+        if os.environ.get(name) or (name in os.environ and default is None):
             return os.environ[name]
-        if default is not None:
+        if default is not None:  # as in a shell: ${NAME:-default} when NAME is unset or empty
             return default
         raise ConfigError(f"{source}: {where}: environment variable {name} is not set and has no default")
 

@@ -316,3 +316,15 @@ def test_ctrl_c_during_a_retrain_records_the_decision_as_cancelled(
     (record,) = client.search_runs([experiment.experiment_id])
     assert record.info.status == "KILLED" and record.data.tags["flywheel.outcome"] == "retrain cancelled"
     assert registry.champion_version(config, workdir) == "1"
+
+
+def test_the_first_champion_has_no_rollback_hint(
+    featured_workdir: Workdir, training_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """Regression: promoting a first champion once hinted `flywheel model rollback (back to vNone)`."""
+    workdir = Workdir.at(tmp_path / "wd")
+    shutil.copytree(featured_workdir.root, workdir.root)
+    config = apply_overrides(training_config, {**QUIET, "training.tuning.method": "none"})
+    decision = retrain.retrain(config, workdir)
+    assert decision.promoted and decision.champion is None and decision.champion_after == "1"
+    assert decision.rollback is None

@@ -40,6 +40,11 @@ def test_env_expansion_with_default_and_value(tmp_path: Path, monkeypatch: pytes
     assert config.data.generator.customers == 123
     monkeypatch.setenv("WD", "/srv/x")
     assert load_config(path).workdir == "/srv/x"
+    monkeypatch.setenv("WD", "")  # as in a shell, an empty variable takes the default too
+    assert load_config(path).workdir == "/tmp/default"
+    monkeypatch.setenv("N", "")  # set but empty, without a default: empty (here, not a number)
+    with pytest.raises(ConfigError, match="customers"):
+        load_config(path)
 
 
 def test_missing_env_var_is_named(tmp_path: Path) -> None:

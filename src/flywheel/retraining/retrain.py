@@ -258,7 +258,7 @@ def retrain(
             raise
     if decision.champion_after is None:  # no run published: the champion is the one decided on
         decision.champion_after = decision.champion
-    if decision.promoted:
+    if decision.promoted and decision.champion:  # a first champion has nothing to roll back to
         decision.rollback = f"flywheel model rollback  (back to v{decision.champion})"
     decision.reports["decision"] = str(_write(decision, workdir))
     client.log_dict(decision.record_run_id, decision.to_dict(), "decision.json")
