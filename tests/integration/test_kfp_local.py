@@ -4,8 +4,10 @@ same code as ``s3://`` or ``gs://``). A failed validation skips the training pat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,12 @@ def test_the_whole_pipeline_runs_with_each_task_in_its_own_folder(
     # what the tasks did is in the store: the champion, its run's model, the online store
     assert registry.champion_version(config, Workdir.at(store)) == published["champion"]
     assert int(published["materialized"]) > 0
+    # the store's MLflow database names the store's folder, not a task's (gone): a service reading
+    # the store as its workdir loads the new champion's files from there
+    with contextlib.closing(sqlite3.connect(store / "mlflow.db")) as con:
+        locations = [row[0] for row in con.execute("SELECT storage_location FROM model_versions")]
+    assert locations and all(location.startswith(store.as_uri()) for location in locations)
+    assert not list(store.rglob("*-wal")) and not list(store.rglob("*-shm"))
 
 
 def test_a_failed_validation_skips_the_training_path(

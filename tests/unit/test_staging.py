@@ -5,6 +5,9 @@ a local path and ``memory://``."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import pytest
 
 from flywheel.config import FlywheelConfig, default_config
 from flywheel.errors import ConfigError, DataError
+from flywheel.lock import WorkdirBusy, workdir_lock
 from flywheel.pipeline.context import StepSkipped
 from flywheel.pipeline.dag import STEPS
-from flywheel.pipeline.staging import ArtifactStore, run_staged
+from flywheel.pipeline.staging import ArtifactStore, run_staged, snapshot
 from flywheel.workdir import Workdir
 from tests.conftest import tree_digest
 
@@ -125,7 +129,7 @@ def test_a_failed_or_skipped_step_leaves_the_store_as_it_was(
     tmp_path: Path, config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _seed(tmp_path / "store")
-    digest = tree_digest(tmp_path / "store")
+    digest = {folder: tree_digest(tmp_path / "store" / folder) for folder in ("lake", "features")}
 
     def broken(ctx, labels: str) -> dict[str, str]:
         (ctx.workdir.datasets / "half-written").mkdir(parents=True)
@@ -138,4 +142,58 @@ def test_a_failed_or_skipped_step_leaves_the_store_as_it_was(
     skipped = {"_step": "features", "skipped": "true", "reason": "validation failed"}
     with pytest.raises(StepSkipped, match="upstream step features was skipped: validation failed"):
         run_staged(config, store, "data_load", {}, [skipped])
-    assert tree_digest(tmp_path / "store") == digest
+    assert {folder: tree_digest(tmp_path / "store" / folder) for folder in digest} == digest
+    assert (
+        not (tmp_path / "store/datasets/half-written").exists()
+        and not (tmp_path / "store/mlflow.db").exists()
+    )
+
+
+def test_a_database_travels_with_its_write_ahead_log_and_reaches_a_live_reader(tmp_path: Path) -> None:
+    """A write that sits in the -wal (the database file untouched) is still a change; the side files
+    are never staged; the store's database is written through SQLite, so a reader holding it open
+    sees the new rows (a file copied over it could be half-written or clash with its -shm)."""
+    store_db = tmp_path / "store" / "feature_repo" / "online.db"
+    store_db.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(store_db)) as con, con:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE t (v INTEGER)")
+    store = ArtifactStore(str(tmp_path / "store"))
+    task = Workdir.at(tmp_path / "task")
+    before = store.pull(task)
+    reader = sqlite3.connect(store_db)  # e.g. the service, open all along
+    writer = sqlite3.connect(task.root / "feature_repo" / "online.db")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    with writer:
+        writer.execute("INSERT INTO t VALUES (1), (2)")
+    assert (task.root / "feature_repo" / "online.db-wal").stat().st_size > 0  # the rows sit in the log
+    assert store.push(task, before) == (1, 0)
+    writer.close()
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    reader.close()
+    assert set(snapshot(task)) == {"feature_repo/online.db"}
+
+
+def test_a_store_without_a_workdir_or_with_a_writer_is_refused(
+    tmp_path: Path, config: FlywheelConfig
+) -> None:
+    with pytest.raises(ConfigError, match="holds no workdir"):
+        ArtifactStore(str(tmp_path / "nothing-here")).pull(Workdir.at(tmp_path / "task"))
+    _seed(tmp_path / "store")
+    (tmp_path / "store/.lock").unlink()
+    held, done = threading.Event(), threading.Event()
+
+    def loop() -> None:  # e.g. `flywheel loop` ingesting (another thread counts as another writer)
+        with workdir_lock(Workdir.at(tmp_path / "store"), "loop"):
+            held.set()
+            done.wait(30)
+
+    writer = threading.Thread(target=loop)
+    writer.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(WorkdirBusy, match="loop"):
+            run_staged(config, ArtifactStore(str(tmp_path / "store")), "validate", {}, [])
+    finally:
+        done.set()
+        writer.join()

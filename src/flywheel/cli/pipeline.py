@@ -168,6 +168,12 @@ def compile_command(
     store = config.pipeline.artifact_store or str(workdir.root)
     if "://" not in store:  # a local path: tasks run elsewhere, so it must not be relative
         store = str(Path(store).expanduser().absolute())
+    if target == "kfp" and not config.pipeline.artifact_store:
+        err_console.print(
+            f"warning: pipeline.artifact_store is not set: the tasks will stage from {store}, a path on "
+            "this machine; set it to a URL the cluster reaches (s3://…, gs://…) unless the tasks run "
+            "here (kfp.local) or have a volume mounted at that path"
+        )
     if target == "kfp":
         path = compiler.compile_kfp(
             output or Path("flywheel_pipeline.yaml"),

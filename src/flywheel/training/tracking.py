@@ -77,11 +77,13 @@ def _moved_from(con: sqlite3.Connection, workdir: Workdir) -> set[str]:
     return {location.rsplit("/", 1)[0] for (location,) in rows if location != here}
 
 
-def reroot(workdir: Workdir) -> None:
-    """Rewrite the old root of a copied or moved workdir to this one in its MLflow database."""
-    if not workdir.mlflow_db.exists():
+def reroot(workdir: Workdir, database: Path | None = None) -> None:
+    """Rewrite the old root of a copied or moved workdir to this one in its MLflow database
+    (``database``: a copy of it that is to become this workdir's)."""
+    database = database or workdir.mlflow_db
+    if not database.exists():
         return
-    with contextlib.closing(sqlite3.connect(workdir.mlflow_db, timeout=30)) as con:
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as con:
         for old in _moved_from(con, workdir):
             with con:
                 _rewrite(con, old, workdir.root)
