@@ -325,3 +325,56 @@ def service(workdir, config, folder: Path, log: Path | None = None) -> Iterator[
             process.wait(timeout=60)
         if log is not None:
             stderr.close()
+
+
+@contextmanager
+def prometheus_server(folder: Path, config: dict) -> Iterator[str]:
+    """A real Prometheus with ``config`` (a prometheus.yml as a dict; rule files by absolute path)
+    on a free loopback port, its storage under ``folder``, until ``/-/ready``; yields its base URL.
+    Its log goes to ``folder/prometheus.log``."""
+    import urllib.request
+
+    import yaml
+
+    binary = ensure_apt_package("prometheus", "prometheus")
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    log = (folder / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                tail = (folder / "prometheus.log").read_text()[-2000:]
+                raise RuntimeError(f"prometheus did not start on {base} (exit code {process.poll()}): {tail}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        log.close()

@@ -28,7 +28,12 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 FLYWHEEL_IMAGE = "flywheel-mlops:latest"
 FLYWHEEL_SERVICES = ("init", "flywheel", "loop")  # the services that run the Flywheel image
-ADMIN_TOKEN_ENV = "FLYWHEEL_SET__serving.admin_token"  # read by flywheel.serving.factory
+# the admin token's variable: the deployed config files read it (`admin_token: ${FLYWHEEL_ADMIN_TOKEN:-}`),
+# so any value is a string; a FLYWHEEL_SET__ override would be parsed as YAML (123456: an int, a config
+# error; null: admin silently off)
+ADMIN_TOKEN_ENV = "FLYWHEEL_ADMIN_TOKEN"
+# tokens YAML would not read as themselves
+TRICKY_TOKENS = ("3f9a0c-token", "123456", "on", "null", "0x1F", "a: b", "- x")
 # variables the file interpolates: unset, so the parsed model is the same on every machine
 COMPOSE_VARIABLES = (
     "FLYWHEEL_ADMIN_TOKEN",
@@ -286,11 +291,16 @@ def test_the_admin_token_variable_reaches_the_service_config(
 ) -> None:
     from flywheel.serving import factory
 
-    service = compose["services"]["flywheel"]
+    services = compose["services"]
+    service = services["flywheel"]
     assert service["environment"][ADMIN_TOKEN_ENV] == ""  # FLYWHEEL_ADMIN_TOKEN unset: admin disabled
+    assert not [key for key in service["environment"] if key.startswith("FLYWHEEL_SET__")]
+    for name in ("init", "loop"):  # no server in them: no token
+        assert ADMIN_TOKEN_ENV not in services[name]["environment"]
     monkeypatch.setenv("FLYWHEEL_CONFIG", str(_host_file(service, service["environment"]["FLYWHEEL_CONFIG"])))
     monkeypatch.setattr(factory, "create_app", lambda config, workdir: config)
     monkeypatch.setenv(ADMIN_TOKEN_ENV, service["environment"][ADMIN_TOKEN_ENV])
     assert factory.app().serving.admin_token is None
-    monkeypatch.setenv(ADMIN_TOKEN_ENV, "3f9a0c-token")
-    assert factory.app().serving.admin_token == "3f9a0c-token"
+    for token in TRICKY_TOKENS:  # the value as given, never parsed
+        monkeypatch.setenv(ADMIN_TOKEN_ENV, token)
+        assert factory.app().serving.admin_token == token

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -24,6 +25,7 @@ from flywheel.config import FlywheelConfig
 from tests.servers import ensure_apt_package
 from tests.unit.test_deploy_compose import (
     ADMIN_TOKEN_ENV,
+    TRICKY_TOKENS,
     deployment_keys,
     flywheel_command,
     load_deployed_config,
@@ -101,11 +103,17 @@ def _validate(doc: dict[str, Any]) -> list[str]:
 def _config(
     objects: dict[tuple[str, str], dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> FlywheelConfig:
-    """The Flywheel config the pods read: the ConfigMap's file, loaded with Flywheel's loader."""
-    container = _pod(objects["Deployment", "flywheel-serve"])["containers"][0]
-    path = Path(_env(container)["FLYWHEEL_CONFIG"])
-    (tmp_path / path.name).write_text(objects["ConfigMap", "flywheel-config"]["data"][path.name])
+    """The Flywheel config the service's pods read: the file of the ConfigMap they mount, loaded with
+    Flywheel's loader."""
+    pod = _pod(objects["Deployment", "flywheel-serve"])
+    path = Path(_env(pod["containers"][0])["FLYWHEEL_CONFIG"])
+    (tmp_path / path.name).write_text(objects["ConfigMap", _config_map(pod)]["data"][path.name])
     return load_deployed_config(tmp_path / path.name, monkeypatch)
+
+
+def _config_map(pod: dict[str, Any]) -> str:
+    """The name of the ConfigMap a pod mounts as its config volume."""
+    return next(volume["configMap"]["name"] for volume in pod["volumes"] if volume["name"] == "config")
 
 
 @pytest.mark.parametrize("folder", ["base", "overlays/dev", "overlays/prod"])
@@ -228,12 +236,15 @@ def test_the_pods_read_the_configmap_and_share_the_workdir_volume(
     claim = objects["PersistentVolumeClaim", "flywheel-data"]
     access = {"dev": ["ReadWriteOnce"], "prod": ["ReadWriteMany"]}[overlay]  # dev: one node
     assert claim["spec"]["accessModes"] == access
+    fixed = objects["ConfigMap", "flywheel-config"]  # the Jobs' (../jobs): the same file
     for kind, name in (("Deployment", "flywheel-serve"), ("CronJob", "flywheel-loop")):
         pod = _pod(objects[kind, name])
         (container,) = pod["containers"]
         env = _env(container)
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
-        assert volumes["config"]["configMap"]["name"] == "flywheel-config"
+        release = volumes["config"]["configMap"]["name"]  # this release's, named by its content
+        assert re.fullmatch(r"flywheel-release-config-[a-z0-9]{10}", release), release
+        assert objects["ConfigMap", release]["data"] == fixed["data"]
         assert env["FLYWHEEL_CONFIG"] == f"{_mount(container, 'config')}/flywheel.yaml"
         assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "flywheel-data"
         assert _mount(container, "data") == env["FLYWHEEL_WORKDIR"] == config.workdir
@@ -248,6 +259,12 @@ def test_each_overlay_points_its_config_at_its_backends(
     prod = _config(_overlay("prod"), tmp_path, monkeypatch)
     assert prod.features.online_store.type == "redis"
     assert re.fullmatch(r"https?://[a-z0-9.-]+(:\d+)?/?", prod.tracking.uri)
+    # MLflow's server answers 403 to a Host header it was not told about (/health passes regardless):
+    # the file says which --allowed-hosts the server needs, as the clients spell the host
+    (allowed,) = re.findall(
+        r"--allowed-hosts\s+(\S+)", (K8S / "overlays" / "prod" / "flywheel.yaml").read_text()
+    )
+    assert urlsplit(prod.tracking.uri).netloc in allowed.split(",")
     assert deployment_keys(prod) == {
         "workdir",
         "serving.host",
@@ -267,18 +284,23 @@ def test_the_admin_token_comes_from_the_secret(
     objects = _overlay(overlay)
     env = _env(_pod(objects["Deployment", "flywheel-serve"])["containers"][0])
     assert env[ADMIN_TOKEN_ENV] == {"secretKeyRef": {"name": "flywheel-admin", "key": "token"}}
+    assert not [name for name in env if name.startswith("FLYWHEEL_SET__")]
     secrets = {name: doc for (kind, name), doc in objects.items() if kind == "Secret"}
     if overlay == "prod":  # created out of band: no value in the repository
         assert secrets == {}
     else:
         assert set(secrets) == {"flywheel-admin"} and set(secrets["flywheel-admin"]["data"]) == {"token"}
-    # the service's app factory turns the variable into serving.admin_token
+    # the config file the service reads turns the variable into serving.admin_token, as a string
     config_file = tmp_path / "flywheel.yaml"
-    config_file.write_text(objects["ConfigMap", "flywheel-config"]["data"]["flywheel.yaml"])
+    pod = _pod(objects["Deployment", "flywheel-serve"])
+    config_file.write_text(objects["ConfigMap", _config_map(pod)]["data"]["flywheel.yaml"])
     monkeypatch.setenv("FLYWHEEL_CONFIG", str(config_file))
-    monkeypatch.setenv(ADMIN_TOKEN_ENV, "c0ffee-from-the-secret")
     monkeypatch.setattr(factory, "create_app", lambda config, workdir: config)
-    assert factory.app().serving.admin_token == "c0ffee-from-the-secret"
+    for token in ("c0ffee-from-the-secret", *TRICKY_TOKENS):
+        monkeypatch.setenv(ADMIN_TOKEN_ENV, token)
+        assert factory.app().serving.admin_token == token
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "")  # an empty key in the Secret: admin disabled
+    assert factory.app().serving.admin_token is None
 
 
 @pytest.mark.parametrize(
@@ -337,6 +359,25 @@ def test_everything_lands_in_the_overlays_namespace(overlay: str) -> None:
         if kind != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, f"{kind}/{name}"
     assert all("namespace" not in doc["metadata"] for doc in _render(K8S / "base"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_rolled_back_revision_reads_its_own_config(overlay: str, tmp_path: Path) -> None:
+    """A changed config file renders a ConfigMap of a new name and a new pod template: the Deployment's
+    previous revision (`kubectl rollout undo`) still names the previous ConfigMap, which `kubectl
+    apply` leaves in place. The Jobs' fixed-name copy follows the newest apply."""
+    before = _overlay(overlay)
+    shutil.copytree(K8S, tmp_path / "k8s")
+    folder = tmp_path / "k8s" / "overlays" / overlay
+    own = folder / "flywheel.yaml"  # prod's replaces the base's
+    config_file = own if own.exists() else tmp_path / "k8s" / "base" / "flywheel.yaml"
+    config_file.write_text(config_file.read_text().replace("port: 8000", "port: 8000\n  max_batch: 500"))
+    after = _objects(folder)
+    for kind, name in (("Deployment", "flywheel-serve"), ("CronJob", "flywheel-loop")):
+        old, new = _config_map(_pod(before[kind, name])), _config_map(_pod(after[kind, name]))
+        assert old != new and "max_batch: 500" in after["ConfigMap", new]["data"]["flywheel.yaml"]
+        assert "max_batch" not in before["ConfigMap", old]["data"]["flywheel.yaml"]
+    assert "max_batch: 500" in after["ConfigMap", "flywheel-config"]["data"]["flywheel.yaml"]
 
 
 def test_ci_pins_one_image_for_every_container(tmp_path: Path) -> None:

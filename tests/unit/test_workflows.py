@@ -2,7 +2,9 @@
 every ``run:`` script), the triggers and the steps that matter are there (CI on push and pull request;
 nightly training with a forced retrain on demand; deploy builds and pushes the image, rolls out, waits
 and rolls back on failure), and every ``flywheel`` command a workflow runs exists with the options
-it passes. No runner is involved: the files are linted and read."""
+it passes. No runner is involved: the files are linted and read, and the scripts whose branches
+matter (the retrain's online store, the deploy's gate and rollback) run in bash against stubbed
+``flywheel``, ``kubectl`` and ``curl`` commands."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ EXPECTED = ("ci.yaml", "train.yaml", "deploy.yaml")
 # a token that separates shell commands (or redirects) on one line
 _OPERATOR = re.compile(r"^[;&|()<>]+$")
 _EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+# a bash array assignment (`options=(--verbose)`, `options+=(--set k=v)`) and an array's expansion
+_ARRAY = re.compile(r"^\s*(\w+)\+?=\(([^)]*)\)", re.MULTILINE)
+_ARRAY_EXPANSION = re.compile(r"\$\{(\w+)\[@\]\}")
 # packages tests install with ensure_apt_package that CI sets up with an action (not in Ubuntu's archive)
 SET_UP_BY_ACTION = {"kubectl": "azure/setup-kubectl@"}
 
@@ -181,6 +187,91 @@ def test_train_runs_nightly_and_on_demand_one_at_a_time() -> None:
     )
 
 
+def _stubs(bin_dir: Path, **bodies: str) -> None:
+    """Commands on a PATH of their own that record their arguments (``NAME.calls``, a JSON list a
+    line) and then run their body: Python with ``args`` (the arguments) and ``os``/``sys``."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in bodies.items():
+        calls = bin_dir / f"{name}.calls"
+        calls.unlink(missing_ok=True)
+        stub = bin_dir / name
+        stub.write_text(
+            f"#!{sys.executable}\nimport json, os, sys\nargs = sys.argv[1:]\n"
+            f"with open({str(calls)!r}, 'a') as f:\n    f.write(json.dumps(args) + '\\n')\n"
+            f"{textwrap.dedent(body)}"
+        )
+        stub.chmod(0o755)
+
+
+def _calls(bin_dir: Path, name: str) -> list[list[str]]:
+    calls = bin_dir / f"{name}.calls"
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def _bash(script: str, env: dict[str, str], bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Runs a ``run:`` script as a runner does (``bash --noprofile --norc -eo pipefail``), with the
+    stubs of ``bin_dir`` first on PATH."""
+    full_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(bin_dir), **env}
+    command = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script]
+    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def _run_step(script: str, env: dict[str, str], tmp_path: Path) -> list[list[str]]:
+    """The argument lists of the ``flywheel`` calls of a script, with a ``flywheel`` that only records
+    them."""
+    bin_dir = tmp_path / "bin"
+    _stubs(bin_dir, flywheel="")
+    done = _bash(script, env, bin_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return _calls(bin_dir, "flywheel")
+
+
+def test_train_publishes_to_the_redis_of_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the FLYWHEEL_REDIS secret set (the first step exports it only then), the retrain's online
+    store is that Redis: the default config's is the embedded sqlite store, which no deployed service
+    reads. Without it, the config decides."""
+    (job,) = _load("train.yaml")["jobs"].values()
+    _, step = _step(job, r"flywheel .*retrain --force")
+    redis = "redis.prod.example:6379"
+    runs = {
+        (secret, force): _run_step(step["run"], {"FORCE_RETRAIN": force, **secret_env}, tmp_path)
+        for secret, secret_env in (("set", {"FLYWHEEL_REDIS": redis}), ("unset", {}))
+        for force in ("true", "false")
+    }
+    redis_store = ["--set", "features.online_store.type=redis"]
+    assert runs["set", "false"] == [["--verbose", *redis_store, "retrain"]]
+    assert runs["set", "true"] == [["--verbose", *redis_store, "retrain", "--force"]]
+    assert runs["unset", "false"] == [["--verbose", "retrain"]]
+    assert runs["unset", "true"] == [["--verbose", "retrain", "--force"]]
+    # what those global options make of the workflow's default config, read by the real CLI
+    workflow_config = _load("train.yaml")["jobs"]["retrain"]["env"]["FLYWHEEL_CONFIG"]
+    config_file = re.search(r"'(configs/[\w.]+\.yaml)'", workflow_config).group(1)
+    for name in ("FLYWHEEL_CONFIG", "FLYWHEEL_WORKDIR", "FLYWHEEL_REDIS"):
+        monkeypatch.delenv(name, raising=False)
+    base = ["--config", str(ROOT / config_file), "--workdir", str(tmp_path / "workdir")]
+
+    def store(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        done = CliRunner().invoke(app, [*base, *args, "config"], env=env)
+        assert done.exit_code == 0, done.output
+        return yaml.safe_load(done.stdout)["features"]["online_store"]
+
+    assert store([], {})["type"] == "sqlite"  # the runner's own: the reason for the option
+    assert store(runs["set", "false"][0][:-1], {"FLYWHEEL_REDIS": redis}) == {
+        "type": "redis",
+        "connection_string": redis,
+    }
+
+
+def test_train_says_it_and_the_cluster_loop_are_two_writers() -> None:
+    """The loop CronJob retrains and promotes too: the workflow tells how to stand it down."""
+    text = (WORKFLOWS / "train.yaml").read_text()
+    comments = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    cronjob = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "cronjob-loop.yaml").read_text())
+    patch = re.search(r"kubectl (?:-n \S+ )?patch cronjob (\S+) -p '(\{.*?\})'", comments)
+    assert patch and patch.group(1) == cronjob["metadata"]["name"]
+    assert json.loads(patch.group(2)) == {"spec": {"suspend": True}}
+
+
 def test_deploy_builds_pushes_rolls_out_and_rolls_back_on_failure() -> None:
     workflow = _load("deploy.yaml")
     on = _on(workflow)
@@ -256,8 +347,12 @@ def test_train_reads_the_decision_flywheel_retrain_records(tmp_path: Path) -> No
 
 def _shell_commands(script: str) -> Iterator[list[str]]:
     """The argument lists of the ``flywheel`` invocations in a bash script (shell variables and
-    ``${{ }}`` expressions stand in for values)."""
+    ``${{ }}`` expressions stand in for values; an array expands to every word any assignment in the
+    script gives it)."""
     script = _EXPRESSION.sub("X", script.replace("\\\n", " "))
+    arrays: dict[str, list[str]] = {}
+    for name, words in _ARRAY.findall(script):
+        arrays.setdefault(name, []).extend(shlex.split(words))
     for line in script.splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
@@ -271,7 +366,8 @@ def _shell_commands(script: str) -> Iterator[list[str]]:
                     if arg[0] in "<>" and args and args[-1].isdigit():
                         args.pop()  # 2>&1: the descriptor
                     break
-                args.append(arg)
+                array = _ARRAY_EXPANSION.fullmatch(arg)
+                args.extend(arrays[array.group(1)] if array else [arg])
             yield args
 
 
@@ -343,3 +439,153 @@ def test_each_flywheel_command_exists_with_its_options(where: str, args: list[st
             )
     for level, flag in outer:
         assert flag in _help(level), f"{where}: `flywheel {' '.join(level)} --help` lacks {flag}"
+
+
+# the deploy job's gate, run against a stubbed cluster ----------------------------------------------
+
+_KUBECTL = """
+line = " ".join(args)
+image = os.environ["IMAGE"]
+if args[:2] == ["rollout", "status"]:  # readiness: what a namespace without a champion never reaches
+    sys.exit(int(os.environ["FAKE_ROLLOUT_STATUS"]))
+if args[:2] == ["get", "deployment/flywheel-serve"]:
+    if "revision" in line:
+        print(os.environ["FAKE_REVISION"], end="")
+    elif "readyReplicas" in line:
+        print(os.environ["FAKE_READY"], end="")
+    elif "spec.replicas" in line:
+        print("2", end="")
+elif args[:2] == ["get", "pods"]:  # the new build's two pods started, an old one terminating
+    if "started" in line:
+        print(f"{image} true\\nregistry.example/old:1 true\\n{image} true")
+    elif "metadata.name" in line:
+        print(f"flywheel-serve-old registry.example/old:1\\nflywheel-serve-new {image}")
+"""
+_CURL = """
+import time
+# an answer needs the port forward up (the real curl retries until it is)
+calls, deadline = os.path.join(os.environ["FAKE_BIN"], "kubectl.calls"), time.monotonic() + 20
+while "port-forward" not in (open(calls).read() if os.path.exists(calls) else ""):
+    if time.monotonic() > deadline:
+        sys.exit(7)  # couldn't connect
+    time.sleep(0.05)
+url = next(arg for arg in args if arg.startswith("http://127.0.0.1:8080/"))
+path = url.removeprefix("http://127.0.0.1:8080")
+ready = int(os.environ["FAKE_READY_STATUS"])
+code, body = {
+    "/health": (200, '{"status": "ok"}'),
+    "/ready": (ready, '{"status": "ready"}' if ready == 200 else '{"reasons": ["no model loaded"]}'),
+    "/metrics": (200, os.environ["FAKE_METRICS"]),
+}[path]
+if "--output" in args:
+    with open(args[args.index("--output") + 1], "w") as out:
+        out.write(body)
+else:
+    sys.stdout.write(body)
+if "--write-out" in args:
+    sys.stdout.write(str(code))
+sys.exit(22 if "--fail" in args and code >= 400 else 0)
+"""
+_SERVED = 'flywheel_model_info{version="3"} 1.0\n'
+
+
+class _Cluster:
+    """The deploy job's steps, run one by one against stubbed kubectl and curl."""
+
+    def __init__(self, tmp_path: Path, **fake: str) -> None:
+        jobs = _load("deploy.yaml")["jobs"]
+        self.job = next(job for job in jobs.values() if "environment" in job)
+        self.bin = tmp_path / "bin"
+        _stubs(self.bin, kubectl=_KUBECTL, curl=_CURL)
+        self.output, self.summary = tmp_path / "output", tmp_path / "summary"
+        self.env = {
+            "NAMESPACE": "flywheel-dev",
+            "OVERLAY": "deploy/k8s/overlays/dev",
+            "IMAGE": "ghcr.io/acme/flywheel-mlops:0a1b2c3",
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_OUTPUT": str(self.output),
+            "GITHUB_STEP_SUMMARY": str(self.summary),
+            "FAKE_BIN": str(self.bin),
+            "FAKE_METRICS": "",
+            "FAKE_ROLLOUT_STATUS": "0",
+            **fake,
+        }
+
+    def run(self, pattern: str, **env: str) -> subprocess.CompletedProcess[str]:
+        _, step = _step(self.job, pattern)
+        return _bash(step["run"], {**self.env, **env}, self.bin)
+
+    def recorded(self) -> dict[str, str]:
+        """What the step "Record the current revision" tells the later ones."""
+        self.output.unlink(missing_ok=True)
+        done = self.run(r"readyReplicas")
+        assert done.returncode == 0, done.stdout + done.stderr
+        return dict(line.split("=", 1) for line in self.output.read_text().splitlines())
+
+    def kubectl(self, *prefix: str) -> list[list[str]]:
+        return [args for args in _calls(self.bin, "kubectl") if args[: len(prefix)] == list(prefix)]
+
+
+def test_a_first_deploy_is_gated_on_the_pods_starting_not_on_readiness(tmp_path: Path) -> None:
+    """No champion yet, so no ready pod: `rollout status` would time out (stubbed: it fails). The
+    first deploy waits for the new build's pods to start and checks /health and /metrics; /ready's
+    503 is a warning, with the steps to a first champion in the summary."""
+    cluster = _Cluster(
+        tmp_path, FAKE_REVISION="", FAKE_READY="", FAKE_READY_STATUS="503", FAKE_ROLLOUT_STATUS="1"
+    )
+    assert cluster.recorded() == {"revision": "", "gate": "started"}
+    waited = cluster.run(r"rollout status", GATE="started")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert not cluster.kubectl("rollout", "status")
+    checked = cluster.run(r"/ready", GATE="started")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "::warning" in checked.stdout and "no model loaded" in checked.stdout
+    (forward,) = cluster.kubectl("port-forward")
+    assert "pod/flywheel-serve-new" in forward  # a pod of this build
+    curled = {args[-1].rsplit("/", 1)[-1] for args in _calls(cluster.bin, "curl")}
+    assert curled == {"health", "ready", "metrics"}
+    summary = cluster.summary.read_text()
+    assert "data-generate.yaml" in summary and "job --from=cronjob/flywheel-loop" in summary
+    # a failed first deploy has nothing to roll back to, and says so
+    rollback = cluster.run(r"rollout undo", GATE="started", PREVIOUS="")
+    assert rollback.returncode == 1 and "no revision to roll back to" in rollback.stdout
+    assert not cluster.kubectl("rollout", "undo")
+
+
+def test_a_deploy_over_a_ready_service_is_gated_on_readiness(tmp_path: Path) -> None:
+    cluster = _Cluster(tmp_path, FAKE_REVISION="7", FAKE_READY="2", FAKE_READY_STATUS="200")
+    assert cluster.recorded() == {"revision": "7", "gate": "ready"}
+    assert cluster.run(r"rollout status", GATE="ready").returncode == 0
+    assert cluster.kubectl("rollout", "status")
+    served = cluster.run(r"/ready", GATE="ready", FAKE_METRICS=_SERVED)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "::warning" not in served.stdout
+    # not ready, or no served model: the smoke check fails (and the rollback step runs)
+    assert cluster.run(r"/ready", GATE="ready", FAKE_READY_STATUS="503", FAKE_METRICS=_SERVED).returncode
+    assert cluster.run(r"/ready", GATE="ready").returncode
+    # the rollback waits for the previous revision to be ready again
+    rolled = cluster.run(r"rollout undo", GATE="ready", PREVIOUS="7", FAKE_REVISION="8")
+    assert rolled.returncode == 1 and "rolled back to revision 7" in rolled.stdout
+    assert cluster.kubectl("rollout", "undo") == [
+        ["rollout", "undo", "deployment/flywheel-serve", "-n", "flywheel-dev", "--to-revision=7"]
+    ]
+    assert len(cluster.kubectl("rollout", "status")) == 2
+
+
+def test_a_rollback_without_a_champion_does_not_wait_for_readiness(tmp_path: Path) -> None:
+    """Deployed before, still no champion: the previous revision cannot turn ready either."""
+    cluster = _Cluster(tmp_path, FAKE_REVISION="8", FAKE_READY="0", FAKE_READY_STATUS="503")
+    assert cluster.recorded() == {"revision": "8", "gate": "started"}
+    rolled = cluster.run(r"rollout undo", GATE="started", PREVIOUS="7", FAKE_ROLLOUT_STATUS="1")
+    assert rolled.returncode == 1 and "rolled back to revision 7" in rolled.stdout
+    assert cluster.kubectl("rollout", "undo") and not cluster.kubectl("rollout", "status")
+
+
+def test_the_deploy_job_selects_the_services_pods() -> None:
+    """The label the gate lists pods by is the one the Deployment's pods carry."""
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "deployment.yaml").read_text())
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selectors = set(re.findall(r"\s-l (\S+)", (WORKFLOWS / "deploy.yaml").read_text()))
+    assert selectors and all(
+        labels.get(key) == value for key, _, value in (s.partition("=") for s in selectors)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,13 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (default serving.port).", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.", show_default=False)] = None,
 ) -> None:
-    """Serve predictions over HTTP (FastAPI on uvicorn) from the champion and the online store."""
+    """Serve predictions over HTTP (FastAPI on uvicorn) from the champion and the online store.
+
+    An empty workdir is served too (a container started before the pipeline ran): /ready says what
+    is missing until the online store and a champion exist."""
     import uvicorn
+
+    from flywheel.serving.multiprocess import metrics_dir
 
     config = STATE.config(**{"serving.host": host, "serving.port": port, "serving.workers": workers})
     workdir = STATE.workdir_for(config)
@@ -32,14 +38,19 @@ def serve_command(
     for key, value in STATE.overrides.items():
         os.environ[f"FLYWHEEL_SET__{key}"] = str(value)
     console.print(f"serving on http://{config.serving.host}:{config.serving.port} (docs at /docs)")
-    uvicorn.run(
-        "flywheel.serving.factory:app",
-        factory=True,
-        host=config.serving.host,
-        port=config.serving.port,
-        workers=config.serving.workers,
-        log_level="warning",
-    )
+    # uvicorn stops gracefully on SIGTERM (in-flight requests answered, the prediction log flushed),
+    # then raises the signal again to end the process by it; a graceful stop exits 0 instead, as the
+    # multi-worker supervisor does
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    with metrics_dir(config.serving.workers):  # before any worker imports prometheus_client
+        uvicorn.run(
+            "flywheel.serving.factory:app",
+            factory=True,
+            host=config.serving.host,
+            port=config.serving.port,
+            workers=config.serving.workers,
+            log_level="warning",
+        )
 
 
 @predict_app.command("batch")

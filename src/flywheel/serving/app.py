@@ -5,16 +5,15 @@ model's fast path, queue a log record — no imports, no DataFrames, no disk wri
 polls the ``champion`` alias; a new version is loaded and smoke-tested off the event loop and then
 swapped in by replacing one reference, so requests in flight finish on the model they started with.
 
-This module builds the app and runs its lifecycle; the state and the champion check are in ``state``,
-the endpoints in ``routes``, the bodies in ``schemas``, the middleware in ``middleware`` and the
-metrics in ``metrics``.
+This module builds the app and runs its lifecycle; the state, the online store's opening and the
+champion check are in ``state``, the endpoints in ``routes``, the bodies in ``schemas``, the
+middleware in ``middleware``, the metrics in ``metrics`` (``reports``, ``multiprocess``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,17 +27,19 @@ from flywheel.monitoring.alerts import alert
 from flywheel.serving import routes
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.middleware import Observe
-from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
 from flywheel.serving.schemas import NUMBER_SCHEMA, STRING_SCHEMA, bodies
-from flywheel.serving.state import State, check_champion, data_start
+from flywheel.serving.state import State, data_start, refresh
 from flywheel.workdir import Workdir
-
-_logger = logging.getLogger(__name__)
 
 
 def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
-    state = State(config, workdir, Metrics(log=lambda: state.log), bodies=bodies(config.spec))
+    metrics = Metrics(
+        log=lambda: state.log,
+        performance_metric=config.retrain.performance_metric,
+        performance_bound=config.retrain.performance_bound,
+    )
+    state = State(config, workdir, metrics, bodies=bodies(config.spec))
     state.bands = sorted((lowest, name) for name, lowest in config.serving.risk_bands.items())
 
     def log_failed(message: str) -> None:  # called from the writer thread, once per failure streak
@@ -46,32 +47,32 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        figures = metrics.log_figures
         state.log = PredictionLog(
-            workdir.prediction_log, config.serving.log_flush_seconds, on_error=log_failed
+            workdir.prediction_log,
+            config.serving.log_flush_seconds,
+            on_error=log_failed,
+            observe=figures.observe if figures is not None else None,
         )
         state.data_start = data_start(workdir)
-        try:
-            state.online = await asyncio.get_running_loop().run_in_executor(
-                None, OnlineFeatures, config, workdir
-            )
-        except Exception as error:
-            _logger.error("online store unavailable: %s", error)
-            state.last_error = f"online store unavailable ({type(error).__name__}); see the service log"
-        await check_champion(state)
-        # Feast, MLflow and protobuf leave millions of long-lived objects; a full collection scanning
-        # them stalls every request for ~0.1 s. Freeze them out of the collector's generations.
-        gc.collect()
-        gc.freeze()
+        # an empty workdir (a container started before the pipeline ran) is no error: the service
+        # answers /health, says in /ready what is missing, and the poller picks it up once it exists
+        await refresh(state)
+        _freeze()
 
         async def poll() -> None:
             while True:
                 await asyncio.sleep(config.serving.poll_seconds)
-                await check_champion(state)
+                waiting = state.online is None or state.model is None
+                await refresh(state)
+                if waiting and state.online is not None and state.model is not None:
+                    _freeze()  # what startup would have frozen, had everything been there
 
         poller = asyncio.create_task(poll())
         yield
         poller.cancel()
-        state.log.close()
+        state.log.close()  # after uvicorn's graceful stop: every answered request was queued
+        metrics.stopped()
         gc.unfreeze()  # frozen objects are never freed; an in-process service must not keep them so
 
     api = config.spec.api
@@ -88,6 +89,13 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     app.include_router(router)
     app.openapi = lambda: _openapi(app, state)
     return app
+
+
+def _freeze() -> None:
+    """Feast, MLflow and protobuf leave millions of long-lived objects; a full collection scanning
+    them stalls every request for ~0.1 s. Freeze them out of the collector's generations."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:

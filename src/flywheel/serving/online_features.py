@@ -36,6 +36,11 @@ class OnlineFeatures:
         self._oldest: datetime | None = None
 
     @property
+    def materialized(self) -> bool:
+        """Whether anything was ever materialized (an applied store starts empty)."""
+        return self.watermark.exists()
+
+    @property
     def oldest(self) -> datetime | None:
         """``online.ttl_cutoff``, re-read when a materialization moves the watermark (one ``stat``
         per read)."""

@@ -65,7 +65,10 @@ class PredictionLog:
     counted as rejected and skipped (the API bounds every value, so this is a last line of defence);
     a failing database (locked, disk full) keeps the rows queued — up to ``max_pending``, the oldest
     dropped and counted beyond that — and is retried every flush, with ``on_error`` called once per
-    failure streak. ``healthy`` says whether the writer is running and its last write succeeded."""
+    failure streak. ``healthy`` says whether the writer is running and its last write succeeded.
+    ``observe``, when given, is called with the log by the writer thread after every pass (at least
+    every ``flush_seconds``) and when it stops: metrics of several worker processes cannot read
+    another process's writer at scrape time."""
 
     def __init__(
         self,
@@ -73,10 +76,12 @@ class PredictionLog:
         flush_seconds: float = 0.5,
         on_error: Callable[[str], None] | None = None,
         max_pending: int = 100_000,
+        observe: Callable[[PredictionLog], None] | None = None,
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.flush_seconds = path, flush_seconds
         self.on_error, self.max_pending = on_error, max_pending
+        self.observe = observe or (lambda log: None)
         self.written = self.rejected = self.dropped = self.write_errors = 0
         self.last_error: str | None = None
         self._pending: list[tuple[Any, ...]] = []
@@ -149,6 +154,7 @@ class PredictionLog:
             con.execute("PRAGMA synchronous=NORMAL")
             stopping = False
             while not stopping:
+                self.observe(self)
                 try:
                     item = self._queue.get(timeout=self.flush_seconds)
                     while True:
@@ -170,6 +176,8 @@ class PredictionLog:
             self.last_error = f"{type(error).__name__}: {error}"
             _logger.critical("prediction log writer stopped: %s", self.last_error)
             raise
+        finally:
+            self.observe(self)
 
     def _flush(self, con: sqlite3.Connection) -> None:
         try:

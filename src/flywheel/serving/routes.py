@@ -21,10 +21,11 @@ from flywheel.registry.versions import LoadedModel
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import utc_iso
 from flywheel.serving.schemas import PREDICTED_CLASS, bodies, errors
-from flywheel.serving.state import State, check_champion
+from flywheel.serving.state import State, refresh
 from flywheel.usecases.spec import UseCase
 
 router = APIRouter()  # the endpoints whose bodies do not depend on the use case
+NOT_MATERIALIZED = "online store not materialized yet (run `flywheel features materialize`)"
 
 
 async def service_state(request: Request) -> State:  # async: a plain def dependency runs in a thread pool
@@ -48,7 +49,7 @@ Explain = Annotated[
 
 def _online(state: State) -> OnlineFeatures:
     if state.online is None:
-        raise HTTPException(503, state.last_error or "online store unavailable")
+        raise HTTPException(503, state.online_error or "online store unavailable")
     return state.online
 
 
@@ -295,12 +296,16 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "Not ready, with the reasons"}})
 async def ready(state: Service) -> JSONResponse:
-    """Ready when a model is loaded, the online store answers and the prediction log is writing."""
+    """Ready when a model is loaded, the online store is materialized and answers, and the prediction
+    log is writing; otherwise 503 with what is missing."""
     reasons = []
     if state.model is None:
         reasons.append(state.last_error or "no model loaded")
     try:
-        _online(state).ping()
+        if not _online(state).materialized:
+            reasons.append(NOT_MATERIALIZED)
+        else:
+            state.online.ping()
     except HTTPException as error:
         reasons.append(error.detail)
     except Exception as error:
@@ -317,8 +322,9 @@ async def ready(state: Service) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus(state: Service) -> PlainTextResponse:
-    """Prometheus metrics, with the newest drift report's figures as gauges."""
+    """Prometheus metrics, with the newest drift and performance reports' figures as gauges."""
     state.metrics.update_drift(state.workdir.reports)
+    state.metrics.update_performance(state.workdir.reports)
     return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -330,8 +336,9 @@ async def admin(state: Service, authorization: Annotated[str | None, Header()] =
 
 @router.post("/v1/admin/reload", dependencies=[Depends(admin)], responses=errors(401))
 async def reload(state: Service) -> dict[str, Any]:
-    """Check the champion alias now and swap in a new version if it moved."""
-    changed = await check_champion(state)
+    """Check the champion alias now and swap in a new version if it moved (and open the online store
+    if it was not open)."""
+    changed = await refresh(state)
     return {
         "changed": changed,
         "version": state.model.version if state.model else None,

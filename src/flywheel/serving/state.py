@@ -1,5 +1,5 @@
 """The prediction service's state: the served model, the online store, the prediction log, the
-metrics, and the champion check that hot-swaps the model."""
+metrics, and the refresh that opens the online store once it exists and hot-swaps the champion."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from flywheel.config import FlywheelConfig
-from flywheel.features import snapshots
+from flywheel.features import repo, snapshots
 from flywheel.registry import registry
 from flywheel.registry.versions import LoadedModel, load_version
 from flywheel.serving.metrics import Metrics
@@ -38,10 +38,41 @@ class State:
     log: PredictionLog | None = None
     client: Any = None  # one MLflow client for the poller: building one costs a tracking-store setup
     champion: str | None = None  # the version the alias pointed at when last checked
-    last_error: str | None = None
+    last_error: str | None = None  # why the champion is not (or not the one) served
+    online_error: str | None = None  # why the online store is not open
     data_start: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     bands: list[tuple[float, str]] = field(default_factory=list)
     bodies: Bodies | None = None  # the use case's request/response names, set once by create_app
+
+
+NOT_APPLIED = "online store not set up yet: no feature repo (run `flywheel features apply`)"
+
+
+async def refresh(state: State) -> bool:
+    """Open the online store if it is not open yet, then check the champion; returns whether the
+    served model changed. Started on an empty workdir, the service becomes ready by these retries."""
+    if state.online is None:
+        await open_online(state)
+    return await check_champion(state)
+
+
+async def open_online(state: State) -> None:
+    """Open the online store (Feast's registry must have been applied); on failure, record why for
+    ``/ready`` and ``/v1/predict`` — in words without a path — and log it once per distinct error."""
+    loop = asyncio.get_running_loop()
+    if not repo.is_applied(state.workdir):
+        state.online_error = NOT_APPLIED
+        return
+    try:
+        state.online = await loop.run_in_executor(None, OnlineFeatures, state.config, state.workdir)
+    except Exception as error:  # any backend's failure (Feast, Redis, a corrupt registry): retried
+        reason = f"online store unavailable ({type(error).__name__}); see the service log"
+        if reason != state.online_error:
+            _logger.error("online store unavailable: %s", error)
+        state.online_error = reason
+        return
+    state.online_error = None
+    state.data_start = await loop.run_in_executor(None, data_start, state.workdir)
 
 
 async def check_champion(state: State) -> bool:
@@ -61,7 +92,8 @@ async def check_champion(state: State) -> bool:
         )
     except REGISTRY_ERRORS as error:  # the registry is unreachable: keep serving what we have
         _logger.error("registry unreachable: %s", error)
-        state.last_error = f"registry unreachable ({type(error).__name__}); serving the loaded model"
+        serving = "serving the loaded model" if state.model is not None else "no model loaded yet"
+        state.last_error = f"registry unreachable ({type(error).__name__}); {serving}"
         return False
     state.champion = version
     if version is None:
@@ -79,11 +111,11 @@ async def check_champion(state: State) -> bool:
         serving = f"; serving v{state.model.version}" if state.model else ""
         state.last_error = f"version {version} failed to load ({type(error).__name__}){serving}"
         return False
-    if state.model is not None:
-        state.metrics.model_info.remove(state.model.version)
+    previous = state.model.version if state.model is not None else None
+    if previous is not None:
         state.metrics.reloads.inc()
     state.model, state.last_error = loaded, None  # one reference swap: in-flight requests keep the old model
-    state.metrics.model_info.labels(loaded.version).set(1)
+    state.metrics.served(loaded.version, previous)
     _logger.info("serving %s v%s", name, loaded.version)
     return True
 
