@@ -197,6 +197,12 @@ class ServingConfig(StrictModel):
         False, description="Score unknown entities from default features instead of 404."
     )
     log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
+    log_name: str = Field(
+        "predictions",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The prediction log's file in <workdir>/predictions/ (.db added). Hosts sharing one "
+        "workdir write one each (e.g. predictions-${HOSTNAME}); monitoring reads every log there.",
+    )
 
     @field_validator("admin_token")
     @classmethod

@@ -100,8 +100,12 @@ class Workdir:
 
     @property
     def prediction_log(self) -> Path:
-        """The service's prediction log (SQLite)."""
-        return self.predictions / "predictions.db"
+        """The service's prediction log (SQLite) under the default ``serving.log_name``."""
+        return self.prediction_log_named("predictions")
+
+    def prediction_log_named(self, name: str) -> Path:
+        """A service's prediction log; every ``*.db`` in :attr:`predictions` is one (a host each)."""
+        return self.predictions / f"{name}.db"
 
     @property
     def model_cache(self) -> Path:

@@ -327,3 +327,28 @@ def test_concurrent_loads_of_one_version_never_share_a_folder(
         loaded = list(pool.map(lambda _: load_version(serving_config, served_copy, "1"), range(8)))
     assert {model.version for model in loaded} == {"1"}
     assert not any((served_copy.root / ".model_cache").iterdir())  # nothing left behind
+
+
+def test_services_on_several_hosts_write_a_log_each_and_monitoring_reads_them_all(
+    served_copy: Workdir, serving_config: FlywheelConfig
+) -> None:
+    """Replicas sharing one workdir (a ReadWriteMany volume) must not share one SQLite file: each
+    writes ``predictions/<serving.log_name>.db``, and drift and performance read every log there."""
+    from fastapi.testclient import TestClient
+
+    from flywheel.monitoring import monitor
+    from flywheel.serving.app import create_app
+
+    customers = active_customers(served_copy, 6)
+    for host, chosen in (("host-a", customers[:2]), ("host-b", customers[2:])):
+        config = apply_overrides(serving_config, {"serving.log_name": f"predictions-{host}"})
+        with TestClient(create_app(config, served_copy)) as client:
+            for customer in chosen:
+                assert client.post("/v1/predict", json={"customer_id": customer}).status_code == 200
+    logs = sorted(path.name for path in served_copy.predictions.glob("*.db"))
+    assert logs == ["predictions-host-a.db", "predictions-host-b.db"]
+    assert [len(read_log(served_copy.predictions / name)) for name in logs] == [2, 4]
+    frame, skipped = monitor.log_frame(
+        served_copy, pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+    )
+    assert len(frame) == 6 and not skipped

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import FlywheelConfig, load_config
 from tests.servers import ensure_apt_package
 from tests.unit.test_deploy_compose import (
     ADMIN_TOKEN_ENV,
@@ -255,7 +255,7 @@ def test_each_overlay_points_its_config_at_its_backends(
 ) -> None:
     dev = _config(_overlay("dev"), tmp_path, monkeypatch)
     assert (dev.features.online_store.type, dev.tracking.uri) == ("sqlite", None)  # embedded, in the volume
-    assert deployment_keys(dev) == {"workdir", "serving.host", "features.memory_limit"}
+    assert deployment_keys(dev) == {"workdir", "serving.host", "serving.log_name", "features.memory_limit"}
     prod = _config(_overlay("prod"), tmp_path, monkeypatch)
     assert prod.features.online_store.type == "redis"
     assert re.fullmatch(r"https?://[a-z0-9.-]+(:\d+)?/?", prod.tracking.uri)
@@ -265,9 +265,15 @@ def test_each_overlay_points_its_config_at_its_backends(
         r"--allowed-hosts\s+(\S+)", (K8S / "overlays" / "prod" / "flywheel.yaml").read_text()
     )
     assert urlsplit(prod.tracking.uri).netloc in allowed.split(",")
+    # every pod writes a prediction log of its own (SQLite's WAL is not shared across hosts)
+    assert dev.serving.log_name == prod.serving.log_name == "predictions-local"  # no HOSTNAME
+    monkeypatch.setenv("HOSTNAME", "flywheel-serve-7d9f-x2x")  # a pod's name
+    (written,) = tmp_path.glob("*.yaml")  # prod's, loaded again as a pod would
+    assert load_config(written).serving.log_name == "predictions-flywheel-serve-7d9f-x2x"
     assert deployment_keys(prod) == {
         "workdir",
         "serving.host",
+        "serving.log_name",
         "features.memory_limit",
         "features.online_store.type",
         "features.online_store.connection_string",

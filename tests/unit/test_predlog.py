@@ -143,3 +143,26 @@ def test_a_log_written_before_use_cases_reads_with_the_generic_names(tmp_path: P
         {"request_id": "new", "entity_id": 8, "score": 0.5},
     ]
     assert {"entity_id", "score"} <= set(read_log(path)[0])
+
+
+def test_a_folder_of_logs_reads_as_one_log_oldest_first(tmp_path: Path) -> None:
+    """Hosts sharing a workdir each write their own log (serving.log_name); readers take the folder."""
+    for name, moments in {"predictions-a": ["01", "03"], "predictions-b": ["02", "04"]}.items():
+        log = PredictionLog(tmp_path / f"{name}.db", flush_seconds=0.02)
+        try:
+            for minute in moments:
+                log.append(f"{name}-{minute}", f"2024-01-01T00:{minute}:00+00:00", 1, "1", 0.5, {}, "predict")
+        finally:
+            log.close()
+    rows = read_log(tmp_path, columns=("request_id", "score"))
+    assert [row["request_id"] for row in rows] == [
+        "predictions-a-01",
+        "predictions-b-02",
+        "predictions-a-03",
+        "predictions-b-04",
+    ]
+    assert set(rows[0]) == {"request_id", "score"}
+    assert [row["request_id"] for row in read_log(tmp_path / "predictions-b.db")] == [
+        "predictions-b-02",
+        "predictions-b-04",
+    ]

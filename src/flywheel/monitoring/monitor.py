@@ -101,7 +101,7 @@ def _event_frame(config: FlywheelConfig, workdir: Workdir, day: str | None) -> t
 def log_frame(workdir: Workdir, since: datetime, until: datetime) -> tuple[pd.DataFrame, int]:
     """The features and probabilities logged in ``[since, until)``, and how many bad rows were
     skipped (see :mod:`flywheel.monitoring.logrows`)."""
-    rows = read_log(workdir.prediction_log, since, until, ("features", "score", "predicted_class"))
+    rows = read_log(workdir.predictions, since, until, ("features", "score", "predicted_class"))
     frame, skipped = logrows.features(rows)
     if frame.empty:
         bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""

@@ -149,7 +149,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
     not_after = config.monitoring.latest_data_time()
-    log, skipped = read_predictions(workdir.prediction_log, not_after, config.spec.entity.dtype)
+    log, skipped = read_predictions(workdir.predictions, not_after, config.spec.entity.dtype)
     key = config.spec.entity.join_key
     dated = log.dropna(subset=["as_of", "entity_id"]).copy()
     lake = Lake(workdir, config.spec)

@@ -49,7 +49,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     async def lifespan(app: FastAPI):
         figures = metrics.log_figures
         state.log = PredictionLog(
-            workdir.prediction_log,
+            workdir.prediction_log_named(config.serving.log_name),
             config.serving.log_flush_seconds,
             on_error=log_failed,
             observe=figures.observe if figures is not None else None,

@@ -234,9 +234,18 @@ def read_log(
     until: datetime | None = None,
     columns: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Logged predictions answered in ``[since, until)`` (default: all), oldest first."""
-    if not path.exists():
+    """Logged predictions answered in ``[since, until)`` (default: all), oldest first. ``path`` is one
+    log or a folder of them (services on several hosts sharing a workdir write one each)."""
+    logs = sorted(path.glob("*.db")) if path.is_dir() else [path] if path.exists() else []
+    if not logs:
         raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
+    if len(logs) > 1:
+        extra = columns is not None and "predicted_at" not in columns  # the order needs it
+        wanted = (*columns, "predicted_at") if extra else columns
+        rows = [row for log in logs for row in read_log(log, since, until, wanted)]
+        rows.sort(key=lambda row: row["predicted_at"])  # stable: each log's own order within a time
+        return [{k: v for k, v in row.items() if k != "predicted_at"} for row in rows] if extra else rows
+    path = logs[0]
     where, params = [], []
     if since is not None:
         where.append("predicted_at >= ?")
