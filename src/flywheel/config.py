@@ -179,6 +179,15 @@ class PipelineConfig(StrictModel):
         return value or None
 
 
+class RolloutConfig(StrictModel):
+    """Progressive delivery of a challenger beside the champion (``flywheel rollout``)."""
+
+    percent: float = Field(
+        10.0, gt=0, le=100, description="Canary and A/B: the share of entities the challenger serves."
+    )
+    floor: float = Field(0.05, ge=0, le=0.5, description="Bandit: the least share of traffic an arm keeps.")
+
+
 class ServingConfig(StrictModel):
     """The online prediction service."""
 
@@ -343,6 +352,7 @@ class FlywheelConfig(StrictModel):
     registry: RegistryConfig = RegistryConfig()
     pipeline: PipelineConfig = PipelineConfig()
     serving: ServingConfig = ServingConfig()
+    rollout: RolloutConfig = RolloutConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     retrain: RetrainConfig = RetrainConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features, model, monitor, pipeline, replay, serve
+from flywheel.cli import data, features, model, monitor, pipeline, replay, rollout, serve
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -27,6 +27,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(model.model_app, name="model")
 app.add_typer(model.experiments_app, name="experiments")
+app.add_typer(rollout.app, name="rollout")
 app.command("train")(model.train_command)
 app.command("evaluate")(model.evaluate_command)
 app.add_typer(pipeline.app, name="pipeline")

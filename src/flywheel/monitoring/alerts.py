@@ -1,5 +1,5 @@
 """Alerts: drift, a performance drop, a failed gate, a failed retrain, a failed loop stage, a rejected
-batch.
+batch, the prediction log failing, a rollout's decision.
 
 Every alert is logged and appended to ``reports/alerts.jsonl``; with ``alerts.webhook_url`` set it is
 also POSTed as JSON with a Slack-compatible ``text`` field. A webhook that cannot be reached is
@@ -26,6 +26,7 @@ KINDS = (
     "loop_failed",
     "batch_rejected",
     "prediction_log",
+    "rollout",
 )
 
 

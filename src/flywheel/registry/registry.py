@@ -175,7 +175,7 @@ def register(
     return Registration(version, passed, checks)
 
 
-def _gate_passed(client: Any, name: str, version: str) -> bool:
+def gate_passed(client: Any, name: str, version: str) -> bool:
     return client.get_model_version(name, version).tags.get("gate.passed") == "true"
 
 
@@ -237,9 +237,9 @@ def decide(
     the alias to ``flywheel model promote``."""
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
-    _version_exists(client, name, version)
+    require_version(client, name, version)
     champion = alias_version(client, name, CHAMPION)
-    if not _gate_passed(client, name, version):
+    if not gate_passed(client, name, version):
         return PromotionDecision(False, f"version {version} did not pass the quality gate", version, champion)
     if champion == version:
         return PromotionDecision(False, f"version {version} is already the champion", version, champion)
@@ -300,7 +300,7 @@ def rollback(config: FlywheelConfig, workdir: Workdir, reason: str = "rollback")
     return current, previous
 
 
-def _version_exists(client: Any, name: str, version: str) -> None:
+def require_version(client: Any, name: str, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -338,7 +338,7 @@ def list_versions(config: FlywheelConfig, workdir: Workdir) -> list[dict[str, An
 def describe(config: FlywheelConfig, workdir: Workdir, version: str) -> dict[str, Any]:
     client = mlflow_client(config, workdir)
     name = config.registry.model_name
-    _version_exists(client, name, version)
+    require_version(client, name, version)
     v = client.get_model_version(name, version)
     moves = [m for m in history(client, name) if version in (m["to"], m["from"])]
     return {

@@ -1,0 +1,192 @@
+"""The rollout in the registry: one running rollout per model, as a tag on the registered model, so
+every service replica (through its poller) and the loop see the same state; every decision (start,
+promote, abort with its reason) is recorded as a numbered tag beside the alias moves and alerted.
+
+A rollout puts a challenger version beside the champion:
+
+- ``shadow``: the challenger scores every request off the response path; the champion answers.
+- ``canary``: the challenger answers a sticky ``percent`` of entities (:func:`stats.in_slice`).
+- ``ab``: as canary, a fixed split whose outcomes are compared per arm.
+- ``bandit``: the split follows the arms' outcomes (Thompson sampling, ``rollout.floor`` per arm).
+
+``promote`` makes the challenger the champion (the alias moves, with the rollout as its reason);
+``abort`` ends the rollout and the champion serves alone again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flywheel.config import FlywheelConfig
+from flywheel.lock import locks_workdir
+from flywheel.monitoring.alerts import alert
+from flywheel.registry import registry
+from flywheel.registry.registry import RegistryError
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+MODES = ("shadow", "canary", "ab", "bandit")
+TAG = "flywheel.rollout"
+EVENT_PREFIX = "flywheel.rollout_event."
+CHAMPION, CHALLENGER = "champion", "challenger"  # the arms
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: str
+    mode: str
+    challenger: str  # the version on trial
+    champion: str  # the champion when it started
+    percent: float  # the challenger's share of entities (canary, ab); shadow: 100 (scores all)
+    floor: float  # bandit: the least share any arm keeps
+    started_at: str
+
+    def describe(self) -> str:
+        share = "" if self.mode in ("shadow", "bandit") else f" on {self.percent:g} % of entities"
+        return f"rollout {self.id}: {self.mode} of v{self.challenger}{share} beside champion v{self.champion}"
+
+
+def current(client: Any, name: str) -> Rollout | None:
+    """The running rollout of model ``name``, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException:
+        return None
+    return Rollout(**json.loads(tags[TAG])) if tags.get(TAG) else None
+
+
+def events(client: Any, name: str) -> list[dict[str, Any]]:
+    """Every recorded rollout decision of model ``name``, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException:
+        return []
+    return sorted(
+        (json.loads(v) for k, v in tags.items() if k.startswith(EVENT_PREFIX)), key=lambda e: e["seq"]
+    )
+
+
+@locks_workdir("rollout start")
+def start(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    mode: str,
+    version: str | None = None,
+    percent: float | None = None,
+) -> Rollout:
+    """Start a rollout of ``version`` (default: the ``challenger`` alias) beside the champion.
+
+    Raises:
+        RegistryError: another rollout is running, there is no champion or no such version, the
+            version is the champion or failed its quality gate, or the mode or percent is invalid.
+    """
+    if mode not in MODES:
+        raise RegistryError(f"unknown rollout mode {mode!r}; expected one of {', '.join(MODES)}")
+    if percent is not None and not 0 < percent <= 100:
+        raise RegistryError(f"--percent {percent:g}: expected a share of entities above 0 and at most 100")
+    client = registry.mlflow_client(config, workdir)
+    name = config.registry.model_name
+    running = current(client, name)
+    if running is not None:
+        raise RegistryError(
+            f"{running.describe()} is running; `flywheel rollout promote` or `abort` it first"
+        )
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    if champion is None:
+        raise RegistryError(f"{name} has no champion to roll out beside; promote a first version")
+    version = version or registry.alias_version(client, name, registry.CHALLENGER)
+    if version is None:
+        raise RegistryError(f"{name} has no challenger; name a version with --version")
+    registry.require_version(client, name, version)
+    if version == champion:
+        raise RegistryError(f"version {version} is the champion already")
+    if not registry.gate_passed(client, name, version):
+        raise RegistryError(f"version {version} failed its quality gate; it cannot serve traffic")
+    now = datetime.now(UTC)
+    rollout = Rollout(
+        id=f"r{now:%Y%m%dT%H%M%S}-v{version}",
+        mode=mode,
+        challenger=version,
+        champion=champion,
+        percent=100.0 if mode == "shadow" else float(percent or config.rollout.percent),
+        floor=config.rollout.floor,
+        started_at=now.isoformat(),
+    )
+    client.set_registered_model_tag(name, TAG, json.dumps(asdict(rollout)))
+    _record(config, workdir, client, name, rollout, "start", f"started: {rollout.describe()}")
+    return rollout
+
+
+@locks_workdir("rollout promote")
+def promote(config: FlywheelConfig, workdir: Workdir) -> Rollout:
+    """End the running rollout by making its challenger the champion."""
+    client, name, rollout = _running(config, workdir)
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    if champion != rollout.champion:  # someone moved the alias meanwhile: the trial compared another
+        raise RegistryError(
+            f"the champion is v{champion} now, not v{rollout.champion} that {rollout.id} compared with; "
+            "`flywheel rollout abort` it"
+        )
+    reason = f"rollout {rollout.id} ({rollout.mode}) promoted"
+    registry.move_alias(client, name, registry.CHAMPION, rollout.challenger, reason)
+    client.delete_registered_model_tag(name, TAG)
+    _record(
+        config,
+        workdir,
+        client,
+        name,
+        rollout,
+        "promote",
+        f"promoted v{rollout.challenger}: {rollout.describe()}",
+    )
+    return rollout
+
+
+@locks_workdir("rollout abort")
+def abort(config: FlywheelConfig, workdir: Workdir, reason: str = "aborted by hand") -> Rollout:
+    """End the running rollout; the champion serves alone again."""
+    client, name, rollout = _running(config, workdir)
+    client.delete_registered_model_tag(name, TAG)
+    _record(
+        config, workdir, client, name, rollout, "abort", f"aborted ({reason}): {rollout.describe()}", reason
+    )
+    return rollout
+
+
+def _running(config: FlywheelConfig, workdir: Workdir) -> tuple[Any, str, Rollout]:
+    client = registry.mlflow_client(config, workdir)
+    name = config.registry.model_name
+    rollout = current(client, name)
+    if rollout is None:
+        raise RegistryError(f"{name} has no rollout running; start one with `flywheel rollout start`")
+    return client, name, rollout
+
+
+def _record(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    client: Any,
+    name: str,
+    rollout: Rollout,
+    action: str,
+    text: str,
+    reason: str | None = None,
+) -> None:
+    seq = len(events(client, name)) + 1
+    event = {
+        "seq": seq,
+        "at": datetime.now(UTC).isoformat(),
+        "action": action,
+        "reason": reason,
+        **asdict(rollout),
+    }
+    client.set_registered_model_tag(name, f"{EVENT_PREFIX}{seq:05d}", json.dumps(event))
+    alert(config, workdir, "rollout", f"{name} {text}", action=action, rollout=rollout.id, reason=reason)
