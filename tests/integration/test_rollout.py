@@ -9,14 +9,22 @@ import json
 import subprocess
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 
 from flywheel.config import FlywheelConfig
+from flywheel.features import snapshots
 from flywheel.registry import registry
 from flywheel.registry.registry import RegistryError
 from flywheel.rollout import state
+from flywheel.rollout.stats import in_slice
+from flywheel.serving.app import create_app
+from flywheel.serving.predlog import read_log
 from flywheel.workdir import Workdir
-from tests.servers import flywheel_command
+from tests.servers import ADMIN_TOKEN, flywheel_command
+
+ARM = "X-Flywheel-Arm"
 
 
 @pytest.fixture
@@ -100,3 +108,81 @@ def test_only_a_gated_version_beside_a_champion_is_rolled_out(
     client.set_model_version_tag(config.registry.model_name, "2", "gate.passed", "false")
     with pytest.raises(RegistryError, match="version 2 failed its quality gate"):
         state.start(config, workdir, "canary", version="2")
+
+
+def _customers(workdir: Workdir, n: int) -> list[int]:
+    latest = pq.read_table(snapshots.snapshot_files(workdir)[-1])
+    return latest.column("customer_id").to_pylist()[:n]
+
+
+def test_a_canary_answers_its_sticky_slice_from_the_challenger(
+    two_versions: Workdir, serving_config: FlywheelConfig
+) -> None:
+    """The service follows the registry's rollout (here at once, through the admin reload the poller
+    also runs): each entity gets the arm of the rollout's stable slice, every time and in batches; the
+    X-Flywheel-Arm header forces one; each answer and log row names its arm and version."""
+    customers = _customers(two_versions, 60)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(serving_config, two_versions)) as client:
+        plain = client.post("/v1/predict", json={"customer_id": customers[0]}).json()
+        assert "arm" not in plain and plain["model_version"] == "1"
+        refused = client.post("/v1/predict", json={"customer_id": customers[0]}, headers={ARM: "challenger"})
+        assert refused.status_code == 409 and "no challenger" in refused.json()["detail"]
+        rollout = state.start(serving_config, two_versions, "canary", percent=30)
+        assert client.post("/v1/admin/reload", headers=admin).status_code == 200
+        answers = {c: client.post("/v1/predict", json={"customer_id": c}).json() for c in customers}
+        expected = {c: "challenger" if in_slice(rollout.id, c, 30) else "champion" for c in customers}
+        assert {c: a["arm"] for c, a in answers.items()} == expected and len(set(expected.values())) == 2
+        assert all(a["model_version"] == ("2" if a["arm"] == "challenger" else "1") for a in answers.values())
+        assert (
+            client.post("/v1/predict", json={"customer_id": customers[0]}).json()["arm"]
+            == expected[customers[0]]
+        )
+        batch = client.post("/v1/predict/batch", json={"customer_ids": customers[:10]}).json()["predictions"]
+        assert [p["arm"] for p in batch] == [expected[c] for c in customers[:10]]
+        forced = [
+            client.post("/v1/predict", json={"customer_id": c}, headers={ARM: "challenger"}).json()
+            for c in customers[:5]
+        ]
+        assert {(f["arm"], f["model_version"]) for f in forced} == {("challenger", "2")}
+        state.abort(serving_config, two_versions, "done")
+        client.post("/v1/admin/reload", headers=admin)
+        assert "arm" not in client.post("/v1/predict", json={"customer_id": customers[0]}).json()
+    logged = read_log(two_versions.predictions, columns=("request_id", "model_version", "arm"))
+    by_id = {row["request_id"]: row for row in logged}
+    for answer in answers.values():
+        assert (by_id[answer["request_id"]]["arm"], by_id[answer["request_id"]]["model_version"]) == (
+            answer["arm"],
+            answer["model_version"],
+        )
+    assert by_id[plain["request_id"]]["arm"] is None
+
+
+def test_a_shadow_challenger_never_changes_or_fails_a_response(
+    two_versions: Workdir, serving_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = _customers(two_versions, 20)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(serving_config, two_versions)) as client:
+        plain = [client.post("/v1/predict", json={"customer_id": c}).json() for c in customers]
+        state.start(serving_config, two_versions, "shadow")
+        client.post("/v1/admin/reload", headers=admin)
+        shadowed = [client.post("/v1/predict", json={"customer_id": c}).json() for c in customers]
+        challenger = client.app.state.flywheel.challenger
+        assert challenger.version == "2"
+
+        def broken(records):
+            raise RuntimeError("the challenger broke")
+
+        monkeypatch.setattr(challenger.model, "predict_records", broken)
+        failing = client.post("/v1/predict", json={"customer_id": customers[0]})
+    assert failing.status_code == 200 and failing.json()["model_version"] == "1"
+    for before, after in zip(plain, shadowed, strict=True):
+        assert after["arm"] == "champion" and after["model_version"] == "1"
+        assert {k: v for k, v in after.items() if k not in ("request_id", "arm")} == {
+            k: v for k, v in before.items() if k != "request_id"
+        }
+    shadow_rows = [r for r in read_log(two_versions.predictions, shadow=True) if r["arm"] == "shadow"]
+    assert sorted(r["request_id"] for r in shadow_rows) == sorted(a["request_id"] for a in shadowed)
+    assert {r["model_version"] for r in shadow_rows} == {"2"}
+    assert not [r for r in read_log(two_versions.predictions) if r["arm"] == "shadow"]  # answered no one

@@ -122,9 +122,9 @@ def test_a_log_written_before_use_cases_reads_with_the_generic_names(tmp_path: P
     legacy = (
         SCHEMA.replace("entity_id,", "customer_id INTEGER,")
         .replace("score REAL", "churn_probability REAL")
-        .replace(",\n    predicted_class TEXT,\n    probabilities TEXT", "")
+        .replace(",\n    predicted_class TEXT,\n    probabilities TEXT,\n    arm TEXT", "")
     )
-    assert "predicted_class" not in legacy
+    assert "predicted_class" not in legacy and "arm" not in legacy
     with sqlite3.connect(path) as con:
         con.execute(legacy)
         con.execute(

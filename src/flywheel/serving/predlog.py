@@ -36,11 +36,14 @@ CREATE TABLE IF NOT EXISTS predictions (
     endpoint TEXT NOT NULL,
     as_of TEXT,
     predicted_class TEXT,
-    probabilities TEXT
+    probabilities TEXT,
+    arm TEXT
 )
 """
 # columns a log written by an earlier release lacks, added when it is opened
-ADDED_COLUMNS = {"as_of": "TEXT", "predicted_class": "TEXT", "probabilities": "TEXT"}
+ADDED_COLUMNS = {"as_of": "TEXT", "predicted_class": "TEXT", "probabilities": "TEXT", "arm": "TEXT"}
+# the arm of a challenger scoring off the response path: its rows answered no one
+SHADOW = "shadow"
 # by position: a log from before use cases were plug-ins names two columns otherwise (LEGACY_COLUMNS),
 # and opening one adds the missing columns at the end, in this order
 INSERT = f"INSERT INTO predictions VALUES ({', '.join('?' * (7 + len(ADDED_COLUMNS)))})"
@@ -128,6 +131,7 @@ class PredictionLog:
         as_of: str | None = None,
         predicted_class: str | None = None,
         probabilities: list[float] | None = None,
+        arm: str | None = None,
     ) -> None:
         self._queue.put(
             (
@@ -141,6 +145,7 @@ class PredictionLog:
                 as_of,
                 predicted_class,
                 json.dumps(probabilities) if probabilities is not None else None,
+                arm,
             )
         )
 
@@ -233,16 +238,18 @@ def read_log(
     since: datetime | None = None,
     until: datetime | None = None,
     columns: tuple[str, ...] | None = None,
+    shadow: bool = False,
 ) -> list[dict[str, Any]]:
     """Logged predictions answered in ``[since, until)`` (default: all), oldest first. ``path`` is one
-    log or a folder of them (services on several hosts sharing a workdir write one each)."""
+    log or a folder of them (services on several hosts sharing a workdir write one each). A shadow
+    challenger's rows answered no one and are left out unless ``shadow``."""
     logs = sorted(path.glob("*.db")) if path.is_dir() else [path] if path.exists() else []
     if not logs:
         raise FlywheelError(f"no prediction log at {path}; serve or simulate traffic first")
     if len(logs) > 1:
         extra = columns is not None and "predicted_at" not in columns  # the order needs it
         wanted = (*columns, "predicted_at") if extra else columns
-        rows = [row for log in logs for row in read_log(log, since, until, wanted)]
+        rows = [row for log in logs for row in read_log(log, since, until, wanted, shadow)]
         rows.sort(key=lambda row: row["predicted_at"])  # stable: each log's own order within a time
         return [{k: v for k, v in row.items() if k != "predicted_at"} for row in rows] if extra else rows
     path = logs[0]
@@ -265,6 +272,8 @@ def read_log(
             else n
             for n in names
         ]
+        if not shadow and "arm" in held:
+            where.append(f"(arm IS NULL OR arm != '{SHADOW}')")
         query = f"SELECT {', '.join(chosen)} FROM predictions"
         if where:
             query += " WHERE " + " AND ".join(where)

@@ -8,22 +8,27 @@ each handler with its body type, so the OpenAPI schema names the use case's fiel
 from __future__ import annotations
 
 import inspect
+import logging
+import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flywheel.registry.versions import LoadedModel
+from flywheel.rollout.state import CHALLENGER, CHAMPION
+from flywheel.rollout.stats import in_slice, pick
 from flywheel.serving.online_features import OnlineFeatures
-from flywheel.serving.predlog import utc_iso
+from flywheel.serving.predlog import SHADOW, utc_iso
 from flywheel.serving.schemas import PREDICTED_CLASS, bodies, errors
 from flywheel.serving.state import State, refresh
 from flywheel.usecases.spec import UseCase
 
+_logger = logging.getLogger(__name__)
 router = APIRouter()  # the endpoints whose bodies do not depend on the use case
 NOT_MATERIALIZED = "online store not materialized yet (run `flywheel features materialize`)"
 
@@ -45,6 +50,56 @@ Served = Annotated[LoadedModel, Depends(serving_model)]
 Explain = Annotated[
     str | None, Query(description="`features` adds the feature values used.", pattern="^features$")
 ]
+ForcedArm = Annotated[
+    str | None,
+    Header(
+        alias="X-Flywheel-Arm",
+        description="During a rollout, force the arm that answers (for testing): champion | challenger.",
+        pattern="^(champion|challenger)$",
+    ),
+]
+
+
+class Arms:
+    """Which model answers each entity of a request, decided once per request from the rollout the
+    service follows: a canary's or A/B test's sticky slice of entities, the bandit's shares, or a
+    forced arm. Without a rollout every arm is None (nothing is logged or answered about arms)."""
+
+    def __init__(self, state: State, model: LoadedModel, ids: list[Any], forced: str | None = None) -> None:
+        rollout, challenger = state.rollout, state.challenger  # read once: the poller may swap them
+        self.models: dict[str | None, LoadedModel] = {None: model, CHAMPION: model}
+        self.shadow: LoadedModel | None = None
+        if rollout is None or challenger is None:
+            if forced == CHALLENGER:
+                raise HTTPException(409, "no challenger is being rolled out; X-Flywheel-Arm: challenger")
+            self.arms: list[str | None] = [None] * len(ids)
+            return
+        self.models[CHALLENGER] = challenger
+        if forced is not None:
+            self.arms = [forced] * len(ids)
+        elif rollout.mode == "shadow":
+            self.arms, self.shadow = [CHAMPION] * len(ids), challenger
+        elif rollout.mode == "bandit":
+            self.arms = [pick(state.shares, random.random()) for _ in ids]
+        else:  # canary, ab: the same entities every time
+            self.arms = [CHALLENGER if in_slice(rollout.id, e, rollout.percent) else CHAMPION for e in ids]
+
+    def select(self, keep: list[int]) -> Arms:
+        """These arms for the rows at ``keep`` (the entities found)."""
+        chosen = object.__new__(Arms)
+        chosen.models, chosen.shadow, chosen.arms = self.models, self.shadow, [self.arms[i] for i in keep]
+        return chosen
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Each row scored by its arm's model (one call per arm)."""
+        if len(set(self.arms)) == 1:
+            return list(self.models[self.arms[0]].predict(rows))
+        out: list[Any] = [None] * len(rows)
+        for arm in set(self.arms):
+            at = [i for i, a in enumerate(self.arms) if a == arm]
+            for i, p in zip(at, self.models[arm].predict([rows[i] for i in at]), strict=True):
+                out[i] = p
+        return out
 
 
 def _online(state: State) -> OnlineFeatures:
@@ -63,43 +118,94 @@ def _band(state: State, probability: float) -> str:
 
 def _respond(
     state: State,
-    model: LoadedModel,
+    arms: Arms,
     ids: list[Any],
     rows: list[dict[str, Any]],
     missing: list[bool],
     explain: bool,
     endpoint: str,
     as_of: list[str | None],
+    background: BackgroundTasks | None = None,
 ) -> list[dict[str, Any]]:
+    """The answers, each logged; with a shadow challenger, ``background`` scores the same rows after
+    the response is sent."""
     names = state.bodies
-    probabilities = model.predict(rows)
+    probabilities = arms.predict(rows)
     now = datetime.now(UTC).isoformat()
     out = []
-    for entity, row, gone, p, when in zip(ids, rows, missing, probabilities, as_of, strict=True):
+    for entity, row, gone, p, when, arm in zip(
+        ids, rows, missing, probabilities, as_of, arms.arms, strict=True
+    ):
         request_id = uuid.uuid4().hex
+        model = arms.models[arm]
+        value, predicted, per_class = _scored(names.classes, p)
         if names.classes:  # a probability per class: the answer names them and the most probable
-            chosen = int(p.argmax())
-            value, predicted = float(p[chosen]), names.classes[chosen]
-            per_class = [float(x) for x in p]
             answer = {names.key: entity, names.score: dict(zip(names.classes, per_class, strict=True))}
             answer[PREDICTED_CLASS] = predicted
             state.metrics.predicted_class.labels(predicted).inc()
         else:
-            value, predicted, per_class = float(p), None, None
             answer = {names.key: entity, names.score: value}
             if names.band:
                 answer[names.band] = _band(state, value)
         state.metrics.probability.observe(value)
         state.log.append(
-            request_id, now, entity, model.version, value, row, endpoint, when, predicted, per_class
+            request_id, now, entity, model.version, value, row, endpoint, when, predicted, per_class, arm
         )
         answer.update(model_version=model.version, request_id=request_id, features_missing=gone)
+        if arm is not None:
+            answer["arm"] = arm
         if explain:
             answer["features"] = row
         if entity is None:
             del answer[names.key]
         out.append(answer)
+    if arms.shadow is not None and background is not None:
+        shadowed = [answer["request_id"] for answer in out]
+        background.add_task(_shadow, state, arms.shadow, shadowed, now, ids, rows, endpoint, as_of)
     return out
+
+
+def _scored(classes: tuple[str, ...], p: Any) -> tuple[float, str | None, list[float] | None]:
+    """(the logged score, the predicted class, each class's probability) of one model output."""
+    if not classes:
+        return float(p), None, None
+    chosen = int(p.argmax())
+    return float(p[chosen]), classes[chosen], [float(x) for x in p]
+
+
+def _shadow(
+    state: State,
+    challenger: LoadedModel,
+    request_ids: list[str],
+    now: str,
+    ids: list[Any],
+    rows: list[dict[str, Any]],
+    endpoint: str,
+    as_of: list[str | None],
+) -> None:
+    """The shadow challenger's scores of rows already answered, logged under the same request ids;
+    after the response, so it never delays or fails one."""
+    try:
+        probabilities = challenger.predict(rows)
+        for request_id, entity, row, p, when in zip(
+            request_ids, ids, rows, probabilities, as_of, strict=True
+        ):
+            value, predicted, per_class = _scored(state.bodies.classes, p)
+            state.log.append(
+                request_id,
+                now,
+                entity,
+                challenger.version,
+                value,
+                row,
+                endpoint,
+                when,
+                predicted,
+                per_class,
+                SHADOW,
+            )
+    except Exception:  # whatever the challenger does, the answered requests stand
+        _logger.exception("shadow challenger v%s failed to score", challenger.version)
 
 
 def _lookup(state: State, ids: list[Any]) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None]]:
@@ -116,12 +222,20 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> dict[str, s
     return {"field": field, "message": message, "type": kind}
 
 
-async def predict(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
+async def predict(
+    body: Any,
+    state: Service,
+    model: Served,
+    background: BackgroundTasks,
+    explain: Explain = None,
+    arm: ForcedArm = None,
+) -> JSONResponse:
     """The predicted probability for one entity, from its online features (and the features the
     request carries, for a use case whose callers send them)."""
-    if state.bodies.request:
-        return JSONResponse(_predict_request(state, model, body, explain == "features"))
     entity = getattr(body, state.bodies.key)
+    arms = Arms(state, model, [entity], arm)
+    if state.bodies.request:
+        return JSONResponse(_predict_request(state, arms, body, explain == "features", background))
     rows, missing, times = _lookup(state, [entity])
     if rows[0] is None:
         raise HTTPException(
@@ -129,11 +243,15 @@ async def predict(body: Any, state: Service, model: Served, explain: Explain = N
             f"{state.config.spec.entity.name} {entity} has no online features "
             "(unknown, or not active within the feature TTL)",
         )
-    answer = _respond(state, model, [entity], rows, missing, explain == "features", "predict", times)
+    answer = _respond(
+        state, arms, [entity], rows, missing, explain == "features", "predict", times, background
+    )
     return JSONResponse(answer[0])
 
 
-def _predict_request(state: State, model: LoadedModel, body: Any, explain: bool) -> dict[str, Any]:
+def _predict_request(
+    state: State, arms: Arms, body: Any, explain: bool, background: BackgroundTasks
+) -> dict[str, Any]:
     """A request carrying the caller's features: they are joined with the online snapshot of the
     snapshot entity (when the request names one the store knows) and the context views' latest rows."""
     if body.as_of is not None:
@@ -150,10 +268,17 @@ def _predict_request(state: State, model: LoadedModel, body: Any, explain: bool)
     row.update(online.context())
     as_of = utc_iso(body.as_of) or datetime.now(UTC).isoformat()
     entity = getattr(body, names.key)
-    return _respond(state, model, [entity], [row], [found is None], explain, "predict", [as_of])[0]
+    return _respond(state, arms, [entity], [row], [found is None], explain, "predict", [as_of], background)[0]
 
 
-async def predict_batch(body: Any, state: Service, model: Served, explain: Explain = None) -> JSONResponse:
+async def predict_batch(
+    body: Any,
+    state: Service,
+    model: Served,
+    background: BackgroundTasks,
+    explain: Explain = None,
+    arm: ForcedArm = None,
+) -> JSONResponse:
     """Predicted probabilities of many entities in one call (unknown ones are listed in not_found)."""
     ids = getattr(body, state.bodies.keys)
     limit = state.config.serving.max_batch
@@ -161,20 +286,26 @@ async def predict_batch(body: Any, state: Service, model: Served, explain: Expla
         raise HTTPException(413, f"{len(ids)} ids exceed the batch limit of {limit}")
     if state.bodies.request:
         explained = explain == "features"
-        predictions = [_predict_request(state, model, record, explained) for record in ids]
+        predictions = [
+            _predict_request(
+                state, Arms(state, model, [getattr(r, state.bodies.key)], arm), r, explained, background
+            )
+            for r in ids
+        ]
         return JSONResponse({"predictions": predictions, "not_found": []})
     rows, missing, times = _lookup(state, ids)
     found = [i for i, row in enumerate(rows) if row is not None]
     predictions = (
         _respond(
             state,
-            model,
+            Arms(state, model, ids, arm).select(found),
             [ids[i] for i in found],
             [rows[i] for i in found],
             [missing[i] for i in found],
             explain == "features",
             "predict_batch",
             [times[i] for i in found],
+            background,
         )
         if found
         else []
@@ -183,7 +314,9 @@ async def predict_batch(body: Any, state: Service, model: Served, explain: Expla
     return JSONResponse({"predictions": predictions, "not_found": not_found})
 
 
-async def score(body: Any, state: Service, model: Served) -> JSONResponse:
+async def score(
+    body: Any, state: Service, model: Served, background: BackgroundTasks, arm: ForcedArm = None
+) -> JSONResponse:
     """The predicted probability from a full feature vector the client already holds."""
     problems = [
         _invalid(f"features.{n}", "required by the model", "missing")
@@ -208,7 +341,9 @@ async def score(body: Any, state: Service, model: Served) -> JSONResponse:
     if problems:
         raise HTTPException(422, problems)
     entity = getattr(body, state.bodies.key)
-    answer = _respond(state, model, [entity], [body.features], [False], False, "score", [utc_iso(body.as_of)])
+    arms = Arms(state, model, [entity], arm)
+    as_of = [utc_iso(body.as_of)]
+    answer = _respond(state, arms, [entity], [body.features], [False], False, "score", as_of, background)
     return JSONResponse(answer[0])
 
 
@@ -238,7 +373,7 @@ def router_for(usecase: UseCase) -> APIRouter:
         _typed(predict, named.predict),
         methods=["POST"],
         response_model=named.prediction,
-        responses=errors(400, 404, 413, 503),
+        responses=errors(400, 404, 409, 413, 503),
         **common,
     )
     typed.add_api_route(
@@ -246,7 +381,7 @@ def router_for(usecase: UseCase) -> APIRouter:
         _typed(predict_batch, named.batch),
         methods=["POST"],
         response_model=named.batch_prediction,
-        responses=errors(400, 413, 503),
+        responses=errors(400, 409, 413, 503),
         **common,
     )
     typed.add_api_route(
@@ -254,7 +389,7 @@ def router_for(usecase: UseCase) -> APIRouter:
         _typed(score, named.score_request),
         methods=["POST"],
         response_model=named.prediction,
-        responses=errors(400, 413, 503),
+        responses=errors(400, 409, 413, 503),
         **common,
     )
     typed.routes.extend(router.routes)

@@ -179,6 +179,10 @@ def bodies(usecase: UseCase) -> Bodies:
         model_version=(str, ...),
         request_id=(str, ...),
         features_missing=(bool, False),
+        arm=(
+            Literal["champion", "challenger"] | None,
+            Field(None, description="During a rollout, the arm that answered."),
+        ),
         features=(dict[str, Any] | None, None),
     )
     batch_prediction = create_model(
@@ -246,6 +250,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request (e.g. a body that cannot be read)",
         401: "Missing or wrong admin token",
         404: "Unknown entity (no online features within the TTL)",
+        409: "X-Flywheel-Arm: challenger while no challenger is being rolled out",
         413: "Body larger than serving.max_body_bytes, or more ids than serving.max_batch",
         503: "No model loaded or the online store is unavailable",
     }

@@ -17,6 +17,9 @@ from flywheel.config import FlywheelConfig
 from flywheel.features import repo, snapshots
 from flywheel.registry import registry
 from flywheel.registry.versions import LoadedModel, load_version
+from flywheel.rollout import state as rollout_state
+from flywheel.rollout.state import Rollout
+from flywheel.rollout.stats import thompson_shares
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
@@ -43,6 +46,9 @@ class State:
     data_start: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     bands: list[tuple[float, str]] = field(default_factory=list)
     bodies: Bodies | None = None  # the use case's request/response names, set once by create_app
+    rollout: Rollout | None = None  # the registry's running rollout, once its challenger is loaded
+    challenger: LoadedModel | None = None  # the rollout's version on trial
+    shares: dict[str, float] = field(default_factory=dict)  # bandit: each arm's share of requests
 
 
 NOT_APPLIED = "online store not set up yet: no feature repo (run `flywheel features apply`)"
@@ -53,7 +59,42 @@ async def refresh(state: State) -> bool:
     served model changed. Started on an empty workdir, the service becomes ready by these retries."""
     if state.online is None:
         await open_online(state)
-    return await check_champion(state)
+    changed = await check_champion(state)
+    if state.client is not None:
+        await check_rollout(state)
+    return changed
+
+
+async def check_rollout(state: State) -> None:
+    """Follow the registry's rollout: load its challenger when it starts or changes, drop it when the
+    rollout ends. A challenger that fails to load is not rolled out (the champion answers alone)."""
+    loop = asyncio.get_running_loop()
+    try:
+        rollout = await loop.run_in_executor(
+            None, rollout_state.current, state.client, state.config.registry.model_name
+        )
+    except REGISTRY_ERRORS as error:  # unreachable: keep the arms as they are
+        _logger.error("registry unreachable reading the rollout: %s", error)
+        return
+    if rollout is None:
+        state.rollout, state.challenger = None, None
+        return
+    if state.challenger is None or state.challenger.version != rollout.challenger:
+        try:
+            challenger = await loop.run_in_executor(
+                None, load_version, state.config, state.workdir, rollout.challenger
+            )
+        except Exception as error:  # any library's failure: the champion keeps answering alone
+            state.metrics.reload_failures.inc()
+            _logger.error("challenger v%s of %s failed to load: %s", rollout.challenger, rollout.id, error)
+            state.rollout, state.challenger = None, None
+            return
+        state.challenger = challenger
+        _logger.info("rolling out v%s (%s)", challenger.version, rollout.describe())
+    if rollout.mode == "bandit":  # no outcomes are joined yet: the posteriors are the priors
+        arms = {rollout_state.CHAMPION: (0, 0), rollout_state.CHALLENGER: (0, 0)}
+        state.shares = thompson_shares(arms, rollout.floor, seed=0)
+    state.rollout = rollout
 
 
 async def open_online(state: State) -> None:
