@@ -3,7 +3,7 @@
 - :func:`in_slice`: a canary's sticky slice — a stable hash of the rollout and the entity key, so the
   same entity always gets the same arm within one rollout (every replica agrees, nothing is stored),
   and another rollout draws another slice.
-- :func:`two_proportion_test`: the A/B verdict on a binary outcome (conversion, churn kept): the pooled
+- :func:`two_proportion_test`: the A/B verdict on a binary outcome (a conversion, a subscription): the pooled
   two-proportion z-test, two-sided, with the lift, its confidence interval and a recommendation;
   :func:`sample_size` is the size per arm that detects a given absolute difference.
 - :func:`thompson_shares`: the bandit's allocation — each arm's probability of being the best under
