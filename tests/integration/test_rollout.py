@@ -186,3 +186,38 @@ def test_a_shadow_challenger_never_changes_or_fails_a_response(
     assert sorted(r["request_id"] for r in shadow_rows) == sorted(a["request_id"] for a in shadowed)
     assert {r["model_version"] for r in shadow_rows} == {"2"}
     assert not [r for r in read_log(two_versions.predictions) if r["arm"] == "shadow"]  # answered no one
+
+
+def test_an_unreadable_registry_is_not_an_ended_rollout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review): every MlflowException read as "no rollout", so a registry that was down
+    made the service drop its challenger and flip the canary's entities to the champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with pytest.raises(MlflowException):
+        state.current(down, "churn-model")
+
+
+def test_a_rollout_tag_the_service_cannot_read_keeps_it_serving(
+    two_versions: Workdir, serving_config: FlywheelConfig
+) -> None:
+    """Regression (review): a hand-edited tag raised in the poller, which died (no more champion
+    reloads either); now the service logs it and keeps its arms."""
+    customer = _customers(two_versions, 1)[0]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client = registry.mlflow_client(serving_config, two_versions)
+    with TestClient(create_app(serving_config, two_versions)) as service:
+        client.set_registered_model_tag(serving_config.registry.model_name, state.TAG, '{"mode": "canary"}')
+        assert service.post("/v1/admin/reload", headers=admin).status_code == 200
+        answer = service.post("/v1/predict", json={"customer_id": customer})
+        assert answer.status_code == 200 and "arm" not in answer.json()
+        client.delete_registered_model_tag(serving_config.registry.model_name, state.TAG)
+        state.start(serving_config, two_versions, "canary", percent=100)
+        service.post("/v1/admin/reload", headers=admin)
+        assert service.post("/v1/predict", json={"customer_id": customer}).json()["arm"] == "challenger"

@@ -51,24 +51,19 @@ class Rollout:
 
 
 def current(client: Any, name: str) -> Rollout | None:
-    """The running rollout of model ``name``, if any."""
-    from mlflow.exceptions import MlflowException
+    """The running rollout of model ``name``, if any.
 
-    try:
-        tags = client.get_registered_model(name).tags
-    except MlflowException:
-        return None
+    Raises:
+        MlflowException: the registry cannot be read (down, locked): not the same as no rollout.
+        ValueError, TypeError: a rollout tag this release cannot read.
+    """
+    tags = _tags(client, name)
     return Rollout(**json.loads(tags[TAG])) if tags.get(TAG) else None
 
 
 def events(client: Any, name: str) -> list[dict[str, Any]]:
     """Every recorded rollout decision of model ``name``, oldest first."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tags = client.get_registered_model(name).tags
-    except MlflowException:
-        return []
+    tags = _tags(client, name)
     return sorted(
         (json.loads(v) for k, v in tags.items() if k.startswith(EVENT_PREFIX)), key=lambda e: e["seq"]
     )
@@ -159,6 +154,18 @@ def abort(config: FlywheelConfig, workdir: Workdir, reason: str = "aborted by ha
         config, workdir, client, name, rollout, "abort", f"aborted ({reason}): {rollout.describe()}", reason
     )
     return rollout
+
+
+def _tags(client: Any, name: str) -> dict[str, str]:
+    """The registered model's tags; none when the model is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name).tags
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
 
 
 def _running(config: FlywheelConfig, workdir: Workdir) -> tuple[Any, str, Rollout]:

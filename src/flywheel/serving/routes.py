@@ -81,8 +81,17 @@ class Arms:
             self.arms, self.shadow = [CHAMPION] * len(ids), challenger
         elif rollout.mode == "bandit":
             self.arms = [pick(state.shares, random.random()) for _ in ids]
-        else:  # canary, ab: the same entities every time
-            self.arms = [CHALLENGER if in_slice(rollout.id, e, rollout.percent) else CHAMPION for e in ids]
+        else:  # canary, ab: the same entities every time; a request naming none draws its arm
+            self.arms = [
+                CHALLENGER
+                if (
+                    in_slice(rollout.id, e, rollout.percent)
+                    if e is not None
+                    else random.random() < rollout.percent / 100
+                )
+                else CHAMPION
+                for e in ids
+            ]
 
     def select(self, keep: list[int]) -> Arms:
         """These arms for the rows at ``keep`` (the entities found)."""

@@ -49,6 +49,7 @@ class State:
     rollout: Rollout | None = None  # the registry's running rollout, once its challenger is loaded
     challenger: LoadedModel | None = None  # the rollout's version on trial
     shares: dict[str, float] = field(default_factory=dict)  # bandit: each arm's share of requests
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 NOT_APPLIED = "online store not set up yet: no feature repo (run `flywheel features apply`)"
@@ -57,12 +58,13 @@ NOT_APPLIED = "online store not set up yet: no feature repo (run `flywheel featu
 async def refresh(state: State) -> bool:
     """Open the online store if it is not open yet, then check the champion; returns whether the
     served model changed. Started on an empty workdir, the service becomes ready by these retries."""
-    if state.online is None:
-        await open_online(state)
-    changed = await check_champion(state)
-    if state.client is not None:
-        await check_rollout(state)
-    return changed
+    async with state.refreshing:  # the poller and an admin reload: one at a time, never interleaved
+        if state.online is None:
+            await open_online(state)
+        changed = await check_champion(state)
+        if state.client is not None:
+            await check_rollout(state)
+        return changed
 
 
 async def check_rollout(state: State) -> None:
@@ -75,6 +77,9 @@ async def check_rollout(state: State) -> None:
         )
     except REGISTRY_ERRORS as error:  # unreachable: keep the arms as they are
         _logger.error("registry unreachable reading the rollout: %s", error)
+        return
+    except (ValueError, TypeError) as error:  # a tag this release cannot read: keep the arms too
+        _logger.error("the registry's rollout tag cannot be read: %s", error)
         return
     if rollout is None:
         state.rollout, state.challenger = None, None
