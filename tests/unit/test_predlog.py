@@ -166,3 +166,28 @@ def test_a_folder_of_logs_reads_as_one_log_oldest_first(tmp_path: Path) -> None:
         "predictions-b-02",
         "predictions-b-04",
     ]
+
+
+def _open_at(path: Path, barrier) -> str:
+    barrier.wait()
+    try:
+        PredictionLog(path, flush_seconds=0.02).close()
+    except Exception as error:  # what the race raised
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def test_writers_starting_at_once_all_open_the_log(tmp_path: Path) -> None:
+    """Regression: two service workers starting together raced to create the log, and one failed its
+    startup with "database is locked" (switching to WAL does not wait for the other)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    errors = []
+    for round_ in range(8):
+        path = tmp_path / f"predictions-{round_}.db"
+        with context.Manager() as manager:
+            barrier = manager.Barrier(6)
+            with context.Pool(6) as pool:
+                errors += [e for e in pool.starmap(_open_at, [(path, barrier)] * 6) if e]
+    assert errors == []

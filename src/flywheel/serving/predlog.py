@@ -18,6 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,13 +90,7 @@ class PredictionLog:
         self.last_error: str | None = None
         self._pending: list[tuple[Any, ...]] = []
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        with contextlib.closing(sqlite3.connect(path)) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(SCHEMA)
-            columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
-            for name, kind in ADDED_COLUMNS.items():
-                if name not in columns:  # a log written before the column existed
-                    con.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+        _prepare(path)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -231,6 +226,26 @@ class PredictionLog:
                 self.on_error(message)
             except Exception:  # the alert's own failure (e.g. the same full disk) must not stop the writer
                 _logger.exception("prediction log: the failure alert could not be sent")
+
+
+def _prepare(path: Path, attempts: int = 100) -> None:
+    """Create the log or bring an older one's columns up to date. Several workers starting at once
+    race for it, and switching to WAL answers "database is locked" at once rather than waiting: each
+    retries until the first has done it."""
+    for attempt in range(attempts):
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as con, con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(SCHEMA)
+                columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
+                for name, kind in ADDED_COLUMNS.items():
+                    if name not in columns:  # a log written before the column existed
+                        con.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def read_log(
