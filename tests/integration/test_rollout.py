@@ -214,6 +214,8 @@ def test_a_rollout_tag_the_service_cannot_read_keeps_it_serving(
     client = registry.mlflow_client(serving_config, two_versions)
     with TestClient(create_app(serving_config, two_versions)) as service:
         client.set_registered_model_tag(serving_config.registry.model_name, state.TAG, '{"mode": "canary"}')
+        with pytest.raises(RegistryError, match="not a rollout this release can read"):
+            state.current(client, serving_config.registry.model_name)  # `rollout status`: one clear line
         assert service.post("/v1/admin/reload", headers=admin).status_code == 200
         answer = service.post("/v1/predict", json={"customer_id": customer})
         assert answer.status_code == 200 and "arm" not in answer.json()

@@ -55,10 +55,18 @@ def current(client: Any, name: str) -> Rollout | None:
 
     Raises:
         MlflowException: the registry cannot be read (down, locked): not the same as no rollout.
-        ValueError, TypeError: a rollout tag this release cannot read.
+        RegistryError: a rollout tag this release cannot read (edited by hand, or by another release).
     """
     tags = _tags(client, name)
-    return Rollout(**json.loads(tags[TAG])) if tags.get(TAG) else None
+    if not tags.get(TAG):
+        return None
+    try:
+        return Rollout(**json.loads(tags[TAG]))
+    except (ValueError, TypeError) as error:
+        raise RegistryError(
+            f"{name}'s {TAG} tag is not a rollout this release can read ({error}); "
+            f"delete the tag to end it: {tags[TAG][:200]}"
+        ) from None
 
 
 def events(client: Any, name: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from flywheel.config import FlywheelConfig
 from flywheel.features import repo, snapshots
 from flywheel.registry import registry
+from flywheel.registry.registry import RegistryError
 from flywheel.registry.versions import LoadedModel, load_version
 from flywheel.rollout import state as rollout_state
 from flywheel.rollout.state import Rollout
@@ -78,8 +79,8 @@ async def check_rollout(state: State) -> None:
     except REGISTRY_ERRORS as error:  # unreachable: keep the arms as they are
         _logger.error("registry unreachable reading the rollout: %s", error)
         return
-    except (ValueError, TypeError) as error:  # a tag this release cannot read: keep the arms too
-        _logger.error("the registry's rollout tag cannot be read: %s", error)
+    except RegistryError as error:  # a tag this release cannot read: keep the arms too
+        _logger.error("%s", error)
         return
     if rollout is None:
         state.rollout, state.challenger = None, None
