@@ -179,6 +179,20 @@ class PipelineConfig(StrictModel):
         return value or None
 
 
+class GuardsConfig(StrictModel):
+    """Automatic aborts of a rollout: each service replica judges the challenger on the traffic it
+    served since the rollout started, once it has ``min_predictions`` of the challenger's."""
+
+    min_predictions: int = Field(100, ge=1, description="Challenger predictions before a guard judges.")
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="The share of the challenger's scorings that may fail."
+    )
+    max_p99_ms: float = Field(50.0, gt=0, description="The challenger's p99 scoring latency, in ms.")
+    max_prediction_psi: float = Field(
+        0.25, gt=0, description="PSI of the challenger's scores against the champion's (prediction drift)."
+    )
+
+
 class RolloutConfig(StrictModel):
     """Progressive delivery of a challenger beside the champion (``flywheel rollout``)."""
 
@@ -186,6 +200,40 @@ class RolloutConfig(StrictModel):
         10.0, gt=0, le=100, description="Canary and A/B: the share of entities the challenger serves."
     )
     floor: float = Field(0.05, ge=0, le=0.5, description="Bandit: the least share of traffic an arm keeps.")
+    min_effect: float = Field(
+        0.02,
+        gt=0,
+        lt=1,
+        description="A/B: the minimum detectable effect (absolute lift of the outcome rate) the "
+        "required sample size is computed for.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="A/B: the significance level of the z-test.")
+    power: float = Field(0.8, gt=0, lt=1, description="A/B: the power the sample size is computed for.")
+    guards: GuardsConfig = GuardsConfig()
+    stages: list[Literal["shadow", "canary"]] = Field(
+        default_factory=list,
+        description="The loop: the rollout stages a challenger passing its gate goes through before it "
+        "becomes champion (e.g. [shadow, canary]); empty: it is promoted at once.",
+    )
+    stage_minutes: float = Field(
+        60.0, gt=0, description="The loop: how long each stage runs, with no guard firing, before the next."
+    )
+    stage_predictions: int = Field(
+        500, ge=0, description="The loop: the challenger predictions a stage needs before the next."
+    )
+
+
+class CacheConfig(StrictModel):
+    """The prediction cache of entities scored from their online features (``/v1/predict``, ``/batch``):
+    keyed by use case, entity, the materialization and the model version, so a new materialization or
+    a champion swap never returns a stale score."""
+
+    backend: Literal["none", "local", "redis"] = Field(
+        "local", description="none | local (an LRU in each worker) | redis (shared by every replica)."
+    )
+    max_entries: int = Field(100_000, ge=1, description="local: the entries kept (least recently used go).")
+    ttl_seconds: float = Field(600.0, gt=0, description="How long an entry lives.")
+    redis_url: str = Field("redis://127.0.0.1:6379/1", description="redis: the server and database.")
 
 
 class ServingConfig(StrictModel):
@@ -206,6 +254,7 @@ class ServingConfig(StrictModel):
         False, description="Score unknown entities from default features instead of 404."
     )
     log_flush_seconds: float = Field(0.5, gt=0, le=1.0, description="Prediction-log flush interval.")
+    cache: CacheConfig = CacheConfig()
     log_name: str = Field(
         "predictions",
         pattern=r"^[A-Za-z0-9_.-]+$",
