@@ -84,14 +84,23 @@ def test_a_shadow_rollout_is_promoted_from_the_cli(
     started = flywheel("start", "--mode", "shadow", "--version", "2")
     assert started.returncode == 0, started.stderr
     assert "shadow of v2 beside champion v1" in started.stdout
+    shifted = flywheel("shift", "--mode", "canary")  # the configured share, the same rollout
+    assert shifted.returncode == 0, shifted.stderr
+    assert "shifted: rollout r" in shifted.stdout and "canary of v2 on 10 % of entities" in shifted.stdout
+    grown = flywheel("shift", "--percent", "50")
+    assert grown.returncode == 0 and "canary of v2 on 50 %" in grown.stdout
+    same = flywheel("shift", "--percent", "50")
+    assert same.returncode == 1 and "name another --mode or --percent" in same.stderr
     shown = flywheel("status")
-    assert shown.returncode == 0 and "shadow of v2" in shown.stdout and "start" in shown.stdout
+    assert shown.returncode == 0 and "canary of v2" in shown.stdout and "shift" in shown.stdout
     promoted = flywheel("promote")
     assert promoted.returncode == 0 and "v2 is the champion (was v1)" in promoted.stdout
     assert registry.champion_version(serving_config, two_versions) == "2"
     client = registry.mlflow_client(serving_config, two_versions)
     move = registry.history(client, serving_config.registry.model_name)[-1]
-    assert move["to"] == "2" and "rollout r" in move["reason"] and "(shadow) promoted" in move["reason"]
+    assert move["to"] == "2" and "rollout r" in move["reason"] and "(canary) promoted" in move["reason"]
+    actions = [e["action"] for e in state.events(client, serving_config.registry.model_name)]
+    assert actions == ["start", "shift", "shift", "promote"]
     again = flywheel("promote")
     assert again.returncode == 1 and "no rollout running" in again.stderr
 

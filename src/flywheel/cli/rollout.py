@@ -72,6 +72,22 @@ def status() -> None:
 
 
 @app.command()
+def shift(
+    mode: Annotated[
+        str | None, typer.Option(help="The new mode: shadow | canary | ab | bandit.", show_default=False)
+    ] = None,
+    percent: Annotated[
+        float | None,
+        typer.Option(help="Canary and A/B: the challenger's new share of entities.", show_default=False),
+    ] = None,
+) -> None:
+    """Move the running rollout on: another mode (shadow → canary) or share (canary 10 → 50 %)."""
+    config, workdir = _context()
+    rollout = state.shift(config, workdir, mode, percent)
+    console.print(f"shifted: {rollout.describe()}; services pick it up within serving.poll_seconds")
+
+
+@app.command()
 def promote() -> None:
     """Make the rollout's challenger the champion and end the rollout."""
     config, workdir = _context()

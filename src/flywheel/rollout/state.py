@@ -9,6 +9,7 @@ A rollout puts a challenger version beside the champion:
 - ``ab``: as canary, a fixed split whose outcomes are compared per arm.
 - ``bandit``: the split follows the arms' outcomes (Thompson sampling, ``rollout.floor`` per arm).
 
+``shift`` changes a running rollout's mode or share (shadow → canary → a larger canary);
 ``promote`` makes the challenger the champion (the alias moves, with the rollout as its reason);
 ``abort`` ends the rollout and the champion serves alone again.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,10 +92,7 @@ def start(
         RegistryError: another rollout is running, there is no champion or no such version, the
             version is the champion or failed its quality gate, or the mode or percent is invalid.
     """
-    if mode not in MODES:
-        raise RegistryError(f"unknown rollout mode {mode!r}; expected one of {', '.join(MODES)}")
-    if percent is not None and not 0 < percent <= 100:
-        raise RegistryError(f"--percent {percent:g}: expected a share of entities above 0 and at most 100")
+    _check(mode, percent)
     client = registry.mlflow_client(config, workdir)
     name = config.registry.model_name
     running = current(client, name)
@@ -126,6 +124,52 @@ def start(
     client.set_registered_model_tag(name, TAG, json.dumps(asdict(rollout)))
     _record(config, workdir, client, name, rollout, "start", f"started: {rollout.describe()}")
     return rollout
+
+
+@locks_workdir("rollout shift")
+def shift(
+    config: FlywheelConfig, workdir: Workdir, mode: str | None = None, percent: float | None = None
+) -> Rollout:
+    """Change the running rollout's mode or share (e.g. shadow → canary, canary 10 → 50 %); it keeps
+    its id, so a canary's growing slice keeps the entities it had.
+
+    Raises:
+        RegistryError: no rollout is running, or the mode or percent is invalid or changes nothing.
+    """
+    client, name, rollout = _running(config, workdir)
+    mode = mode or rollout.mode
+    _check(mode, percent)
+    if mode == "shadow":
+        share = 100.0
+    elif percent is not None:
+        share = float(percent)
+    else:  # from shadow (which scores all): the configured share; otherwise the share it had
+        share = float(config.rollout.percent) if rollout.mode == "shadow" else rollout.percent
+    if (mode, share) == (rollout.mode, rollout.percent):
+        raise RegistryError(f"{rollout.describe()} already; name another --mode or --percent")
+    shifted = replace(rollout, mode=mode, percent=share)
+    client.set_registered_model_tag(name, TAG, json.dumps(asdict(shifted)))
+    _record(
+        config,
+        workdir,
+        client,
+        name,
+        shifted,
+        "shift",
+        f"shifted from {rollout.mode}{_share(rollout)} to {mode}{_share(shifted)}: {shifted.describe()}",
+    )
+    return shifted
+
+
+def _share(rollout: Rollout) -> str:
+    return f" {rollout.percent:g} %" if rollout.mode in ("canary", "ab") else ""
+
+
+def _check(mode: str, percent: float | None) -> None:
+    if mode not in MODES:
+        raise RegistryError(f"unknown rollout mode {mode!r}; expected one of {', '.join(MODES)}")
+    if percent is not None and not 0 < percent <= 100:
+        raise RegistryError(f"--percent {percent:g}: expected a share of entities above 0 and at most 100")
 
 
 @locks_workdir("rollout promote")
