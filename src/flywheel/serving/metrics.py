@@ -1,5 +1,6 @@
 """The service's Prometheus metrics: requests, latency, served probabilities, the served model, the
-prediction log writer, and the newest drift and performance reports as gauges (``reports``).
+prediction log writer, the prediction cache (``cache``), and the newest drift and performance reports as
+gauges (``reports``).
 
 Every label value is bounded: endpoints are route templates (unknown paths share ``other``), statuses
 are HTTP codes, versions and columns come from the registry and the reports.
@@ -7,7 +8,8 @@ are HTTP codes, versions and columns come from the registry and the reports.
 With several worker processes (``multiprocess``) the counters and histograms add up over the workers;
 ``flywheel_model_info`` is 1 for every version a live worker serves and 0 for a version a live worker
 served before (a multiprocess gauge cannot drop a label value); the log writer's counts are the sums
-of every worker's writer, its ``up`` the minimum and its ``pending`` the sum over live workers.
+of every worker's writer, its ``up`` the minimum and its ``pending`` the sum over live workers; the
+cache's counts and entries are the sums over (live) workers.
 """
 
 from __future__ import annotations
@@ -94,6 +96,27 @@ class Metrics:
         self.reloads = Counter("flywheel_model_reloads_total", "Champion swaps", registry=recorded)
         self.reload_failures = Counter(
             "flywheel_model_reload_failures_total", "Versions that failed to load", registry=recorded
+        )
+        self.cache_hits = Counter(
+            "flywheel_cache_hits_total", "Entities answered from the prediction cache", registry=recorded
+        )
+        self.cache_misses = Counter(
+            "flywheel_cache_misses_total",
+            "Entities the prediction cache did not hold (read from the online store and scored)",
+            registry=recorded,
+        )
+        self.cache_errors = Counter(
+            "flywheel_cache_errors_total",
+            "Failed prediction cache operations (Redis unreachable or slow, an unreadable value); "
+            "answered as misses",
+            registry=recorded,
+        )
+        self.cache_entries = Gauge(
+            "flywheel_cache_entries",
+            "Prediction cache entries (local: held in the worker's LRU; redis: written by the worker, "
+            "TTL not run out)",
+            registry=recorded,
+            multiprocess_mode="livesum",
         )
 
     def update_drift(self, reports: Path) -> None:
