@@ -12,7 +12,8 @@ from rich.table import Table
 
 from flywheel.cli.context import STATE, console
 from flywheel.registry import registry
-from flywheel.rollout import state
+from flywheel.rollout import arms, state
+from flywheel.rollout.stats import thompson_shares
 
 app = typer.Typer(
     help="Progressive delivery: shadow, canary, A/B or bandit, then promote or abort.", no_args_is_help=True
@@ -55,6 +56,8 @@ def status() -> None:
     console.print(
         rollout.describe() + f", since {rollout.started_at}" if rollout else f"{name}: no rollout running"
     )
+    if rollout is not None:
+        _show_arms(config, workdir, rollout)
     table = Table("#", "at", "action", "rollout", "mode", "version", "reason", title="rollout decisions")
     for event in state.events(client, name)[-10:]:
         at = datetime.fromisoformat(event["at"])
@@ -69,6 +72,38 @@ def status() -> None:
         )
     if table.row_count:
         console.print(table)
+
+
+def _show_arms(config, workdir, rollout: state.Rollout) -> None:
+    """Each arm's live figures from the prediction logs, the A/B verdict and the bandit's shares."""
+    if not workdir.predictions.is_dir():
+        console.print("no prediction log yet: no arm has answered")
+        return
+    figures = arms.ArmCounter(workdir.predictions, rollout).update()
+    table = Table("arm", "version", "predictions", "outcomes", "successes", "rate", title="arms")
+    for f in figures.values():
+        if f.predictions or f.arm != "shadow":
+            rate = "" if f.rate is None else f"{f.rate:.2%}"
+            table.add_row(
+                f.arm, f"v{f.version}", f"{f.predictions:,}", f"{f.outcomes:,}", f"{f.successes:,}", rate
+            )
+    console.print(table)
+    result = arms.compare(figures, config.rollout)
+    if result is not None:
+        needed = (
+            f"; {result.required_per_arm:,} predictions per arm detect a lift of "
+            f"{config.rollout.min_effect:+.2%}"
+            if result.required_per_arm is not None
+            else ""
+        )
+        console.print(
+            f"challenger vs champion: lift {result.lift:+.2%} "
+            f"(CI {result.ci_low:+.2%}..{result.ci_high:+.2%}), z {result.z:.2f}, "
+            f"p {result.p_value:.4f} → {result.recommendation}{needed}"
+        )
+    if rollout.mode == "bandit":
+        shares = thompson_shares(arms.bandit_outcomes(figures), rollout.floor, seed=0)
+        console.print("bandit shares: " + ", ".join(f"{arm} {share:.1%}" for arm, share in shares.items()))
 
 
 @app.command()

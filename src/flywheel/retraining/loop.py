@@ -3,7 +3,8 @@
 A tick: take new batches (folders in ``<workdir>/inbox``, or one simulated batch), build the new
 snapshots and the labels once, then monitor, decide and — when a trigger fires — run the pipeline
 (``flywheel retrain``), whose last step publishes (materializes the online store, moves the champion
-alias when the challenger won). Without a successful run, the tick publishes the new snapshots for
+alias when the challenger won, or starts the loop's rollout of it through ``rollout.stages``, which
+later ticks move on and promote). Without a successful run, the tick publishes the new snapshots for
 the serving champion itself. A running service picks up a new champion through its alias poller and
 new online rows on its next read. Each stage only publishes when it succeeds (atomic lake commits
 and snapshot files, a guarded materialization, publishing as the pipeline's last step), so a failure
@@ -28,7 +29,12 @@ from flywheel.features import online
 from flywheel.features import ops as feature_ops
 from flywheel.lock import WorkdirBusy, locks_workdir
 from flywheel.monitoring.alerts import alert
+from flywheel.registry import registry
 from flywheel.retraining import retrain
+from flywheel.rollout import state as rollout_state
+from flywheel.rollout.arms import ArmCounter
+from flywheel.rollout.state import CHALLENGER
+from flywheel.serving.predlog import SHADOW
 from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
@@ -120,6 +126,10 @@ def tick(
         else:  # the serving champion gets the new snapshots whatever the retrain did
             _, materialized = online.publish(config, workdir)
             done(stage, f"{materialized.written:,} entities materialized, through {materialized.through}")
+        stage = "rollout"
+        moved = _advance_rollout(config, workdir)
+        if moved:
+            done(stage, moved)
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         failure = f"{type(error).__name__}: {error}"
         if result.error:  # the retrain failed before: keep both
@@ -129,6 +139,21 @@ def tick(
         kind = "batch_rejected" if rejected else "loop_failed"
         alert(config, workdir, kind, f"loop stage {stage} failed: {result.error}", stage=stage)
     return result
+
+
+def _advance_rollout(config: FlywheelConfig, workdir: Workdir) -> str | None:
+    """Move the loop's own rollout on (``rollout.stages``) when its stage is done; what happened, or
+    None without one."""
+    client = registry.mlflow_client(config, workdir)
+    rollout = rollout_state.current(client, config.registry.model_name)
+    if rollout is None or not rollout.automatic:
+        return None
+    counted = 0
+    if workdir.predictions.is_dir():
+        figures = ArmCounter(workdir.predictions, rollout, since=rollout.stage_started_at).update()
+        counted = figures[CHALLENGER].predictions + figures[SHADOW].predictions
+    moved = rollout_state.advance(config, workdir, counted)
+    return moved or f"{rollout.describe()}: {counted:,} challenger predictions in this stage so far"
 
 
 def run(

@@ -69,6 +69,7 @@ class Decision:
     gate_passed: bool | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None
+    rollout: str | None = None  # the rollout the winner started instead of its promotion (rollout.stages)
     published: bool = False  # the run's publish step ran: the online store holds the newest snapshots
     champion_after: str | None = None
     error: str | None = None
@@ -86,6 +87,8 @@ class Decision:
             return "retrain failed"
         if self.promoted:
             return f"promoted v{self.candidate}"
+        if self.rollout:
+            return f"v{self.candidate} rolling out ({self.rollout})"
         return f"v{self.candidate} not promoted"
 
     def to_dict(self) -> dict[str, Any]:
@@ -288,6 +291,7 @@ def _execute(
             decision.published, decision.champion_after = True, published.get("champion") or None
             decision.promoted = published.get("promoted") == "true"
             decision.promotion_reason = published.get("reason")
+            decision.rollout = published.get("rollout") or None
         if record.status != "SUCCEEDED":
             failed = next((s for s in record.steps if s.status == "FAILED"), None)
             decision.error = (failed.error if failed else record.error) or f"pipeline {record.status}"

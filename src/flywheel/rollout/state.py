@@ -45,6 +45,9 @@ class Rollout:
     percent: float  # the challenger's share of entities (canary, ab); shadow: 100 (scores all)
     floor: float  # bandit: the least share any arm keeps
     started_at: str
+    stage_started_at: str = ""  # when its mode or share last changed (a shift); start: started_at
+    plan: tuple[str, ...] = ()  # the loop's stages still to come (``rollout.stages``), then promotion
+    automatic: bool = False  # started by the loop, which moves it on (:func:`advance`)
 
     def describe(self) -> str:
         share = "" if self.mode in ("shadow", "bandit") else f" on {self.percent:g} % of entities"
@@ -62,7 +65,8 @@ def current(client: Any, name: str) -> Rollout | None:
     if not tags.get(TAG):
         return None
     try:
-        return Rollout(**json.loads(tags[TAG]))
+        fields = json.loads(tags[TAG])
+        return Rollout(**{**fields, "plan": tuple(fields.get("plan", ()))})
     except (ValueError, TypeError) as error:
         raise RegistryError(
             f"{name}'s {TAG} tag is not a rollout this release can read ({error}); "
@@ -85,8 +89,11 @@ def start(
     mode: str,
     version: str | None = None,
     percent: float | None = None,
+    plan: tuple[str, ...] = (),
+    automatic: bool = False,
 ) -> Rollout:
-    """Start a rollout of ``version`` (default: the ``challenger`` alias) beside the champion.
+    """Start a rollout of ``version`` (default: the ``challenger`` alias) beside the champion; an
+    ``automatic`` one (the loop's) moves through the modes of ``plan`` (:func:`advance`) and promotes.
 
     Raises:
         RegistryError: another rollout is running, there is no champion or no such version, the
@@ -120,6 +127,9 @@ def start(
         percent=100.0 if mode == "shadow" else float(percent or config.rollout.percent),
         floor=config.rollout.floor,
         started_at=now.isoformat(),
+        stage_started_at=now.isoformat(),
+        plan=tuple(plan),
+        automatic=automatic,
     )
     client.set_registered_model_tag(name, TAG, json.dumps(asdict(rollout)))
     _record(config, workdir, client, name, rollout, "start", f"started: {rollout.describe()}")
@@ -147,7 +157,21 @@ def shift(
         share = float(config.rollout.percent) if rollout.mode == "shadow" else rollout.percent
     if (mode, share) == (rollout.mode, rollout.percent):
         raise RegistryError(f"{rollout.describe()} already; name another --mode or --percent")
-    shifted = replace(rollout, mode=mode, percent=share)
+    return _shift(config, workdir, client, name, rollout, mode, share, rollout.plan)
+
+
+def _shift(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    client: Any,
+    name: str,
+    rollout: Rollout,
+    mode: str,
+    share: float,
+    plan: tuple[str, ...],
+) -> Rollout:
+    now = datetime.now(UTC).isoformat()
+    shifted = replace(rollout, mode=mode, percent=share, stage_started_at=now, plan=tuple(plan))
     client.set_registered_model_tag(name, TAG, json.dumps(asdict(shifted)))
     _record(
         config,
@@ -200,12 +224,48 @@ def promote(config: FlywheelConfig, workdir: Workdir) -> Rollout:
 @locks_workdir("rollout abort")
 def abort(config: FlywheelConfig, workdir: Workdir, reason: str = "aborted by hand") -> Rollout:
     """End the running rollout; the champion serves alone again."""
-    client, name, rollout = _running(config, workdir)
+    client, _, rollout = _running(config, workdir)
+    end(config, workdir, client, rollout, reason)
+    return rollout
+
+
+def end(config: FlywheelConfig, workdir: Workdir, client: Any, rollout: Rollout, reason: str) -> bool:
+    """Abort ``rollout`` if it is still the one running; returns whether it was. A service's guard
+    calls this without the workdir's lock (a reader never takes it, and a long pipeline run may hold
+    it): only the registry's tags and the alert are written."""
+    name = config.registry.model_name
+    running = current(client, name)
+    if running is None or running.id != rollout.id:  # ended or replaced meanwhile
+        return False
     client.delete_registered_model_tag(name, TAG)
     _record(
-        config, workdir, client, name, rollout, "abort", f"aborted ({reason}): {rollout.describe()}", reason
+        config, workdir, client, name, running, "abort", f"aborted ({reason}): {running.describe()}", reason
     )
-    return rollout
+    return True
+
+
+@locks_workdir("rollout advance")
+def advance(config: FlywheelConfig, workdir: Workdir, predictions: int) -> str | None:
+    """Move the loop's rollout on once its stage has run ``rollout.stage_minutes`` and the challenger
+    made ``predictions`` (counted by the caller since the stage started) of at least
+    ``rollout.stage_predictions``: to the plan's next mode, or to promotion after the last. Returns
+    what it did, or None (no loop rollout, or its stage is not done)."""
+    client = registry.mlflow_client(config, workdir)
+    name = config.registry.model_name
+    rollout = current(client, name)
+    if rollout is None or not rollout.automatic:
+        return None
+    ran = datetime.now(UTC) - datetime.fromisoformat(rollout.stage_started_at)
+    settings = config.rollout
+    if ran.total_seconds() < settings.stage_minutes * 60 or predictions < settings.stage_predictions:
+        return None
+    if not rollout.plan:
+        promote(config, workdir)
+        return f"promoted v{rollout.challenger} after {rollout.mode}"
+    mode, *rest = rollout.plan
+    share = 100.0 if mode == "shadow" else float(settings.percent)
+    shifted = _shift(config, workdir, client, name, rollout, mode, share, tuple(rest))
+    return f"shifted to {shifted.mode}"
 
 
 def _tags(client: Any, name: str) -> dict[str, str]:

@@ -3,7 +3,8 @@
 ``as_of`` is the data time of the features a prediction used (the online row's snapshot time, or the
 time a ``/v1/score`` client gives); delayed-label performance joins labels on it. A multiclass
 prediction also logs its ``predicted_class`` and ``probabilities`` (a JSON list in the use case's
-class order); its ``score`` is the predicted class's probability.
+class order); its ``score`` is the predicted class's probability. During a rollout each row names its
+``arm``; the ``outcomes`` table holds the outcomes clients post for answered requests.
 
 Requests only put a tuple on a queue; the writer thread inserts in batches every
 ``flush_seconds`` and on ``close``. SQLite's WAL journal keeps the file consistent if the process
@@ -41,6 +42,20 @@ CREATE TABLE IF NOT EXISTS predictions (
     arm TEXT
 )
 """
+# outcomes posted for answered requests (``POST /v1/outcomes``: a conversion, a click), joined with the
+# predictions by request id to compare a rollout's arms
+OUTCOMES = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    request_id TEXT NOT NULL,
+    outcome INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+)
+"""
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id)",
+    "CREATE INDEX IF NOT EXISTS outcomes_received_at ON outcomes (received_at)",
+)
+INSERT_OUTCOME = "INSERT INTO outcomes VALUES (?, ?, ?)"
 # columns a log written by an earlier release lacks, added when it is opened
 ADDED_COLUMNS = {"as_of": "TEXT", "predicted_class": "TEXT", "probabilities": "TEXT", "arm": "TEXT"}
 # the arm of a challenger scoring off the response path: its rows answered no one
@@ -62,6 +77,10 @@ ROW_ERRORS = (
     TypeError,
 )
 _logger = logging.getLogger(__name__)
+
+
+class _Outcome(tuple):
+    """A queued outcome row, told apart from the prediction rows queued beside it."""
 
 
 class PredictionLog:
@@ -144,6 +163,10 @@ class PredictionLog:
             )
         )
 
+    def append_outcome(self, request_id: str, outcome: int, received_at: str) -> None:
+        """An outcome of an answered request, written with the predictions."""
+        self._queue.put(_Outcome((request_id, outcome, received_at)))
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -181,9 +204,14 @@ class PredictionLog:
 
     def _flush(self, con: sqlite3.Connection) -> None:
         try:
+            outcomes = [row for row in self._pending if type(row) is _Outcome]
             with con:
-                con.executemany(INSERT, self._pending)
-            self.written += len(self._pending)
+                if outcomes:
+                    con.executemany(INSERT_OUTCOME, outcomes)
+                    con.executemany(INSERT, [row for row in self._pending if type(row) is not _Outcome])
+                else:
+                    con.executemany(INSERT, self._pending)
+            self.written += len(self._pending) - len(outcomes)
         except ROW_ERRORS:  # a row SQLite cannot store: find it, keep the others
             if not self._write_one_by_one(con):
                 return
@@ -200,8 +228,8 @@ class PredictionLog:
         for index, row in enumerate(self._pending):
             try:
                 with con:
-                    con.execute(INSERT, row)
-                self.written += 1
+                    con.execute(INSERT_OUTCOME if type(row) is _Outcome else INSERT, row)
+                self.written += type(row) is not _Outcome
             except ROW_ERRORS as error:
                 self.rejected += 1
                 _logger.error("prediction log: row of request %s not storable, skipped: %s", row[0], error)
@@ -237,10 +265,13 @@ def _prepare(path: Path, attempts: int = 100) -> None:
             with contextlib.closing(sqlite3.connect(path, timeout=30)) as con, con:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute(SCHEMA)
+                con.execute(OUTCOMES)
                 columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
                 for name, kind in ADDED_COLUMNS.items():
                     if name not in columns:  # a log written before the column existed
                         con.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+                for index in INDEXES:
+                    con.execute(index)
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or attempt == attempts - 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,8 +21,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flywheel.registry.versions import LoadedModel
+from flywheel.rollout.guards import Watch
 from flywheel.rollout.state import CHALLENGER, CHAMPION
 from flywheel.rollout.stats import in_slice, pick
+from flywheel.serving import outcomes
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import SHADOW, utc_iso
 from flywheel.serving.schemas import PREDICTED_CLASS, bodies, errors
@@ -69,6 +72,7 @@ class Arms:
         rollout, challenger = state.rollout, state.challenger  # read once: the poller may swap them
         self.models: dict[str | None, LoadedModel] = {None: model, CHAMPION: model}
         self.shadow: LoadedModel | None = None
+        self.watch = state.watch if rollout is not None and challenger is not None else None
         if rollout is None or challenger is None:
             if forced == CHALLENGER:
                 raise HTTPException(409, "no challenger is being rolled out; X-Flywheel-Arm: challenger")
@@ -96,19 +100,55 @@ class Arms:
     def select(self, keep: list[int]) -> Arms:
         """These arms for the rows at ``keep`` (the entities found)."""
         chosen = object.__new__(Arms)
-        chosen.models, chosen.shadow, chosen.arms = self.models, self.shadow, [self.arms[i] for i in keep]
+        chosen.models, chosen.shadow, chosen.watch = self.models, self.shadow, self.watch
+        chosen.arms = [self.arms[i] for i in keep]
         return chosen
 
     def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """Each row scored by its arm's model (one call per arm)."""
-        if len(set(self.arms)) == 1:
-            return list(self.models[self.arms[0]].predict(rows))
+        """Each row scored by its arm's model (one call per arm). Rows the challenger fails to score
+        are answered by the champion (and their arm says so); the guards count the failure."""
+        if len(set(self.arms)) == 1 and self.arms[0] != CHALLENGER:
+            return self._score(self.arms[0], rows)
         out: list[Any] = [None] * len(rows)
         for arm in set(self.arms):
             at = [i for i, a in enumerate(self.arms) if a == arm]
-            for i, p in zip(at, self.models[arm].predict([rows[i] for i in at]), strict=True):
+            try:
+                scores = self._score(arm, [rows[i] for i in at])
+            except Exception:
+                if arm != CHALLENGER:
+                    raise
+                _logger.exception(
+                    "challenger v%s failed to score; the champion answers", self.models[arm].version
+                )
+                for i in at:
+                    self.arms[i] = CHAMPION
+                scores = self._score(CHAMPION, [rows[i] for i in at])
+            for i, p in zip(at, scores, strict=True):
                 out[i] = p
         return out
+
+    def _score(self, arm: str | None, rows: list[dict[str, Any]]) -> list[Any]:
+        model = self.models[arm]
+        if self.watch is None or arm is None:
+            return list(model.predict(rows))
+        return watched(self.watch, arm, model, rows)
+
+
+def watched(watch: Watch, arm: str, model: LoadedModel, rows: list[dict[str, Any]]) -> list[Any]:
+    """``model``'s scores of ``rows``, timed and counted for the rollout's guards."""
+    started = time.perf_counter()
+    try:
+        scores = list(model.predict(rows))
+    except Exception:
+        watch.failed(arm, len(rows))
+        raise
+    watch.scored(arm, time.perf_counter() - started, [_value(p) for p in scores])
+    return scores
+
+
+def _value(p: Any) -> float:
+    """The logged score of one model output: the probability, or the predicted class's."""
+    return float(max(p)) if getattr(p, "ndim", 0) else float(p)
 
 
 def _online(state: State) -> OnlineFeatures:
@@ -195,7 +235,9 @@ def _shadow(
     """The shadow challenger's scores of rows already answered, logged under the same request ids;
     after the response, so it never delays or fails one."""
     try:
-        probabilities = challenger.predict(rows)
+        probabilities = (
+            watched(state.watch, SHADOW, challenger, rows) if state.watch else challenger.predict(rows)
+        )
         for request_id, entity, row, p, when in zip(
             request_ids, ids, rows, probabilities, as_of, strict=True
         ):
@@ -402,6 +444,7 @@ def router_for(usecase: UseCase) -> APIRouter:
         **common,
     )
     typed.routes.extend(router.routes)
+    typed.routes.extend(outcomes.router.routes)
     return typed
 
 

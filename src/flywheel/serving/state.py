@@ -19,6 +19,8 @@ from flywheel.registry import registry
 from flywheel.registry.registry import RegistryError
 from flywheel.registry.versions import LoadedModel, load_version
 from flywheel.rollout import state as rollout_state
+from flywheel.rollout.arms import ArmCounter, bandit_outcomes
+from flywheel.rollout.guards import Watch
 from flywheel.rollout.state import Rollout
 from flywheel.rollout.stats import thompson_shares
 from flywheel.serving.metrics import Metrics
@@ -50,6 +52,8 @@ class State:
     rollout: Rollout | None = None  # the registry's running rollout, once its challenger is loaded
     challenger: LoadedModel | None = None  # the rollout's version on trial
     shares: dict[str, float] = field(default_factory=dict)  # bandit: each arm's share of requests
+    watch: Watch | None = None  # what this replica served of the rollout's arms (the guards judge it)
+    counter: ArmCounter | None = None  # the rollout's arms in the logs, with their outcomes
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -97,10 +101,35 @@ async def check_rollout(state: State) -> None:
             return
         state.challenger = challenger
         _logger.info("rolling out v%s (%s)", challenger.version, rollout.describe())
-    if rollout.mode == "bandit":  # no outcomes are joined yet: the posteriors are the priors
-        arms = {rollout_state.CHAMPION: (0, 0), rollout_state.CHALLENGER: (0, 0)}
-        state.shares = thompson_shares(arms, rollout.floor, seed=0)
+    if state.watch is None or state.watch.rollout_id != rollout.id:
+        state.watch = Watch(rollout.id)
+        state.counter = ArmCounter(state.workdir.predictions, rollout)
+    reason = state.watch.verdict(state.config.rollout.guards)
+    if reason is not None:
+        await _abort(state, rollout, reason)
+        return
+    if rollout.mode == "bandit":  # the posteriors of the outcomes joined so far
+        try:
+            figures = await loop.run_in_executor(None, state.counter.update)
+        except sqlite3.Error as error:  # a log being created or locked: the shares as they were
+            _logger.warning("bandit: outcomes not counted this time: %s", error)
+        else:
+            state.shares = thompson_shares(bandit_outcomes(figures), rollout.floor)
     state.rollout = rollout
+
+
+async def _abort(state: State, rollout: Rollout, reason: str) -> None:
+    """A guard fired: the champion answers alone at once; the registry's rollout ends (unless it
+    ended or changed meanwhile), recorded and alerted, and every replica follows."""
+    state.rollout, state.challenger = None, None
+    _logger.warning("guard: aborting %s: %s", rollout.id, reason)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(
+            None, rollout_state.end, state.config, state.workdir, state.client, rollout, f"guard: {reason}"
+        )
+    except REGISTRY_ERRORS as error:  # retried at the next poll: the watch still holds the verdict
+        _logger.error("guard: the registry could not record the abort of %s: %s", rollout.id, error)
 
 
 async def open_online(state: State) -> None:

@@ -1,14 +1,19 @@
 """``publish``: the last act of a successful run — the online store takes the new snapshots (and the
 repo's definitions, when they changed), then the aliases move: ``challenger`` to the new version
-(it passed the gate) and ``champion`` too if ``promote`` said so. Nothing before this step changes
-what is served. A champion that moved since ``promote`` compared against it (a rollback, another
-run) stops the step before anything is written: the decision is stale."""
+(it passed the gate) and ``champion`` too if ``promote`` said so — or, with ``rollout.stages``
+configured and a champion serving, the winner starts the loop's rollout through those stages
+instead. Nothing before this step changes what is served. A champion that moved since ``promote``
+compared against it (a rollback, another run) stops the step before anything is written: the
+decision is stale."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flywheel.features import online
 from flywheel.pipeline.context import StepContext
 from flywheel.registry import registry
+from flywheel.rollout import state as rollout_state
 
 
 class StaleDecision(registry.RegistryError):
@@ -28,14 +33,31 @@ def run(ctx: StepContext, version: str, promote: str, reason: str, champion: str
     registry.move_alias(
         client, name, registry.CHALLENGER, version, "passed the quality gate", ctx.pipeline_run_id
     )
+    started = ""
+    if promote == "true" and ctx.config.rollout.stages and current:
+        rollout = _roll_out(ctx, client, version)
+        promote, started = "false", rollout.id
+        reason += f"; rolling out before it becomes champion: {rollout.describe()}"
     if promote == "true":
         registry.move_alias(client, name, registry.CHAMPION, version, reason, ctx.pipeline_run_id)
         current = version
     return {
         "promoted": promote,
         "reason": reason,
+        "rollout": started,
         "champion": current,
         "applied": ", ".join(applied),
         "materialized": str(materialized.written),
         "through": materialized.through or "",
     }
+
+
+def _roll_out(ctx: StepContext, client: Any, version: str) -> rollout_state.Rollout:
+    """The winner goes through ``rollout.stages`` (the loop moves it on, then promotes it); a rollout
+    still running is superseded by it."""
+    config = ctx.config
+    running = rollout_state.current(client, config.registry.model_name)
+    if running is not None:
+        rollout_state.end(config, ctx.workdir, client, running, f"superseded by v{version}")
+    first, *rest = config.rollout.stages
+    return rollout_state.start(config, ctx.workdir, first, version, plan=tuple(rest), automatic=True)
