@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.config import FlywheelConfig
+from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import snapshots
 from flywheel.registry import registry
 from flywheel.registry.registry import RegistryError
-from flywheel.rollout import state
+from flywheel.retraining import loop
+from flywheel.rollout import arms, state
 from flywheel.rollout.stats import in_slice
 from flywheel.serving.app import create_app
 from flywheel.serving.predlog import read_log
@@ -232,3 +234,145 @@ def test_a_rollout_tag_the_service_cannot_read_keeps_it_serving(
         state.start(serving_config, two_versions, "canary", percent=100)
         service.post("/v1/admin/reload", headers=admin)
         assert service.post("/v1/predict", json={"customer_id": customer}).json()["arm"] == "challenger"
+
+
+def _reload(client: TestClient) -> None:
+    assert (
+        client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+    )
+
+
+def test_outcomes_are_joined_per_arm_into_the_ab_verdict(
+    two_versions: Workdir, serving_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """Outcomes posted by request id reach each arm's figures; `rollout status` shows the arms, the
+    z-test and the sample size needed; bad outcomes are refused naming the field."""
+    customers = _customers(two_versions, 120)
+    with TestClient(create_app(serving_config, two_versions)) as client:
+        rollout = state.start(serving_config, two_versions, "ab", percent=50)
+        _reload(client)
+        answers = [client.post("/v1/predict", json={"customer_id": c}).json() for c in customers]
+        converted = [  # the challenger's answers convert twice as often
+            {"request_id": a["request_id"], "outcome": 1}
+            for k, a in enumerate(answers)
+            if k % (3 if a["arm"] == "challenger" else 6) == 0
+        ]
+        posted = client.post("/v1/outcomes", json={"outcomes": converted})
+        assert posted.status_code == 200 and posted.json() == {"accepted": len(converted)}
+        bad = client.post("/v1/outcomes", json={"outcomes": [{"request_id": "x", "outcome": 2}]})
+        assert bad.status_code == 422
+        assert {p["field"] for p in bad.json()["detail"]} == {"outcomes.0.request_id", "outcomes.0.outcome"}
+        too_many = [{"request_id": "0" * 32, "outcome": 1}] * 601
+        assert client.post("/v1/outcomes", json={"outcomes": too_many}).status_code == 413
+    served = {arm: [a for a in answers if a["arm"] == arm] for arm in ("champion", "challenger")}
+    figures = arms.ArmCounter(two_versions.predictions, rollout).update()
+    for arm, answered in served.items():
+        assert figures[arm].predictions == len(answered) > 0
+        ids = {a["request_id"] for a in answered}
+        assert figures[arm].successes == sum(1 for c in converted if c["request_id"] in ids)
+    shown = subprocess.run(
+        flywheel_command(serving_config, two_versions, tmp_path, "rollout", "status"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    result = arms.compare(figures, serving_config.rollout)
+    assert f"lift {result.lift:+.2%}" in shown.stdout and f"p {result.p_value:.4f}" in shown.stdout
+    assert f"{result.required_per_arm:,} predictions per arm" in shown.stdout
+    assert f"{figures['challenger'].predictions:,}" in shown.stdout
+
+
+def test_a_bandit_shifts_traffic_to_the_arm_that_converts(
+    two_versions: Workdir, serving_config: FlywheelConfig
+) -> None:
+    customers = _customers(two_versions, 200)
+    with TestClient(create_app(serving_config, two_versions)) as client:
+        state.start(serving_config, two_versions, "bandit")
+        _reload(client)
+        service = client.app.state.flywheel
+        assert service.shares == pytest.approx({"champion": 0.5, "challenger": 0.5}, abs=0.05)  # even
+        answers = [client.post("/v1/predict", json={"customer_id": c}).json() for c in customers]
+        wins = [{"request_id": a["request_id"], "outcome": 1} for a in answers if a["arm"] == "challenger"]
+        client.post("/v1/outcomes", json={"outcomes": wins})
+        time.sleep(0.5)  # the log's writer flushes every 0.1 s
+        _reload(client)
+        floor = serving_config.rollout.floor
+        assert service.shares == pytest.approx({"champion": floor, "challenger": 1 - floor}, abs=0.01)
+        later = [client.post("/v1/predict", json={"customer_id": c}).json()["arm"] for c in customers]
+    assert later.count("challenger") > 0.8 * len(later)
+
+
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [
+        ({"rollout.guards.max_p99_ms": 0.0001}, "challenger p99 scoring latency"),
+        ({"rollout.guards.max_prediction_psi": 1e-9}, "prediction drift: PSI"),
+        ({"rollout.guards.max_error_rate": 0.05}, "error rate 100.0% of the challenger's"),
+    ],
+)
+def test_a_guard_aborts_the_rollout_and_every_request_is_answered(
+    two_versions: Workdir,
+    serving_config: FlywheelConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: dict,
+    reason: str,
+) -> None:
+    config = apply_overrides(serving_config, {"rollout.guards.min_predictions": 30, **limit})
+    customers = _customers(two_versions, 160)  # some 80 per arm
+    with TestClient(create_app(config, two_versions)) as client:
+        rollout = state.start(config, two_versions, "canary", percent=50)
+        _reload(client)
+        if "error rate" in reason:
+
+            def broken(records):
+                raise RuntimeError("the challenger broke")
+
+            monkeypatch.setattr(client.app.state.flywheel.challenger.model, "predict_records", broken)
+        answers = [client.post("/v1/predict", json={"customer_id": c}) for c in customers]
+        _reload(client)
+        after = client.post("/v1/predict", json={"customer_id": customers[0]}).json()
+    assert all(a.status_code == 200 for a in answers)
+    if "error rate" in reason:  # the champion answered the challenger's entities
+        assert {a.json()["model_version"] for a in answers} == {"1"}
+    assert "arm" not in after and after["model_version"] == "1"
+    registry_client = registry.mlflow_client(config, two_versions)
+    assert state.current(registry_client, config.registry.model_name) is None
+    last = state.events(registry_client, config.registry.model_name)[-1]
+    assert last["action"] == "abort" and last["id"] == rollout.id
+    assert last["reason"].startswith("guard: ") and reason in last["reason"]
+    assert _alerts(two_versions)[-1]["details"]["reason"] == last["reason"]
+
+
+def test_the_loop_takes_its_rollout_through_each_stage_to_promotion(
+    two_versions: Workdir, serving_config: FlywheelConfig
+) -> None:
+    """A rollout the loop started (``rollout.stages``) moves on once a stage has run long enough with
+    enough challenger predictions: shadow → canary → champion; a hand-started one is left alone."""
+    config = apply_overrides(serving_config, {"rollout.stage_minutes": 0.001, "rollout.stage_predictions": 5})
+    customers = _customers(two_versions, 20)
+    by_hand = state.start(config, two_versions, "canary")
+    time.sleep(0.1)
+    assert loop._advance_rollout(config, two_versions) is None
+    state.abort(config, two_versions)
+    state.start(config, two_versions, "shadow", plan=("canary",), automatic=True)
+    assert "0 challenger predictions in this stage" in loop._advance_rollout(config, two_versions)
+    with TestClient(create_app(config, two_versions)) as client:
+        _reload(client)
+        for c in customers:
+            client.post("/v1/predict", json={"customer_id": c})
+    time.sleep(0.1)
+    assert loop._advance_rollout(config, two_versions) == "shifted to canary"
+    registry_client = registry.mlflow_client(config, two_versions)
+    canary = state.current(registry_client, config.registry.model_name)
+    assert (canary.mode, canary.percent, canary.plan) == ("canary", config.rollout.percent, ())
+    with TestClient(create_app(config, two_versions)) as client:
+        _reload(client)
+        for c in customers * 3:
+            client.post("/v1/predict", json={"customer_id": c}, headers={ARM: "challenger"})
+    time.sleep(0.1)
+    assert loop._advance_rollout(config, two_versions) == "promoted v2 after canary"
+    assert registry.champion_version(config, two_versions) == "2"
+    actions = [e["action"] for e in state.events(registry_client, config.registry.model_name)]
+    assert actions[-3:] == ["start", "shift", "promote"] and by_hand.id != canary.id
