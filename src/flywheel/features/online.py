@@ -174,10 +174,12 @@ def materialize(
     if rows.num_rows:
         through = pa.compute.max(rows.column(TIMESTAMP_COLUMN)).as_py().isoformat()
         previous = json.loads(watermark.read_text())["through"] if watermark.exists() else None
-        if previous is None or through > previous:
-            # replaced whole, never rewritten in place: a running service re-reads it on change
+        if previous is None or through > previous or written:
+            # replaced whole, never rewritten in place: a running service re-reads it on change, and
+            # its prediction cache keys on it (rows rewritten at the same time are new values too)
+            newest = max(through, previous or through)
             staged = watermark.with_name(f".{watermark.name}.tmp")
-            staged.write_text(json.dumps({"through": through, "at": datetime.now(UTC).isoformat()}))
+            staged.write_text(json.dumps({"through": newest, "at": datetime.now(UTC).isoformat()}))
             os.replace(staged, watermark)
     _logger.info("materialized %d rows (%d older than the online store skipped)", written, skipped)
     return MaterializeResult(rows.num_rows, written, skipped, through)

@@ -25,6 +25,8 @@ from flywheel.rollout.guards import Watch
 from flywheel.rollout.state import CHALLENGER, CHAMPION
 from flywheel.rollout.stats import in_slice, pick
 from flywheel.serving import outcomes
+from flywheel.serving.cache import Entry, PredictionCache, generation
+from flywheel.serving.cache import key as cache_key
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import SHADOW, utc_iso
 from flywheel.serving.schemas import PREDICTED_CLASS, bodies, errors
@@ -104,14 +106,16 @@ class Arms:
         chosen.arms = [self.arms[i] for i in keep]
         return chosen
 
-    def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """Each row scored by its arm's model (one call per arm). Rows the challenger fails to score
-        are answered by the champion (and their arm says so); the guards count the failure."""
-        if len(set(self.arms)) == 1 and self.arms[0] != CHALLENGER:
+    def predict(self, rows: list[dict[str, Any]], known: list[Any] | None = None) -> list[Any]:
+        """Each row scored by its arm's model (one call per arm), except the ``known`` outputs (from
+        the prediction cache). Rows the challenger fails to score are answered by the champion (and
+        their arm says so); the guards count the failure."""
+        if known is None and len(set(self.arms)) == 1 and self.arms[0] != CHALLENGER:
             return self._score(self.arms[0], rows)
-        out: list[Any] = [None] * len(rows)
-        for arm in set(self.arms):
-            at = [i for i, a in enumerate(self.arms) if a == arm]
+        out: list[Any] = list(known) if known is not None else [None] * len(rows)
+        todo = [i for i, p in enumerate(out) if p is None]
+        for arm in {self.arms[i] for i in todo}:
+            at = [i for i in todo if self.arms[i] == arm]
             try:
                 scores = self._score(arm, [rows[i] for i in at])
             except Exception:
@@ -148,7 +152,7 @@ def watched(watch: Watch, arm: str, model: LoadedModel, rows: list[dict[str, Any
 
 def _value(p: Any) -> float:
     """The logged score of one model output: the probability, or the predicted class's."""
-    return float(max(p)) if getattr(p, "ndim", 0) else float(p)
+    return float(max(p)) if isinstance(p, list) or getattr(p, "ndim", 0) else float(p)
 
 
 def _online(state: State) -> OnlineFeatures:
@@ -175,11 +179,14 @@ def _respond(
     endpoint: str,
     as_of: list[str | None],
     background: BackgroundTasks | None = None,
+    cached: Cached | None = None,
 ) -> list[dict[str, Any]]:
     """The answers, each logged; with a shadow challenger, ``background`` scores the same rows after
-    the response is sent."""
+    the response is sent; ``cached`` holds the outputs the prediction cache had, and takes the new."""
     names = state.bodies
-    probabilities = arms.predict(rows)
+    probabilities = arms.predict(rows, cached.outputs if cached is not None else None)
+    if cached is not None:
+        cached.keep(state, arms, ids, rows, missing, as_of, probabilities)
     now = datetime.now(UTC).isoformat()
     out = []
     for entity, row, gone, p, when, arm in zip(
@@ -215,11 +222,13 @@ def _respond(
 
 
 def _scored(classes: tuple[str, ...], p: Any) -> tuple[float, str | None, list[float] | None]:
-    """(the logged score, the predicted class, each class's probability) of one model output."""
+    """(the logged score, the predicted class, each class's probability) of one model output (an
+    array, or a list from the prediction cache)."""
     if not classes:
         return float(p), None, None
-    chosen = int(p.argmax())
-    return float(p[chosen]), classes[chosen], [float(x) for x in p]
+    per_class = [float(x) for x in p]
+    chosen = max(range(len(per_class)), key=per_class.__getitem__)
+    return per_class[chosen], classes[chosen], per_class
 
 
 def _shadow(
@@ -259,6 +268,72 @@ def _shadow(
         _logger.exception("shadow challenger v%s failed to score", challenger.version)
 
 
+class Cached:
+    """What the prediction cache holds for a request's entities, keyed by each entity's arm's model
+    version and the online store's materialization (:mod:`flywheel.serving.cache`)."""
+
+    def __init__(
+        self, cache: PredictionCache, name: str, generation: int, ids: list[Any], arms: Arms
+    ) -> None:
+        self.cache, self.name, self.generation = cache, name, generation
+        self.entries = cache.get_many(self.keys(arms, ids))
+        self.outputs: list[Any] = [e.output if e is not None else None for e in self.entries]
+
+    def keys(self, arms: Arms, ids: list[Any]) -> list[str]:
+        return [
+            cache_key(self.name, arms.models[arm].version, self.generation, entity)
+            for entity, arm in zip(ids, arms.arms, strict=True)
+        ]
+
+    def select(self, keep: list[int]) -> Cached:
+        chosen = object.__new__(Cached)
+        chosen.cache, chosen.generation, chosen.name = self.cache, self.generation, self.name
+        chosen.entries = [self.entries[i] for i in keep]
+        chosen.outputs = [self.outputs[i] for i in keep]
+        return chosen
+
+    def keep(
+        self,
+        state: State,
+        arms: Arms,
+        ids: list[Any],
+        rows: list[dict[str, Any]],
+        missing: list[bool],
+        as_of: list[str | None],
+        outputs: list[Any],
+    ) -> None:
+        """Cache the outputs just scored from found online rows (by the arm that scored them)."""
+        fresh = [i for i, e in enumerate(self.entries) if e is None and not missing[i]]
+        if not fresh:
+            return
+        keys = self.keys(arms, ids)
+        self.cache.put_many([(keys[i], Entry(rows[i], as_of[i], _plain(outputs[i]))) for i in fresh])
+
+
+def _plain(p: Any) -> float | list[float]:
+    return [float(x) for x in p] if getattr(p, "ndim", 0) else float(p)
+
+
+def _read(
+    state: State, arms: Arms, ids: list[Any]
+) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None], Cached | None]:
+    """The online rows of ``ids``, those the prediction cache has from it, the rest from the store."""
+    online = _online(state)
+    found = generation(online.watermark) if state.cache is not None else None
+    if found is None:  # no cache, or nothing materialized
+        return *_lookup(state, ids), None
+    cached = Cached(state.cache, state.config.spec.name, found, ids, arms)
+    rows: list[dict[str, Any] | None] = [e.row if e is not None else None for e in cached.entries]
+    times = [e.as_of if e is not None else None for e in cached.entries]
+    missing = [False] * len(ids)
+    todo = [i for i, e in enumerate(cached.entries) if e is None]
+    if todo:
+        read, gone, when = _lookup(state, [ids[i] for i in todo])
+        for i, row, absent, at in zip(todo, read, gone, when, strict=True):
+            rows[i], missing[i], times[i] = row, absent, at
+    return rows, missing, times, cached
+
+
 def _lookup(state: State, ids: list[Any]) -> tuple[list[dict[str, Any] | None], list[bool], list[str | None]]:
     rows, times = _online(state).read_timed(ids)
     missing = [row is None for row in rows]
@@ -287,7 +362,7 @@ async def predict(
     arms = Arms(state, model, [entity], arm)
     if state.bodies.request:
         return JSONResponse(_predict_request(state, arms, body, explain == "features", background))
-    rows, missing, times = _lookup(state, [entity])
+    rows, missing, times, cached = _read(state, arms, [entity])
     if rows[0] is None:
         raise HTTPException(
             404,
@@ -295,7 +370,7 @@ async def predict(
             "(unknown, or not active within the feature TTL)",
         )
     answer = _respond(
-        state, arms, [entity], rows, missing, explain == "features", "predict", times, background
+        state, arms, [entity], rows, missing, explain == "features", "predict", times, background, cached
     )
     return JSONResponse(answer[0])
 
@@ -344,12 +419,13 @@ async def predict_batch(
             for r in ids
         ]
         return JSONResponse({"predictions": predictions, "not_found": []})
-    rows, missing, times = _lookup(state, ids)
+    arms = Arms(state, model, ids, arm)
+    rows, missing, times, cached = _read(state, arms, ids)
     found = [i for i, row in enumerate(rows) if row is not None]
     predictions = (
         _respond(
             state,
-            Arms(state, model, ids, arm).select(found),
+            arms.select(found),
             [ids[i] for i in found],
             [rows[i] for i in found],
             [missing[i] for i in found],
@@ -357,6 +433,7 @@ async def predict_batch(
             "predict_batch",
             [times[i] for i in found],
             background,
+            cached.select(found) if cached is not None else None,
         )
         if found
         else []

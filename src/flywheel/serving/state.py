@@ -23,6 +23,7 @@ from flywheel.rollout.arms import ArmCounter, bandit_outcomes
 from flywheel.rollout.guards import Watch
 from flywheel.rollout.state import Rollout
 from flywheel.rollout.stats import thompson_shares
+from flywheel.serving.cache import PredictionCache, make_cache
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.online_features import OnlineFeatures
 from flywheel.serving.predlog import PredictionLog
@@ -55,6 +56,10 @@ class State:
     watch: Watch | None = None  # what this replica served of the rollout's arms (the guards judge it)
     counter: ArmCounter | None = None  # the rollout's arms in the logs, with their outcomes
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cache: PredictionCache | None = None  # scores of entities from their online rows (serving.cache)
+
+    def __post_init__(self) -> None:
+        self.cache = make_cache(self.config.serving.cache, self.metrics)
 
 
 NOT_APPLIED = "online store not set up yet: no feature repo (run `flywheel features apply`)"
