@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,52 @@ def test_multiclass_periods_score_the_logged_class_probabilities() -> None:
     assert figures["mean_probability"] == pytest.approx(p.max(1).mean())
     assert report.recent(7, "accuracy") == (2, pytest.approx(0.5))  # the newest week: one of two right
     assert report.calibration() == []  # the eval step's per-class curves stand in for the binary table
+
+
+def test_a_rollouts_arms_are_reported_apart_and_a_shadow_is_compared_on_the_same_requests(
+    tmp_path: Path,
+) -> None:
+    """The fixture's rows answered by a champion arm with a shadow scoring each one too: every figure
+    but the arms' own is what it was without the shadow; the shadow is compared pairwise."""
+    workdir = _logged(tmp_path)
+    plain = performance.evaluate(default_config(), workdir, period_days=7)
+    shadow_scores = {"r0": 0.1, "r1": 0.9, "r2": 0.8, "r3": 0.5, "r4": 0.2, "r5": 0.7, "r6": 0.5}
+    log = PredictionLog(workdir.predictions / "predictions.db", flush_seconds=0.05)
+    with sqlite3.connect(workdir.predictions / "predictions.db") as con:
+        con.execute("UPDATE predictions SET arm = 'champion' WHERE request_id LIKE 'r%'")
+        rows = con.execute(
+            "SELECT request_id, entity_id, as_of FROM predictions WHERE arm IS NOT NULL"
+        ).fetchall()
+    for request_id, customer, as_of in rows:
+        log.append(
+            request_id,
+            utc_iso(T + 100 * DAY),
+            customer,
+            "2",
+            shadow_scores[request_id],
+            {},
+            "score",
+            as_of,
+            arm="shadow",
+        )
+    log.close()
+    report = performance.evaluate(default_config(), workdir, period_days=7)
+    assert [asdict(p) for p in report.periods] == [asdict(p) for p in plain.periods]
+    assert (report.predictions, report.outside_population) == (plain.predictions, plain.outside_population)
+    arms = {(a["arm"], a["version"]): a for a in report.arms()}
+    assert {k: (a["predictions"], a["labelled"]) for k, a in arms.items()} == {
+        ("-", "1"): (1, 0),  # the row without a data time, logged before the rollout
+        ("champion", "1"): (7, 5),
+        ("shadow", "2"): (7, 5),
+    }
+    assert arms[("champion", "1")]["roc_auc"] == pytest.approx(4 / 6)
+    assert arms[("shadow", "2")]["roc_auc"] == pytest.approx(1.0)
+    paired = report.shadow_comparison(default_config())
+    assert (paired["pairs"], paired["shadow"], paired["champion"], paired["metric"]) == (
+        5,
+        "2",
+        "1",
+        "roc_auc",
+    )
+    assert paired["delta"] == pytest.approx(1 / 3)
+    assert report.to_dict()["arms"] == report.arms()

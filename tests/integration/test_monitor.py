@@ -75,6 +75,9 @@ def test_traffic_then_performance_and_retrain_check_from_the_cli(
     performance = _cli(training_config, workdir, tmp_path, "monitor", "performance")
     assert performance.returncode == 0, performance.stderr
     (report_path,) = workdir.reports.glob("performance-*.json")
+    assert [
+        (a["arm"], a["version"], a["predictions"]) for a in json.loads(report_path.read_text())["arms"]
+    ] == [("-", "1", 480)]
     periods = json.loads(report_path.read_text())["periods"]
     statuses = [p["status"] for p in periods]
     # 16 weekly days back from the newest snapshot: the last 60 days' labels are not observed yet
@@ -83,6 +86,9 @@ def test_traffic_then_performance_and_retrain_check_from_the_cli(
     assert all(p["roc_auc"] > 0.6 for p in periods if p["status"] == "observed")
     assert all(p["roc_auc"] is None and p["labelled"] == 0 for p in periods if p["status"] == "pending")
     assert "pending" in performance.stdout
+    by_arm = _cli(training_config, workdir, tmp_path, "monitor", "performance", "--by-arm")
+    assert by_arm.returncode == 0, by_arm.stderr
+    assert "By rollout arm" in by_arm.stdout and "480" in by_arm.stdout.split("By rollout arm")[1]
 
     drift = _cli(training_config, workdir, tmp_path, "monitor", "drift", "--source", "log", "--window", "1d")
     assert drift.returncode in (0, 1), drift.stderr

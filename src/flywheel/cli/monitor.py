@@ -109,10 +109,16 @@ def performance_command(
     period_days: Annotated[
         int | None, typer.Option(help="Period length (default: monitoring.period_days).")
     ] = None,
+    by_arm: Annotated[
+        bool,
+        typer.Option(
+            "--by-arm", help="Also each rollout arm and version, and a shadow against the champion."
+        ),
+    ] = False,
 ) -> None:
     """ROC-AUC, PR-AUC, calibration and observed positive rate (multiclass: accuracy, macro-F1, log
     loss) of logged predictions per period of data time, as far as newer lake data has revealed the
-    labels; the rest is shown as pending."""
+    labels; the rest is shown as pending. ``--by-arm`` adds each rollout arm's figures."""
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     report = performance.evaluate(config, workdir, period_days)
@@ -160,6 +166,29 @@ def performance_command(
         f"{report.outside_population:,} observable but outside the label population; report: {path}"
     )
     _show_skipped(report.skipped_rows, report.skipped)
+    if by_arm:
+        _show_arms(report, figures, fmt, config)
+
+
+def _show_arms(report: performance.PerformanceReport, figures: dict[str, str], fmt, config) -> None:
+    table = Table("arm", "version", "predictions", "labelled", *figures, title="By rollout arm")
+    for arm in report.arms():
+        values = [fmt(arm.get(name)) for name in figures.values()]
+        table.add_row(
+            arm["arm"], f"v{arm['version']}", f"{arm['predictions']:,}", f"{arm['labelled']:,}", *values
+        )
+    console.print(table)
+    paired = report.shadow_comparison(config)
+    if paired is None:
+        return
+    if "error" in paired:
+        console.print(f"shadow vs champion on {paired['pairs']:,} labelled requests: {paired['error']}")
+        return
+    console.print(
+        f"shadow v{paired['shadow']} vs champion v{paired['champion']} on the same {paired['pairs']:,} "
+        f"labelled requests: {paired['metric']} {paired['delta']:+.4f} "
+        f"(CI {paired['ci_low']:+.4f}..{paired['ci_high']:+.4f}; positive: the shadow is better)"
+    )
 
 
 @simulate_app.command("traffic")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 _logger = logging.getLogger(__name__)
-PREDICTION_COLUMNS = ("entity_id", "as_of", "score", "model_version", "probabilities")
+PREDICTION_COLUMNS = ("entity_id", "as_of", "score", "model_version", "probabilities", "request_id", "arm")
 _EXAMPLES = 3
 
 

@@ -29,7 +29,8 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.features import labels as labels_module
 from flywheel.monitoring import logrows
-from flywheel.serving.predlog import read_log
+from flywheel.rollout.state import CHAMPION
+from flywheel.serving.predlog import SHADOW, read_log
 from flywheel.training import evaluation
 from flywheel.workdir import Workdir
 
@@ -64,6 +65,10 @@ class PerformanceReport:
     periods: list[Period] = field(default_factory=list)
     labelled: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     classes: tuple[str, ...] = ()
+    # a rollout's arms: the logged rows per arm and version, and a shadow's labelled rows (it
+    # answered no one, so it stays out of every figure above)
+    arm_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    shadow: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def recent(self, days: int, metric: str = "roc_auc") -> tuple[int, float | None]:
         """Labelled predictions over the newest ``days`` of labelled data time, and their ``metric``."""
@@ -93,16 +98,68 @@ class PerformanceReport:
                 )
         return table
 
+    def arms(self) -> list[dict[str, Any]]:
+        """Per rollout arm and model version (rows logged without an arm are ``-``): predictions,
+        labelled predictions and their figures."""
+        labelled = pd.concat([self.labelled, self.shadow]) if not self.shadow.empty else self.labelled
+        out = []
+        for (arm, version), predictions in sorted(self.arm_counts.items()):
+            rows = labelled[(labelled["arm"].fillna("-") == arm) & (labelled["model_version"] == version)]
+            figures = _metrics(rows, self.classes) if len(rows) else {}
+            out.append(
+                {"arm": arm, "version": version, "predictions": predictions, "labelled": len(rows)} | figures
+            )
+        return out
+
+    def shadow_comparison(self, config: FlywheelConfig) -> dict[str, Any] | None:
+        """The shadow challenger against the champion on the very requests both scored, once labelled:
+        the registry's paired bootstrap of ``registry.compare_metric``."""
+        if self.shadow.empty:
+            return None
+        pairs = self.shadow.merge(
+            self.labelled[self.labelled["arm"] == CHAMPION], on="request_id", suffixes=("", "_champion")
+        )
+        if pairs.empty:
+            return None
+        champion = pairs.assign(score=pairs["score_champion"], probabilities=pairs["probabilities_champion"])
+        metric = config.registry.compare_metric
+        try:
+            result = evaluation.bootstrap_difference(
+                pairs["label"].to_numpy(dtype=int),
+                _probabilities(pairs, self.classes),
+                _probabilities(champion, self.classes),
+                config.registry.bootstrap_samples,
+                config.registry.confidence,
+                seed=config.training.seed,
+                metric=metric,
+            )
+        except ValueError as error:  # e.g. one class among the labels so far
+            return {"metric": metric, "pairs": len(pairs), "error": str(error)}
+        return {
+            "metric": metric,
+            "pairs": len(pairs),
+            "shadow": str(pairs["model_version"].iloc[0]),
+            "champion": str(pairs["model_version_champion"].iloc[0]),
+            **result,
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("labelled", "periods", "classes")}
-        return {**out, "periods": [asdict(p) for p in self.periods], "calibration": self.calibration()}
+        hidden = ("labelled", "periods", "classes", "arm_counts", "shadow")
+        out = {k: v for k, v in asdict(self).items() if k not in hidden}
+        return {
+            **out,
+            "periods": [asdict(p) for p in self.periods],
+            "calibration": self.calibration(),
+            "arms": self.arms(),
+        }
 
 
 def read_predictions(
-    path: Path, not_after: datetime, entity_dtype: str = "int64"
+    path: Path, not_after: datetime, entity_dtype: str = "int64", shadow: bool = False
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The logged predictions, bad rows left out, and how many were skipped per bad column."""
-    rows = read_log(path, columns=logrows.PREDICTION_COLUMNS)
+    """The logged predictions (with ``shadow``, a shadow challenger's too), bad rows left out, and
+    how many were skipped per bad column."""
+    rows = read_log(path, columns=logrows.PREDICTION_COLUMNS, shadow=shadow)
     frame, skipped = logrows.predictions(rows, not_after, entity_dtype)
     return frame, dict(skipped)
 
@@ -121,6 +178,13 @@ def _metrics(frame: pd.DataFrame, classes: tuple[str, ...] = ()) -> dict[str, fl
     }
 
 
+def _probabilities(frame: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
+    """The scores as the evaluation takes them: the probability, or one column per class."""
+    if not classes:
+        return frame["score"].to_numpy(dtype=float)
+    return np.array(frame["probabilities"].map(json.loads).tolist(), dtype=float).reshape(len(frame), -1)
+
+
 def _multiclass_metrics(frame: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, float | None]:
     """The multiclass figures of labelled predictions whose probabilities were logged (a row logged
     without them, e.g. by a binary model of an earlier task definition, is left out)."""
@@ -128,7 +192,7 @@ def _multiclass_metrics(frame: pd.DataFrame, classes: tuple[str, ...]) -> dict[s
     if frame.empty:
         return {}
     y = frame["label"].to_numpy(dtype=int)
-    p = np.array(frame["probabilities"].map(json.loads).tolist(), dtype=float).reshape(len(frame), -1)
+    p = _probabilities(frame, classes)
     values = evaluation.multiclass_metrics(y, p, classes)
     several = len(np.unique(y)) > 1  # one-vs-rest AUCs need two classes among the labels
     return {
@@ -149,9 +213,13 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     period = timedelta(days=period_days or config.monitoring.period_days)
     horizon = timedelta(days=config.labels.horizon_days)
     not_after = config.monitoring.latest_data_time()
-    log, skipped = read_predictions(workdir.predictions, not_after, config.spec.entity.dtype)
+    everything, skipped = read_predictions(
+        workdir.predictions, not_after, config.spec.entity.dtype, shadow=True
+    )
+    arm_counts = everything.groupby([everything["arm"].fillna("-"), "model_version"]).size()
+    log = everything[everything["arm"] != SHADOW]  # a shadow answered no one: in no figure but its own
     key = config.spec.entity.join_key
-    dated = log.dropna(subset=["as_of", "entity_id"]).copy()
+    dated = everything.dropna(subset=["as_of", "entity_id"]).copy()
     lake = Lake(workdir, config.spec)
     _, last = labels_module.observed_range(config.spec, lake.connect(config.features.memory_limit))
     last = pd.Timestamp(last)
@@ -180,6 +248,9 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
         dated["entity_id"] = dated["entity_id"].astype(truth["entity_id"].dtype)
         labelled = dated[dated["observable"]].merge(truth, on=["entity_id", "as_of"], how="inner")
+    shadowed = labelled["arm"] == SHADOW
+    labelled, shadow = labelled[~shadowed], labelled[shadowed]
+    dated = dated[dated["arm"] != SHADOW]
     anchor = pd.Timestamp(config.features.anchor, tz=UTC)
     dated["period"] = anchor + ((dated["as_of"] - anchor) // period) * period
     labelled = labelled.assign(period=anchor + ((labelled["as_of"] - anchor) // period) * period)
@@ -193,6 +264,8 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         skipped=skipped,
         labelled=labelled,
         classes=config.spec.classes,
+        arm_counts={(str(arm), str(version)): int(n) for (arm, version), n in arm_counts.items()},
+        shadow=shadow,
     )
     for start, rows in dated.groupby("period", sort=True):
         observable = int(rows["observable"].sum())
