@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -120,7 +121,7 @@ def start(
         raise RegistryError(f"version {version} failed its quality gate; it cannot serve traffic")
     now = datetime.now(UTC)
     rollout = Rollout(
-        id=f"r{now:%Y%m%dT%H%M%S}-v{version}",
+        id=f"r{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}-v{version}",  # two in a second differ too
         mode=mode,
         challenger=version,
         champion=champion,

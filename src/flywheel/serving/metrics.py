@@ -24,7 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from flywheel.rollout.state import CHALLENGER, CHAMPION
 from flywheel.serving import multiprocess
+from flywheel.serving.predlog import SHADOW
 from flywheel.serving.reports import ReportMetrics
 
 LOG_COUNTS = (
@@ -93,6 +95,37 @@ class Metrics:
             registry=recorded,
             multiprocess_mode="livemax",
         )
+        self.arm_scored = Counter(
+            "flywheel_arm_scored_total",
+            "Rows each rollout arm's model scored (shadow: off the response path)",
+            ["arm"],
+            registry=recorded,
+        )
+        self.arm_failures = Counter(
+            "flywheel_arm_failures_total",
+            "Rows a rollout arm's model failed to score (the champion answered the challenger's)",
+            ["arm"],
+            registry=recorded,
+        )
+        self.arm_seconds = Histogram(
+            "flywheel_arm_scoring_seconds",
+            "A rollout arm's model call per request",
+            ["arm"],
+            registry=recorded,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+        )
+        self.arm_share = Gauge(
+            "flywheel_rollout_share",
+            "Each arm's share of the traffic it answers (canary and A/B: of entities; bandit: of requests; "
+            "shadow: the challenger scores all, the champion answers all)",
+            ["arm"],
+            registry=recorded,
+            multiprocess_mode="livemax",
+        )
+        for arm in (CHAMPION, CHALLENGER, SHADOW):  # exported from the start, at 0
+            self.arm_scored.labels(arm)
+            self.arm_failures.labels(arm)
+            self.arm_seconds.labels(arm)
         self.reloads = Counter("flywheel_model_reloads_total", "Champion swaps", registry=recorded)
         self.reload_failures = Counter(
             "flywheel_model_reload_failures_total", "Versions that failed to load", registry=recorded

@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flywheel.registry.versions import LoadedModel
-from flywheel.rollout.guards import Watch
 from flywheel.rollout.state import CHALLENGER, CHAMPION
 from flywheel.rollout.stats import in_slice, pick
 from flywheel.serving import outcomes
@@ -74,6 +73,7 @@ class Arms:
         rollout, challenger = state.rollout, state.challenger  # read once: the poller may swap them
         self.models: dict[str | None, LoadedModel] = {None: model, CHAMPION: model}
         self.shadow: LoadedModel | None = None
+        self.state = state
         self.watch = state.watch if rollout is not None and challenger is not None else None
         if rollout is None or challenger is None:
             if forced == CHALLENGER:
@@ -102,7 +102,12 @@ class Arms:
     def select(self, keep: list[int]) -> Arms:
         """These arms for the rows at ``keep`` (the entities found)."""
         chosen = object.__new__(Arms)
-        chosen.models, chosen.shadow, chosen.watch = self.models, self.shadow, self.watch
+        chosen.models, chosen.shadow, chosen.watch, chosen.state = (
+            self.models,
+            self.shadow,
+            self.watch,
+            self.state,
+        )
         chosen.arms = [self.arms[i] for i in keep]
         return chosen
 
@@ -135,18 +140,25 @@ class Arms:
         model = self.models[arm]
         if self.watch is None or arm is None:
             return list(model.predict(rows))
-        return watched(self.watch, arm, model, rows)
+        return watched(self.state, arm, model, rows)
 
 
-def watched(watch: Watch, arm: str, model: LoadedModel, rows: list[dict[str, Any]]) -> list[Any]:
-    """``model``'s scores of ``rows``, timed and counted for the rollout's guards."""
+def watched(state: State, arm: str, model: LoadedModel, rows: list[dict[str, Any]]) -> list[Any]:
+    """``model``'s scores of ``rows``, timed and counted for the rollout's guards and metrics."""
+    metrics, watch = state.metrics, state.watch
     started = time.perf_counter()
     try:
         scores = list(model.predict(rows))
     except Exception:
-        watch.failed(arm, len(rows))
+        metrics.arm_failures.labels(arm).inc(len(rows))
+        if watch is not None:
+            watch.failed(arm, len(rows))
         raise
-    watch.scored(arm, time.perf_counter() - started, [_value(p) for p in scores])
+    seconds = time.perf_counter() - started
+    metrics.arm_seconds.labels(arm).observe(seconds)
+    metrics.arm_scored.labels(arm).inc(len(rows))
+    if watch is not None:
+        watch.scored(arm, seconds, [_value(p) for p in scores])
     return scores
 
 
@@ -244,9 +256,7 @@ def _shadow(
     """The shadow challenger's scores of rows already answered, logged under the same request ids;
     after the response, so it never delays or fails one."""
     try:
-        probabilities = (
-            watched(state.watch, SHADOW, challenger, rows) if state.watch else challenger.predict(rows)
-        )
+        probabilities = watched(state, SHADOW, challenger, rows)
         for request_id, entity, row, p, when in zip(
             request_ids, ids, rows, probabilities, as_of, strict=True
         ):

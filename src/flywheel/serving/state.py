@@ -26,7 +26,7 @@ from flywheel.rollout.stats import thompson_shares
 from flywheel.serving.cache import PredictionCache, make_cache
 from flywheel.serving.metrics import Metrics
 from flywheel.serving.online_features import OnlineFeatures
-from flywheel.serving.predlog import PredictionLog
+from flywheel.serving.predlog import SHADOW, PredictionLog
 from flywheel.serving.schemas import Bodies
 from flywheel.workdir import Workdir
 
@@ -79,7 +79,23 @@ async def refresh(state: State) -> bool:
 
 async def check_rollout(state: State) -> None:
     """Follow the registry's rollout: load its challenger when it starts or changes, drop it when the
-    rollout ends. A challenger that fails to load is not rolled out (the champion answers alone)."""
+    rollout ends or a guard fires. A challenger that fails to load is not rolled out (the champion
+    answers alone). Each arm's share is exported."""
+    await _follow_rollout(state)
+    rollout = state.rollout
+    shares = {rollout_state.CHAMPION: 1.0, rollout_state.CHALLENGER: 0.0, SHADOW: 0.0}
+    if rollout is not None and rollout.mode == "shadow":
+        shares[SHADOW] = 1.0
+    elif rollout is not None and rollout.mode == "bandit":
+        shares.update(state.shares)
+    elif rollout is not None:
+        share = rollout.percent / 100
+        shares.update({rollout_state.CHAMPION: 1 - share, rollout_state.CHALLENGER: share})
+    for arm, share in shares.items():
+        state.metrics.arm_share.labels(arm).set(share)
+
+
+async def _follow_rollout(state: State) -> None:
     loop = asyncio.get_running_loop()
     try:
         rollout = await loop.run_in_executor(
