@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import snapshots
+from flywheel.pipeline.context import StepContext
+from flywheel.pipeline.steps import publish
 from flywheel.registry import registry
 from flywheel.registry.registry import RegistryError
 from flywheel.retraining import loop
@@ -376,3 +378,31 @@ def test_the_loop_takes_its_rollout_through_each_stage_to_promotion(
     assert registry.champion_version(config, two_versions) == "2"
     actions = [e["action"] for e in state.events(registry_client, config.registry.model_name)]
     assert actions[-3:] == ["start", "shift", "promote"] and by_hand.id != canary.id
+
+
+def test_a_winning_retrain_starts_the_loops_rollout_instead_of_promoting(
+    two_versions: Workdir, serving_config: FlywheelConfig
+) -> None:
+    """The pipeline's publish step with ``rollout.stages``: the winner (v2) starts a shadow rollout
+    planned on to canary, superseding a running one, and the champion stays; without stages it is
+    promoted at once."""
+    config = apply_overrides(serving_config, {"rollout.stages": ["shadow", "canary"]})
+    earlier = state.start(config, two_versions, "canary")
+    context = StepContext(config, two_versions)
+    outputs = publish.run(context, "2", "true", "ROC-AUC +0.01 vs champion v1", "1")
+    assert outputs["promoted"] == "false" and outputs["champion"] == "1"
+    client = registry.mlflow_client(config, two_versions)
+    rollout = state.current(client, config.registry.model_name)
+    assert outputs["rollout"] == rollout.id != earlier.id
+    assert (rollout.mode, rollout.plan, rollout.automatic, rollout.challenger) == (
+        "shadow",
+        ("canary",),
+        True,
+        "2",
+    )
+    assert "rolling out before it becomes champion" in outputs["reason"]
+    superseded = [e for e in state.events(client, config.registry.model_name) if e["action"] == "abort"]
+    assert [(e["id"], e["reason"]) for e in superseded] == [(earlier.id, "superseded by v2")]
+    state.abort(config, two_versions)
+    at_once = publish.run(StepContext(serving_config, two_versions), "2", "true", "better", "1")
+    assert at_once["promoted"] == "true" and at_once["rollout"] == "" and at_once["champion"] == "2"
