@@ -8,14 +8,20 @@ join, not the endpoint: the prediction may still be queued on another host).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from flywheel.serving.schemas import errors
 
 router = APIRouter()
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 1.0; strict validation then refuses what lax validation took
+    # for 0 or 1 and the schema does not: false, true, "1"
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Outcome(BaseModel):
@@ -23,7 +29,9 @@ class Outcome(BaseModel):
     request_id: str = Field(
         pattern="^[0-9a-f]{32}$", description="The `request_id` of the answer the outcome follows."
     )
-    outcome: int = Field(ge=0, le=1, description="1: it happened (a conversion); 0: it did not.")
+    outcome: Annotated[int, BeforeValidator(_integral)] = Field(
+        strict=True, ge=0, le=1, description="1: it happened (a conversion); 0: it did not."
+    )
 
 
 class Outcomes(BaseModel):
@@ -45,7 +53,7 @@ async def _limit(request: Request, body: Outcomes) -> Outcomes:
     return body
 
 
-@router.post("/v1/outcomes", response_model=Accepted, responses=errors(413, 503))
+@router.post("/v1/outcomes", response_model=Accepted, responses=errors(400, 413, 503))
 async def outcomes(request: Request, body: Annotated[Outcomes, Depends(_limit)]) -> Accepted:
     """Outcomes of answered requests, by request id: joined with the predictions to compare a
     rollout's arms (`flywheel rollout status`) and to steer a bandit."""
