@@ -264,6 +264,9 @@ def test_outcomes_are_joined_per_arm_into_the_ab_verdict(
         bad = client.post("/v1/outcomes", json={"outcomes": [{"request_id": "x", "outcome": 2}]})
         assert bad.status_code == 422
         assert {p["field"] for p in bad.json()["detail"]} == {"outcomes.0.request_id", "outcomes.0.outcome"}
+        for loose in (True, "1", 0.5):  # what lax validation took for 1 (fuzzing found it)
+            body = {"outcomes": [{"request_id": "0" * 32, "outcome": loose}]}
+            assert client.post("/v1/outcomes", json=body).status_code == 422, loose
         too_many = [{"request_id": "0" * 32, "outcome": 1}] * 601
         assert client.post("/v1/outcomes", json={"outcomes": too_many}).status_code == 413
     served = {arm: [a for a in answers if a["arm"] == arm] for arm in ("champion", "challenger")}
