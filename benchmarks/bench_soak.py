@@ -8,7 +8,8 @@ the stop plus the 200s received during it, and every request id the client recei
 the service exits 0; RSS (the process and its children) grows ≤ 10 % from the end of the warm-up to
 the end; each phase is answered by the arms and versions its rollout state says; every shadow-mode
 answer has its shadow row; the registry recorded the rollout decisions in order. The peer is the
-service itself: each phase's p99 is shown as a ratio to the warm-up's.
+service itself: each phase's p99 is shown as a ratio to that of the champion alone once warm (the
+first phase after the warm-up without a rollout: the aborted canary's).
 
 Load: one wrk run per phase, back to back (a gap of milliseconds), each phase's action taken a second
 into its run, under load. Bounded means a fixed number of keep-alive connections and a target rate:
@@ -739,11 +740,12 @@ def served_by(counts: Counter) -> str:
 
 
 def print_report(report: SoakReport, title: str) -> None:
-    warm_p99 = report.phases[0].wrk.get("p99", float("nan"))
+    alone = next(p for p in report.phases[1:] if all(arm is None for _, arm in p.step.answers))
+    alone_p99 = alone.wrk["p99"]
     print(title)
     print(
         f"{'phase':<18}{'s':>5}{'action s':>9}{'requests':>10}{'log rows':>10}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'÷ warm':>7}{'max ms':>8}{'failed':>7}{'RSS MiB':>8}  served by (once applied)"
+        f"{'÷ alone':>8}{'max ms':>8}{'failed':>7}{'RSS MiB':>8}  served by (once applied)"
     )
     for p in [*report.phases, report.stop.phase]:
         w = p.wrk
@@ -751,7 +753,7 @@ def print_report(report: SoakReport, title: str) -> None:
         rss = f"{p.rss_kib / 1024:.0f}" if p.rss_kib else "-"
         print(
             f"{p.step.name:<18}{w['seconds']:>5.0f}{p.action_seconds:>9.1f}{int(w['requests']):>10,}{p.rows:>10,}"
-            f"{w['requests'] / w['seconds']:>8.0f}{w['p50']:>8.2f}{w['p99']:>8.2f}{w['p99'] / warm_p99:>6.1f}×"
+            f"{w['requests'] / w['seconds']:>8.0f}{w['p50']:>8.2f}{w['p99']:>8.2f}{w['p99'] / alone_p99:>7.1f}×"
             f"{w['max']:>8.1f}{failed:>7}{rss:>8}  {served_by(p.settled)}"
         )
     print(
@@ -762,6 +764,9 @@ def print_report(report: SoakReport, title: str) -> None:
         f"total: {report.requests:,} requests, {report.answered:,} answers received with their ids, "
         f"{report.logged:,} log rows (+{report.shadow_rows:,} shadow)"
     )
+    tenth = report.rss[-1][0] / 10
+    trace = [next(kib for at, kib in report.rss if at >= k * tenth) for k in range(10)] + [report.rss_end_kib]
+    print("RSS MiB every tenth of the run after the warm-up: " + " ".join(f"{k / 1024:.0f}" for k in trace))
     half = [kib for at, kib in report.rss if at >= report.rss[-1][0] / 2]
     print(
         f"RSS over the second half of the run (after every model load): {min(half) / 1024:.0f} → "
