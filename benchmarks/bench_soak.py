@@ -28,10 +28,11 @@ is known to apply from that moment (the poller, every ``serving.poll_seconds`` =
 up too; with several workers the reload reaches one, so the state counts as applied
 ``2 × poll_seconds + 3`` s later instead). Rows are attributed to phases by ``predicted_at``. The
 automatic rollout guards are off (``rollout.guards.min_predictions`` out of reach): the aborts are
-the soak's own.
+the soak's own. The prediction cache is as configured (local by default: after the first pass over
+the entities most answers are cache hits); ``--set serving.cache.backend=none`` soaks the full path.
 
 Usage: python benchmarks/bench_soak.py [--workdir .flywheel] [--config configs/churn.yaml]
-           [--seconds 600] [--connections 8] [--rate 300] [--workers 1] [--via cli|api]
+           [--seconds 600] [--connections 8] [--rate 300] [--workers 1] [--via cli|api] [--set K=V]
 Needs `wrk` (Debian: apt-get install -y wrk) and a workdir with a champion, another version that
 passed its quality gate and a materialized online store: `make demo` builds one (or `flywheel
 --workdir /tmp/soak-wd demo`). The run leaves the other version as champion; a second run swaps back.
@@ -332,14 +333,15 @@ def http(base: str, method: str, path: str, body: Any = None, token: str | None 
 
 @contextlib.contextmanager
 def serve(
-    config_path: str | None, workdir: Path, workers: int, token: str, log: Path
+    config_path: str | None, workdir: Path, workers: int, token: str, log: Path, sets: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`flywheel serve` polling every second with an admin token, until /ready; stopped by SIGTERM
-    when the caller has not stopped it."""
+    """`flywheel serve` polling every second with an admin token (and the ``sets`` overrides), until
+    /ready; stopped by SIGTERM when the caller has not stopped it."""
     port = free_port()
     argv = [str(BIN / "flywheel"), *(["--config", config_path] if config_path else [])]
     argv += ["--workdir", str(workdir), "--set", "serving.poll_seconds=1"]
     argv += ["--set", f"rollout.guards.min_predictions={GUARDS_OFF}"]
+    argv += [arg for value in sets for arg in ("--set", value)]
     argv += ["--set", f"serving.admin_token={token}", "serve", "--port", str(port)]
     argv += ["--workers", str(workers)]
     with log.open("w") as stderr:
@@ -787,6 +789,12 @@ def main() -> None:
     parser.add_argument("--via", choices=("cli", "api"), default="cli", help="how the actions are taken")
     parser.add_argument("--entities", type=int, default=2000)
     parser.add_argument("--rss-every", type=float, default=5.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the service, e.g. serving.cache.backend=none",
+    )
     args = parser.parse_args()
     from flywheel.config import load_config
     from flywheel.workdir import Workdir
@@ -800,7 +808,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flywheel-soak-") as tmp:
         folder = Path(tmp)
         since = datetime.now(UTC)
-        with serve(config_path, workdir.root, args.workers, token, folder / "server.log") as (base, process):
+        server_log = folder / "server.log"
+        with serve(config_path, workdir.root, args.workers, token, server_log, tuple(args.set)) as (
+            base,
+            process,
+        ):
             print(
                 f"{config.spec.name}: {args.seconds:.0f} s, {args.connections} connections at "
                 f"{args.rate:g} req/s, {args.workers} worker(s), actions via {args.via}; server pid {process.pid}",
@@ -828,7 +840,7 @@ def main() -> None:
                     flush=True,
                 ),
             )
-        server_log = (folder / "server.log").read_text()
+        server_log = server_log.read_text()
     print_report(report, f"soak of {workdir.root}")
     if "Traceback" in server_log:
         print("the service logged a traceback:\n" + server_log[-3000:])
