@@ -191,6 +191,12 @@ class GuardsConfig(StrictModel):
     max_prediction_psi: float = Field(
         0.25, gt=0, description="PSI of the challenger's scores against the champion's (prediction drift)."
     )
+    min_drift_scores: int = Field(
+        1000,
+        ge=1,
+        description="Scores of each arm before the drift guard judges: PSI over 20 bins of fewer is "
+        "mostly noise (100 against 100 identical distributions pass 0.25 nine times in ten).",
+    )
 
 
 class RolloutConfig(StrictModel):

@@ -313,7 +313,10 @@ def test_a_bandit_shifts_traffic_to_the_arm_that_converts(
     ("limit", "reason"),
     [
         ({"rollout.guards.max_p99_ms": 0.0001}, "challenger p99 scoring latency"),
-        ({"rollout.guards.max_prediction_psi": 1e-9}, "prediction drift: PSI"),
+        (
+            {"rollout.guards.max_prediction_psi": 1e-9, "rollout.guards.min_drift_scores": 30},
+            "prediction drift",
+        ),
         ({"rollout.guards.max_error_rate": 0.05}, "error rate 100.0% of the challenger's"),
     ],
 )
@@ -359,16 +362,17 @@ def test_the_loop_takes_its_rollout_through_each_stage_to_promotion(
     customers = _customers(two_versions, 20)
     by_hand = state.start(config, two_versions, "canary")
     time.sleep(0.1)
-    assert loop._advance_rollout(config, two_versions) is None
+    assert loop._advance_rollout(config, two_versions) == (None, None)
     state.abort(config, two_versions)
     state.start(config, two_versions, "shadow", plan=("canary",), automatic=True)
-    assert "0 challenger predictions in this stage" in loop._advance_rollout(config, two_versions)
+    waiting, running = loop._advance_rollout(config, two_versions)
+    assert "0 challenger predictions in this stage" in waiting and "shadow of v2" in running
     with TestClient(create_app(config, two_versions)) as client:
         _reload(client)
         for c in customers:
             client.post("/v1/predict", json={"customer_id": c})
     time.sleep(0.1)
-    assert loop._advance_rollout(config, two_versions) == "shifted to canary"
+    assert loop._advance_rollout(config, two_versions)[0] == "shifted to canary"
     registry_client = registry.mlflow_client(config, two_versions)
     canary = state.current(registry_client, config.registry.model_name)
     assert (canary.mode, canary.percent, canary.plan) == ("canary", config.rollout.percent, ())
@@ -377,7 +381,7 @@ def test_the_loop_takes_its_rollout_through_each_stage_to_promotion(
         for c in customers * 3:
             client.post("/v1/predict", json={"customer_id": c}, headers={ARM: "challenger"})
     time.sleep(0.1)
-    assert loop._advance_rollout(config, two_versions) == "promoted v2 after canary"
+    assert loop._advance_rollout(config, two_versions) == ("promoted v2 after canary", None)
     assert registry.champion_version(config, two_versions) == "2"
     actions = [e["action"] for e in state.events(registry_client, config.registry.model_name)]
     assert actions[-3:] == ["start", "shift", "promote"] and by_hand.id != canary.id
@@ -387,14 +391,21 @@ def test_a_winning_retrain_starts_the_loops_rollout_instead_of_promoting(
     two_versions: Workdir, serving_config: FlywheelConfig
 ) -> None:
     """The pipeline's publish step with ``rollout.stages``: the winner (v2) starts a shadow rollout
-    planned on to canary, superseding a running one, and the champion stays; without stages it is
-    promoted at once."""
+    planned on to canary, superseding the loop's running one, and the champion stays; a rollout
+    started by hand is never cut short; without stages the winner is promoted at once."""
     config = apply_overrides(serving_config, {"rollout.stages": ["shadow", "canary"]})
-    earlier = state.start(config, two_versions, "canary")
+    by_hand = state.start(config, two_versions, "ab")
+    kept = publish.run(StepContext(config, two_versions), "2", "true", "better", "1")
+    assert (
+        kept["promoted"] == "false" and kept["champion"] == "1" and "(started by hand) runs" in kept["reason"]
+    )
+    client = registry.mlflow_client(config, two_versions)
+    assert state.current(client, config.registry.model_name) == by_hand  # the user's trial goes on
+    state.abort(config, two_versions)
+    earlier = state.start(config, two_versions, "canary", automatic=True)
     context = StepContext(config, two_versions)
     outputs = publish.run(context, "2", "true", "ROC-AUC +0.01 vs champion v1", "1")
     assert outputs["promoted"] == "false" and outputs["champion"] == "1"
-    client = registry.mlflow_client(config, two_versions)
     rollout = state.current(client, config.registry.model_name)
     assert outputs["rollout"] == rollout.id != earlier.id
     assert (rollout.mode, rollout.plan, rollout.automatic, rollout.challenger) == (
@@ -405,7 +416,7 @@ def test_a_winning_retrain_starts_the_loops_rollout_instead_of_promoting(
     )
     assert "rolling out before it becomes champion" in outputs["reason"]
     superseded = [e for e in state.events(client, config.registry.model_name) if e["action"] == "abort"]
-    assert [(e["id"], e["reason"]) for e in superseded] == [(earlier.id, "superseded by v2")]
+    assert [(e["id"], e["reason"]) for e in superseded][-1] == (earlier.id, "superseded by v2")
     state.abort(config, two_versions)
     at_once = publish.run(StepContext(serving_config, two_versions), "2", "true", "better", "1")
     assert at_once["promoted"] == "true" and at_once["rollout"] == "" and at_once["champion"] == "2"

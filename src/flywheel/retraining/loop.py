@@ -115,21 +115,24 @@ def tick(
         stage = "features"
         built, labels = feature_ops.build(config, workdir)
         done(stage, f"{len(built.dates_built)} snapshot dates built; {labels.rows:,} labels")
+        stage = "rollout"  # first: a retrain must not supersede a rollout whose stage is done
+        moved, rolling = _advance_rollout(config, workdir)
+        if moved:
+            done(stage, moved)
         stage = "retrain"
-        result.decision = retrain.retrain(config, workdir, on_event=on_event)
-        done(stage, f"{result.decision.outcome}: {'; '.join(result.decision.reasons)}")
-        if result.decision.error:
-            result.failed_stage, result.error = stage, result.decision.error
+        if rolling is not None:  # the loop's own rollout decides first; the triggers wait for it
+            done(stage, f"waits for {rolling}")
+        else:
+            result.decision = retrain.retrain(config, workdir, on_event=on_event)
+            done(stage, f"{result.decision.outcome}: {'; '.join(result.decision.reasons)}")
+            if result.decision.error:
+                result.failed_stage, result.error = stage, result.decision.error
         stage = "publish"
-        if result.decision.published:
+        if result.decision is not None and result.decision.published:
             done(stage, "published by the retrain's pipeline run")
         else:  # the serving champion gets the new snapshots whatever the retrain did
             _, materialized = online.publish(config, workdir)
             done(stage, f"{materialized.written:,} entities materialized, through {materialized.through}")
-        stage = "rollout"
-        moved = _advance_rollout(config, workdir)
-        if moved:
-            done(stage, moved)
     except Exception as error:  # any stage: report, keep what is published, retry next tick
         failure = f"{type(error).__name__}: {error}"
         if result.error:  # the retrain failed before: keep both
@@ -141,19 +144,21 @@ def tick(
     return result
 
 
-def _advance_rollout(config: FlywheelConfig, workdir: Workdir) -> str | None:
-    """Move the loop's own rollout on (``rollout.stages``) when its stage is done; what happened, or
-    None without one."""
+def _advance_rollout(config: FlywheelConfig, workdir: Workdir) -> tuple[str | None, str | None]:
+    """Move the loop's own rollout on (``rollout.stages``) when its stage is done: (what happened, or
+    None without one; the rollout still running, described, or None once it ended)."""
     client = registry.mlflow_client(config, workdir)
     rollout = rollout_state.current(client, config.registry.model_name)
     if rollout is None or not rollout.automatic:
-        return None
+        return None, None
     counted = 0
     if workdir.predictions.is_dir():
         figures = ArmCounter(workdir.predictions, rollout, since=rollout.stage_started_at).update()
         counted = figures[CHALLENGER].predictions + figures[SHADOW].predictions
     moved = rollout_state.advance(config, workdir, counted)
-    return moved or f"{rollout.describe()}: {counted:,} challenger predictions in this stage so far"
+    running = rollout_state.current(client, config.registry.model_name)
+    still = running.describe() if running is not None and running.automatic else None
+    return moved or f"{rollout.describe()}: {counted:,} challenger predictions in this stage so far", still
 
 
 def run(

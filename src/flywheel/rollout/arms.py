@@ -11,6 +11,7 @@ shadow challenger answered no one: its predictions are counted, its outcomes are
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from flywheel.rollout.state import CHALLENGER, CHAMPION, Rollout
 from flywheel.rollout.stats import ABResult, two_proportion_test
 from flywheel.serving.predlog import SHADOW
 
+_logger = logging.getLogger(__name__)
 # an outcome whose prediction no log holds yet (still queued on another host) is looked for again
 # on this many later updates, then dropped (a request id no service answered)
 RETRIES = 3
@@ -55,10 +57,13 @@ class ArmCounter:
         self._outcomes_read: dict[Path, int] = {}
         self._outcome: dict[str, int] = {}  # request id → its highest outcome counted
         self._waiting: dict[str, tuple[int, int]] = {}  # request id → (outcome, updates left)
+        self._left_out: set[Path] = set()  # logs not readable for arms (warned once each)
 
     def update(self) -> dict[str, ArmFigures]:
-        """Count what the logs gained since the last update; returns every arm's figures."""
-        logs = sorted(self.folder.glob("*.db")) if self.folder.is_dir() else []
+        """Count what the logs gained since the last update; returns every arm's figures. An outcome
+        counts only once its prediction is counted (never a success without its trial)."""
+        found = sorted(self.folder.glob("*.db")) if self.folder.is_dir() else []
+        logs = [log for log in found if _ready(log, self._left_out)]
         posted = dict(self._waiting)
         for log in logs:
             with _reading(log) as con:
@@ -95,28 +100,39 @@ class ArmCounter:
 
     def _new_outcomes(self, log: Path, con: sqlite3.Connection) -> Iterator[tuple[str, int, int]]:
         last = self._outcomes_read.get(log, 0)
+        [(newest,)] = con.execute("SELECT MAX(rowid) FROM outcomes")
+        if newest is None or newest <= last:
+            return
+        self._outcomes_read[log] = newest  # rows before the rollout are never read twice either
         rows = con.execute(
-            "SELECT rowid, request_id, outcome FROM outcomes WHERE rowid > ? AND received_at >= ? "
-            "ORDER BY rowid",
-            (last, self.since),
-        ).fetchall()
-        if rows:
-            self._outcomes_read[log] = rows[-1][0]
-        for _, request_id, outcome in rows:
+            "SELECT request_id, outcome FROM outcomes WHERE rowid > ? AND rowid <= ? AND received_at >= ?",
+            (last, newest, self.since),
+        )
+        for request_id, outcome in rows:
             yield request_id, int(outcome == 1), RETRIES
 
     def _join(self, logs: list[Path], posted: dict[str, tuple[int, int]]) -> None:
-        """Each posted outcome's arm, from whichever log holds its prediction."""
+        """Each posted outcome's arm, from whichever log holds its (counted) prediction."""
         found: dict[str, str] = {}
         for log in logs:
+            counted = self._predictions_read.get(log, 0)
+            if not counted:
+                continue
             with _reading(log) as con:
                 con.execute("CREATE TEMP TABLE posted (request_id TEXT PRIMARY KEY)")
                 con.executemany("INSERT INTO temp.posted VALUES (?)", ((r,) for r in posted))
-                rows = con.execute(
-                    "SELECT p.request_id, p.arm FROM temp.posted o JOIN predictions p "
-                    "ON p.request_id = o.request_id WHERE p.predicted_at >= ? "
+                rows = con.execute(  # CROSS JOIN: the posted ids drive, through the request_id index
+                    "SELECT p.request_id, p.arm FROM temp.posted o CROSS JOIN predictions p "
+                    "ON p.request_id = o.request_id WHERE p.rowid <= ? AND p.predicted_at >= ? "
                     "AND ((p.arm = ? AND p.model_version = ?) OR (p.arm = ? AND p.model_version = ?))",
-                    (self.since, CHAMPION, self.rollout.champion, CHALLENGER, self.rollout.challenger),
+                    (
+                        counted,
+                        self.since,
+                        CHAMPION,
+                        self.rollout.champion,
+                        CHALLENGER,
+                        self.rollout.challenger,
+                    ),
                 )
                 found.update(rows)
         self._waiting = {}
@@ -135,6 +151,27 @@ class ArmCounter:
                 figures.successes += 1
             if before is None or outcome > before:
                 self._outcome[request_id] = outcome
+
+
+def _ready(log: Path, left_out: set[Path]) -> bool:
+    """Whether the log has what the arms are read from: a log being created by another worker, or
+    one of an earlier release no writer has opened since, is left out (warned once)."""
+    problem = None
+    try:
+        with _reading(log) as con:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {row[1] for row in con.execute("PRAGMA table_info(predictions)")}
+        if not ({"predictions", "outcomes"} <= tables and "arm" in columns):
+            problem = "written before rollouts (no arm or outcomes yet)"
+    except sqlite3.Error as error:
+        problem = str(error)
+    if problem is None:
+        left_out.discard(log)
+        return True
+    if log not in left_out:
+        _logger.warning("rollout arms: %s left out: %s", log, problem)
+        left_out.add(log)
+    return False
 
 
 @contextlib.contextmanager

@@ -27,52 +27,56 @@ KEPT = 10_000  # the newest latencies and scores kept per arm
 
 @dataclass
 class Arm:
-    scored: int = 0  # rows scored
-    failed: int = 0  # rows whose scoring raised
-    seconds: deque = field(default_factory=lambda: deque(maxlen=KEPT))  # per model call
+    calls: deque = field(default_factory=lambda: deque(maxlen=KEPT))  # (rows, rows failed) per call
+    seconds: deque = field(default_factory=lambda: deque(maxlen=KEPT))  # per model call that answered
     scores: deque = field(default_factory=lambda: deque(maxlen=KEPT))
+
+    def tried(self) -> tuple[int, int]:
+        """Rows scored and rows failed over the newest calls."""
+        return sum(rows for rows, _ in self.calls), sum(failed for _, failed in self.calls)
 
 
 class Watch:
-    """One rollout's arms as this replica served them."""
+    """One stage of a rollout (its id and mode: a shift starts a new watch) as this replica served it."""
 
-    def __init__(self, rollout_id: str) -> None:
-        self.rollout_id = rollout_id
+    def __init__(self, stage: tuple[str, str]) -> None:
+        self.stage = stage
         self.arms = {CHAMPION: Arm(), CHALLENGER: Arm(), SHADOW: Arm()}
 
     def scored(self, arm: str, seconds: float, scores: list[float]) -> None:
         """``arm``'s model scored ``scores`` in one call of ``seconds``."""
         watched = self.arms[arm]
-        watched.scored += len(scores)
+        watched.calls.append((len(scores), 0))
         watched.seconds.append(seconds)
         watched.scores.extend(scores)
 
     def failed(self, arm: str, rows: int) -> None:
         """``arm``'s model raised scoring ``rows`` rows."""
-        self.arms[arm].failed += rows
+        self.arms[arm].calls.append((rows, rows))
 
     def challenger(self) -> Arm:
-        """The challenger's arm: the one answering, or the shadow when it scores off the path."""
-        answering, shadow = self.arms[CHALLENGER], self.arms[SHADOW]
-        return shadow if shadow.scored + shadow.failed > answering.scored + answering.failed else answering
+        """The challenger's arm in this stage: the shadow in shadow mode, else the one answering."""
+        return self.arms[SHADOW if self.stage[1] == "shadow" else CHALLENGER]
 
     def verdict(self, limits: GuardsConfig) -> str | None:
-        """Why the rollout must be aborted, or None while every guard holds (or too little was seen)."""
+        """Why the rollout must be aborted, or None while every guard holds (or too little was seen).
+        The error rate and the latency are the newest :data:`KEPT` calls'; the drift needs
+        ``min_drift_scores`` of each arm (PSI over 20 bins is noisy below about a thousand)."""
         trial, champion = self.challenger(), self.arms[CHAMPION]
-        tried = trial.scored + trial.failed
+        tried, failed = trial.tried()
         if tried < limits.min_predictions:
             return None
-        error_rate = trial.failed / tried
-        if error_rate > limits.max_error_rate:
+        if failed / tried > limits.max_error_rate:
             return (
-                f"error rate {error_rate:.1%} of the challenger's {tried:,} scorings "
+                f"error rate {failed / tried:.1%} of the challenger's {tried:,} newest scorings "
                 f"over the limit {limits.max_error_rate:.1%}"
             )
-        if trial.seconds:
+        if len(trial.seconds) >= limits.min_predictions:
             p99 = float(np.percentile(np.fromiter(trial.seconds, float), 99)) * 1000
             if p99 > limits.max_p99_ms:
                 return f"challenger p99 scoring latency {p99:.1f} ms over the limit {limits.max_p99_ms:g} ms"
-        if len(trial.scores) >= limits.min_predictions and len(champion.scores) >= limits.min_predictions:
+        enough = max(limits.min_predictions, limits.min_drift_scores)
+        if len(trial.scores) >= enough and len(champion.scores) >= enough:
             drift = prediction_psi(np.fromiter(champion.scores, float), np.fromiter(trial.scores, float))
             if drift > limits.max_prediction_psi:
                 return (

@@ -79,7 +79,8 @@ def events(client: Any, name: str) -> list[dict[str, Any]]:
     """Every recorded rollout decision of model ``name``, oldest first."""
     tags = _tags(client, name)
     return sorted(
-        (json.loads(v) for k, v in tags.items() if k.startswith(EVENT_PREFIX)), key=lambda e: e["seq"]
+        (json.loads(v) for k, v in tags.items() if k.startswith(EVENT_PREFIX)),
+        key=lambda e: (e["seq"], e["at"]),
     )
 
 
@@ -158,7 +159,8 @@ def shift(
         share = float(config.rollout.percent) if rollout.mode == "shadow" else rollout.percent
     if (mode, share) == (rollout.mode, rollout.percent):
         raise RegistryError(f"{rollout.describe()} already; name another --mode or --percent")
-    return _shift(config, workdir, client, name, rollout, mode, share, rollout.plan)
+    # by hand: the rollout is the user's now, the loop no longer moves it on
+    return _shift(config, workdir, client, name, replace(rollout, automatic=False), mode, share, ())
 
 
 def _shift(
@@ -173,6 +175,7 @@ def _shift(
 ) -> Rollout:
     now = datetime.now(UTC).isoformat()
     shifted = replace(rollout, mode=mode, percent=share, stage_started_at=now, plan=tuple(plan))
+    _still(client, name, rollout)
     client.set_registered_model_tag(name, TAG, json.dumps(asdict(shifted)))
     _record(
         config,
@@ -184,6 +187,16 @@ def _shift(
         f"shifted from {rollout.mode}{_share(rollout)} to {mode}{_share(shifted)}: {shifted.describe()}",
     )
     return shifted
+
+
+def _still(client: Any, name: str, rollout: Rollout) -> None:
+    """Raise unless ``rollout`` is still the one running: a replica's guard may have aborted it
+    since it was read (a guard does not take the workdir's lock)."""
+    running = current(client, name)
+    if running is None or running.id != rollout.id:
+        raise RegistryError(
+            f"{rollout.id} ended meanwhile (a guard aborted it?); see `flywheel rollout status`"
+        )
 
 
 def _share(rollout: Rollout) -> str:
@@ -208,6 +221,7 @@ def promote(config: FlywheelConfig, workdir: Workdir) -> Rollout:
             "`flywheel rollout abort` it"
         )
     reason = f"rollout {rollout.id} ({rollout.mode}) promoted"
+    _still(client, name, rollout)
     registry.move_alias(client, name, registry.CHAMPION, rollout.challenger, reason)
     client.delete_registered_model_tag(name, TAG)
     _record(
@@ -301,12 +315,9 @@ def _record(
     reason: str | None = None,
 ) -> None:
     seq = len(events(client, name)) + 1
-    event = {
-        "seq": seq,
-        "at": datetime.now(UTC).isoformat(),
-        "action": action,
-        "reason": reason,
-        **asdict(rollout),
-    }
-    client.set_registered_model_tag(name, f"{EVENT_PREFIX}{seq:05d}", json.dumps(event))
+    now = datetime.now(UTC)
+    event = {"seq": seq, "at": now.isoformat(), "action": action, "reason": reason, **asdict(rollout)}
+    # two writers at once (a replica's guard, the loop) count the same seq: the key never collides
+    key = f"{EVENT_PREFIX}{seq:05d}.{now:%Y%m%dT%H%M%S%f}.{secrets.token_hex(2)}"
+    client.set_registered_model_tag(name, key, json.dumps(event))
     alert(config, workdir, "rollout", f"{name} {text}", action=action, rollout=rollout.id, reason=reason)

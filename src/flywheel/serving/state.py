@@ -122,9 +122,10 @@ async def _follow_rollout(state: State) -> None:
             return
         state.challenger = challenger
         _logger.info("rolling out v%s (%s)", challenger.version, rollout.describe())
-    if state.watch is None or state.watch.rollout_id != rollout.id:
-        state.watch = Watch(rollout.id)
+    if state.counter is None or state.counter.rollout.id != rollout.id:
         state.counter = ArmCounter(state.workdir.predictions, rollout)
+    if state.watch is None or state.watch.stage != (rollout.id, rollout.mode):  # a shift: judged anew
+        state.watch = Watch((rollout.id, rollout.mode))
     reason = state.watch.verdict(state.config.rollout.guards)
     if reason is not None:
         await _abort(state, rollout, reason)
@@ -132,10 +133,13 @@ async def _follow_rollout(state: State) -> None:
     if rollout.mode == "bandit":  # the posteriors of the outcomes joined so far
         try:
             figures = await loop.run_in_executor(None, state.counter.update)
-        except sqlite3.Error as error:  # a log being created or locked: the shares as they were
+        except sqlite3.Error as error:  # a log locked or unreadable: the shares as they were
             _logger.warning("bandit: outcomes not counted this time: %s", error)
         else:
             state.shares = thompson_shares(bandit_outcomes(figures), rollout.floor)
+        if not state.shares:  # nothing counted yet: the priors' even split
+            arms = {rollout_state.CHAMPION: (0, 0), rollout_state.CHALLENGER: (0, 0)}
+            state.shares = thompson_shares(arms, rollout.floor)
     state.rollout = rollout
 
 

@@ -8,8 +8,6 @@ decision is stale."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flywheel.features import online
 from flywheel.pipeline.context import StepContext
 from flywheel.registry import registry
@@ -34,10 +32,20 @@ def run(ctx: StepContext, version: str, promote: str, reason: str, champion: str
         client, name, registry.CHALLENGER, version, "passed the quality gate", ctx.pipeline_run_id
     )
     started = ""
-    if promote == "true" and ctx.config.rollout.stages and current:
-        rollout = _roll_out(ctx, client, version)
-        promote, started = "false", rollout.id
-        reason += f"; rolling out before it becomes champion: {rollout.describe()}"
+    running = rollout_state.current(client, name) if promote == "true" else None
+    if running is not None and not running.automatic:  # the user's own trial is not cut short
+        promote = "false"
+        reason += f"; not promoted while {running.describe()} (started by hand) runs"
+    else:
+        if running is not None:  # the loop's rollout of an earlier winner: superseded
+            rollout_state.end(ctx.config, ctx.workdir, client, running, f"superseded by v{version}")
+        if promote == "true" and ctx.config.rollout.stages and current:
+            first, *rest = ctx.config.rollout.stages
+            rollout = rollout_state.start(
+                ctx.config, ctx.workdir, first, version, plan=tuple(rest), automatic=True
+            )
+            promote, started = "false", rollout.id
+            reason += f"; rolling out before it becomes champion: {rollout.describe()}"
     if promote == "true":
         registry.move_alias(client, name, registry.CHAMPION, version, reason, ctx.pipeline_run_id)
         current = version
@@ -50,14 +58,3 @@ def run(ctx: StepContext, version: str, promote: str, reason: str, champion: str
         "materialized": str(materialized.written),
         "through": materialized.through or "",
     }
-
-
-def _roll_out(ctx: StepContext, client: Any, version: str) -> rollout_state.Rollout:
-    """The winner goes through ``rollout.stages`` (the loop moves it on, then promotes it); a rollout
-    still running is superseded by it."""
-    config = ctx.config
-    running = rollout_state.current(client, config.registry.model_name)
-    if running is not None:
-        rollout_state.end(config, ctx.workdir, client, running, f"superseded by v{version}")
-    first, *rest = config.rollout.stages
-    return rollout_state.start(config, ctx.workdir, first, version, plan=tuple(rest), automatic=True)
