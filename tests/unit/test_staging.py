@@ -16,6 +16,7 @@ import pytest
 
 from flywheel.config import FlywheelConfig, default_config
 from flywheel.errors import ConfigError, DataError
+from flywheel.features import online
 from flywheel.lock import WorkdirBusy, workdir_lock
 from flywheel.pipeline.context import StepSkipped
 from flywheel.pipeline.dag import STEPS
@@ -68,11 +69,22 @@ def test_push_writes_what_changed_manifests_last_and_deletes_what_was_removed(tm
     (task.root / "lake/raw").mkdir()
     (task.root / "lake/raw/b2.parquet").write_text("new rows")
     (task.root / ".lock").write_text("mine")
+    watermark = online.watermark_path(task)  # sorts before the online store's database
+    watermark.parent.mkdir(parents=True)
+    watermark.write_text('{"through": "2024-06-30"}')
+    (watermark.parent / "zz-rows.txt").write_text("the rows it marks")
     written: list[str] = []
     put = store.fs.put_file
     store.fs.put_file = lambda local, remote, **kw: (written.append(remote), put(local, remote, **kw))
-    assert store.push(task, before) == (2, 1)
-    assert [Path(p).name for p in written] == ["b2.parquet", "manifest.json"]  # the manifest last
+    assert store.push(task, before) == (4, 1)
+    # the manifest and the watermark after what they describe (regression: a service saw a new
+    # materialization before its rows and cached old scores under it)
+    assert [Path(p).name for p in written] == [
+        "b2.parquet",
+        "zz-rows.txt",
+        "manifest.json",
+        "materialized.json",
+    ]
     assert memory.cat(f"{url}/lake/manifest.json") == b'{"batches": 2}'
     assert not memory.exists(f"{url}/features/old.parquet") and not memory.exists(f"{url}/.lock")
     assert memory.cat(f"{url}/keep.txt") == b"k"

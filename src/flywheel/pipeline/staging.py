@@ -35,6 +35,7 @@ from pathlib import Path
 
 from flywheel.config import FlywheelConfig
 from flywheel.errors import ConfigError
+from flywheel.features import online
 from flywheel.lock import workdir_lock
 from flywheel.pipeline.runner import run_single_step
 from flywheel.training import tracking
@@ -102,9 +103,12 @@ class ArtifactStore:
         """Copy what changed in ``workdir`` since ``before`` to the store and delete what was removed;
         returns (files written, files deleted)."""
         after = snapshot(workdir)
+        # manifests last, and the online store's watermark after its database: a service sees a new
+        # materialization (its prediction cache keys on it) only once the rows are there
+        watermark = online.watermark_path(workdir).relative_to(workdir.root).as_posix()
         changed = sorted(
             (path for path, signature in after.items() if before.get(path) != signature),
-            key=lambda path: (Path(path).name == _MANIFEST, path),  # manifests last
+            key=lambda path: (Path(path).name == _MANIFEST or path == watermark, path),
         )
         scratch = workdir.staging / "push"
         scratch.mkdir(parents=True, exist_ok=True)
