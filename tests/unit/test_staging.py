@@ -80,10 +80,10 @@ def test_push_writes_what_changed_manifests_last_and_deletes_what_was_removed(tm
     # the manifest and the watermark after what they describe (regression: a service saw a new
     # materialization before its rows and cached old scores under it)
     assert [Path(p).name for p in written] == [
-        "b2.parquet",
         "zz-rows.txt",
-        "manifest.json",
+        "b2.parquet",
         "materialized.json",
+        "manifest.json",
     ]
     assert memory.cat(f"{url}/lake/manifest.json") == b'{"batches": 2}'
     assert not memory.exists(f"{url}/features/old.parquet") and not memory.exists(f"{url}/.lock")
