@@ -213,7 +213,7 @@ def test_a_rollouts_arms_are_reported_apart_and_a_shadow_is_compared_on_the_same
     }
     assert arms[("champion", "1")]["roc_auc"] == pytest.approx(4 / 6)
     assert arms[("shadow", "2")]["roc_auc"] == pytest.approx(1.0)
-    paired = report.shadow_comparison(default_config())
+    [paired] = report.shadow_comparisons(default_config())
     assert (paired["pairs"], paired["shadow"], paired["champion"], paired["metric"]) == (
         5,
         "2",
@@ -222,3 +222,12 @@ def test_a_rollouts_arms_are_reported_apart_and_a_shadow_is_compared_on_the_same
     )
     assert paired["delta"] == pytest.approx(1 / 3)
     assert report.to_dict()["arms"] == report.arms()
+    later = PredictionLog(workdir.predictions / "predictions.db", flush_seconds=0.05)  # a second shadow
+    for request_id, customer, as_of in rows:
+        later.append(request_id, utc_iso(T + 101 * DAY), customer, "3", 0.5, {}, "score", as_of, arm="shadow")
+    later.close()
+    again = performance.evaluate(default_config(), workdir, period_days=7).shadow_comparisons(
+        default_config()
+    )
+    assert [(c["shadow"], c["champion"], c["pairs"]) for c in again] == [("2", "1", 5), ("3", "1", 5)]
+    assert again[0]["delta"] == pytest.approx(1 / 3)  # each shadow on its own pairs

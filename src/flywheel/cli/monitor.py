@@ -178,17 +178,18 @@ def _show_arms(report: performance.PerformanceReport, figures: dict[str, str], f
             arm["arm"], f"v{arm['version']}", f"{arm['predictions']:,}", f"{arm['labelled']:,}", *values
         )
     console.print(table)
-    paired = report.shadow_comparison(config)
-    if paired is None:
-        return
-    if "error" in paired:
-        console.print(f"shadow vs champion on {paired['pairs']:,} labelled requests: {paired['error']}")
-        return
-    console.print(
-        f"shadow v{paired['shadow']} vs champion v{paired['champion']} on the same {paired['pairs']:,} "
-        f"labelled requests: {paired['metric']} {paired['delta']:+.4f} "
-        f"(CI {paired['ci_low']:+.4f}..{paired['ci_high']:+.4f}; positive: the shadow is better)"
-    )
+    for paired in report.shadow_comparisons(config):
+        compared = (
+            f"shadow v{paired['shadow']} vs champion v{paired['champion']} on the same "
+            f"{paired['pairs']:,} labelled requests: "
+        )
+        if "error" in paired:
+            console.print(compared + paired["error"])
+            continue
+        console.print(
+            compared + f"{paired['metric']} {paired['delta']:+.4f} "
+            f"(CI {paired['ci_low']:+.4f}..{paired['ci_high']:+.4f}; positive: the shadow is better)"
+        )
 
 
 @simulate_app.command("traffic")

@@ -111,37 +111,40 @@ class PerformanceReport:
             )
         return out
 
-    def shadow_comparison(self, config: FlywheelConfig) -> dict[str, Any] | None:
-        """The shadow challenger against the champion on the very requests both scored, once labelled:
-        the registry's paired bootstrap of ``registry.compare_metric``."""
+    def shadow_comparisons(self, config: FlywheelConfig) -> list[dict[str, Any]]:
+        """Each shadow challenger against the champion it shadowed, on the very requests both scored,
+        once labelled: the registry's paired bootstrap of ``registry.compare_metric``, one per
+        (shadow version, champion version)."""
         if self.shadow.empty:
-            return None
+            return []
         pairs = self.shadow.merge(
             self.labelled[self.labelled["arm"] == CHAMPION], on="request_id", suffixes=("", "_champion")
         )
-        if pairs.empty:
-            return None
-        champion = pairs.assign(score=pairs["score_champion"], probabilities=pairs["probabilities_champion"])
+        if self.classes:  # rows logged without their class probabilities cannot be compared
+            pairs = pairs[pairs["probabilities"].notna() & pairs["probabilities_champion"].notna()]
         metric = config.registry.compare_metric
-        try:
-            result = evaluation.bootstrap_difference(
-                pairs["label"].to_numpy(dtype=int),
-                _probabilities(pairs, self.classes),
-                _probabilities(champion, self.classes),
-                config.registry.bootstrap_samples,
-                config.registry.confidence,
-                seed=config.training.seed,
-                metric=metric,
-            )
-        except ValueError as error:  # e.g. one class among the labels so far
-            return {"metric": metric, "pairs": len(pairs), "error": str(error)}
-        return {
-            "metric": metric,
-            "pairs": len(pairs),
-            "shadow": str(pairs["model_version"].iloc[0]),
-            "champion": str(pairs["model_version_champion"].iloc[0]),
-            **result,
-        }
+        out = []
+        for (shadow, champion), group in pairs.groupby(["model_version", "model_version_champion"]):
+            found = {"metric": metric, "pairs": len(group), "shadow": str(shadow), "champion": str(champion)}
+            try:
+                found |= evaluation.bootstrap_difference(
+                    group["label"].to_numpy(dtype=int),
+                    _probabilities(group, self.classes),
+                    _probabilities(
+                        group.assign(
+                            score=group["score_champion"], probabilities=group["probabilities_champion"]
+                        ),
+                        self.classes,
+                    ),
+                    config.registry.bootstrap_samples,
+                    config.registry.confidence,
+                    seed=config.training.seed,
+                    metric=metric,
+                )
+            except ValueError as error:  # e.g. one class among the labels so far
+                found["error"] = str(error)
+            out.append(found)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         hidden = ("labelled", "periods", "classes", "arm_counts", "shadow")
