@@ -352,3 +352,32 @@ def test_services_on_several_hosts_write_a_log_each_and_monitoring_reads_them_al
         served_copy, pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
     )
     assert len(frame) == 6 and not skipped
+
+
+def test_a_failing_refresh_does_not_end_the_polling(
+    served_copy: Workdir, serving_config: FlywheelConfig, monkeypatch
+) -> None:
+    """Regression (review): an exception out of the refresh (a bug, or a library's error the
+    refresh does not expect) ended the poller for good: no more champion swaps, rollouts or guards."""
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from flywheel.serving import app as service_app
+
+    calls: list[int] = []
+    real = service_app.refresh
+
+    async def flaky(state):
+        calls.append(1)
+        if len(calls) == 2:  # the first poll after startup
+            raise RuntimeError("a bug")
+        return await real(state)
+
+    monkeypatch.setattr(service_app, "refresh", flaky)
+    config = apply_overrides(serving_config, {"serving.poll_seconds": 0.05})
+    with TestClient(service_app.create_app(config, served_copy)):
+        deadline = time.monotonic() + 10
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if len(calls) < 4:
+        pytest.fail(f"the poller stopped after {len(calls)} refreshes")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +35,8 @@ from flywheel.serving.predlog import PredictionLog
 from flywheel.serving.schemas import NUMBER_SCHEMA, STRING_SCHEMA, bodies
 from flywheel.serving.state import State, data_start, refresh
 from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
 
 
 def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
@@ -67,7 +70,11 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
             while True:
                 await asyncio.sleep(config.serving.poll_seconds)
                 waiting = state.online is None or state.model is None
-                await refresh(state)
+                try:
+                    await refresh(state)
+                except Exception:  # a bug must not end the polling: no more swaps, rollouts or guards
+                    _logger.exception("refreshing the served model and rollout failed; retried next poll")
+                    continue
                 if waiting and state.online is not None and state.model is not None:
                     _freeze()  # what startup would have frozen, had everything been there
 
