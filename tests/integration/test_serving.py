@@ -15,11 +15,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
 
 from flywheel.config import FlywheelConfig, apply_overrides
 from flywheel.features import online, snapshots
 from flywheel.registry import registry
 from flywheel.registry.versions import load_version
+from flywheel.serving import app as service_app
 from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.usecases.churn import USE_CASE as CHURN
@@ -359,11 +362,6 @@ def test_a_failing_refresh_does_not_end_the_polling(
 ) -> None:
     """Regression (review): an exception out of the refresh (a bug, or a library's error the
     refresh does not expect) ended the poller for good: no more champion swaps, rollouts or guards."""
-    import pytest
-    from fastapi.testclient import TestClient
-
-    from flywheel.serving import app as service_app
-
     calls: list[int] = []
     real = service_app.refresh
 
