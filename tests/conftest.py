@@ -10,10 +10,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from prometheus_client import values
 
 from flywheel.config import FlywheelConfig, apply_overrides, default_config
 from flywheel.data import ops
 from flywheel.workdir import Workdir
+
+# importing Feast sets PROMETHEUS_MULTIPROC_DIR in this process, and whichever test imports it first
+# would make every later metric a value in one file per name: the services several tests start in
+# this one process would then share their counts (the counts a test reads depended on the tests
+# before it). In memory, as in a one-worker service; the multiprocess tests set their own class.
+values.ValueClass = values.MutexValue
 
 SMALL = {
     "data.generator.customers": 1500,
