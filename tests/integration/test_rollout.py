@@ -420,3 +420,29 @@ def test_a_winning_retrain_starts_the_loops_rollout_instead_of_promoting(
     state.abort(config, two_versions)
     at_once = publish.run(StepContext(serving_config, two_versions), "2", "true", "better", "1")
     assert at_once["promoted"] == "true" and at_once["rollout"] == "" and at_once["champion"] == "2"
+
+
+def test_a_shadows_scoring_is_not_counted_in_the_request_latency(
+    two_versions: Workdir, serving_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the middleware timed a request to the end of the app call, which includes the
+    background tasks run after the response: a slow shadow showed as slow answers."""
+    customers = _customers(two_versions, 5)
+    with TestClient(create_app(serving_config, two_versions)) as client:
+        state.start(serving_config, two_versions, "shadow")
+        _reload(client)
+        challenger = client.app.state.flywheel.challenger.model
+        scoring = challenger.predict_records
+
+        def slow(records):
+            time.sleep(0.3)
+            return scoring(records)
+
+        monkeypatch.setattr(challenger, "predict_records", slow)
+        for c in customers:
+            assert client.post("/v1/predict", json={"customer_id": c}).status_code == 200
+        registry_ = client.app.state.flywheel.metrics.registry
+        took = registry_.get_sample_value("flywheel_request_seconds_sum", {"endpoint": "/v1/predict"})
+        shadowed = registry_.get_sample_value("flywheel_arm_scoring_seconds_sum", {"arm": "shadow"})
+    assert shadowed >= 0.3 * len(customers)  # the shadow did take its time
+    assert took < 0.3  # five answers, none waiting for it

@@ -59,11 +59,14 @@ class Observe:
             return
         started = time.perf_counter()
         status: list[int] = []  # set when a response starts
+        answered: list[float] = []  # when its last byte went out: background tasks run after it
 
         async def sending(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.append(time.perf_counter())
 
         try:
             body = await self._read(scope, receive)
@@ -89,7 +92,7 @@ class Observe:
             latency = self._latency.get(endpoint)
             if latency is None:
                 latency = self._latency[endpoint] = self.metrics.latency.labels(endpoint)
-            latency.observe(time.perf_counter() - started)
+            latency.observe((answered[0] if answered else time.perf_counter()) - started)
             counted = self._requests.get((endpoint, code))
             if counted is None:
                 counted = self._requests[endpoint, code] = self.metrics.requests.labels(endpoint, str(code))
