@@ -117,6 +117,11 @@ class TrainingConfig(StrictModel):
         description="Scale numeric features by the training rows' median and IQR (seed 003's RobustScaler), "
         "saved with the model so serving applies the same transform.",
     )
+    calibration: Literal["isotonic", "platt", "none"] = Field(
+        "isotonic",
+        description="Calibrate probabilities on the validation split after fitting (multiclass: per "
+        "class); the calibrated model is what is logged, gated and served.",
+    )
     tuning: TuningConfig = TuningConfig()
 
 
@@ -137,6 +142,9 @@ class GatesConfig(StrictModel):
     min_pr_auc: float = 0.50
     max_p99_latency_ms: float = 50.0
     max_artifact_mb: float = 100.0
+    max_calibration_error: float | None = Field(
+        None, gt=0, description="Upper bound on the test split's expected calibration error (ECE)."
+    )
     min_metrics: dict[str, float] = Field(
         default_factory=dict, description="More lower bounds on test metrics, e.g. {macro_f1: 0.6}."
     )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flywheel.config import FlywheelConfig
-from flywheel.training import tracking
+from flywheel.training import calibration, tracking
 from flywheel.training.models import MODEL_TYPES, TabularModel, make_model
 from flywheel.training.train import Dataset, load_dataset, log_model
 from flywheel.workdir import Workdir
@@ -33,11 +33,13 @@ def tiny(featured_workdir: Workdir) -> tuple[Dataset, pd.DataFrame, np.ndarray, 
 
 
 def _fit(model_type: str, tiny, seed: int = 7) -> TabularModel:
+    """A fitted model, calibrated as training calibrates it: every path below goes through the map."""
     data, X, y, Xv, yv = tiny
     model = make_model(
         model_type, data.features, data.metadata["categorical_features"], SMALL_PARAMS.get(model_type), seed
-    )
-    return model.fit(X, y, Xv, yv)
+    ).fit(X, y, Xv, yv)
+    model.calibrator_ = calibration.fit("isotonic", yv, model.predict_proba(Xv))
+    return model
 
 
 @pytest.mark.parametrize("model_type", list(MODEL_TYPES))
@@ -137,6 +139,7 @@ def test_multiclass_contract(model_type: str, scale: str, tmp_path: Path) -> Non
     Xv, yv = _three_classes(400, 1)
     model = make_model(model_type, list(X.columns), ["mix"], SMALL_PARAMS.get(model_type), 7, 3, scale)
     model.fit(X, y, Xv, yv)
+    model.calibrator_ = calibration.fit("platt", yv, model.predict_proba(Xv))
     p = model.predict_proba(Xv)
     assert p.shape == (len(Xv), 3)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)

@@ -55,10 +55,11 @@ def evaluate_gates(
         )
     lower = {"roc_auc": gates.min_roc_auc, "pr_auc": gates.min_pr_auc, **gates.min_metrics}
     checks = [GateCheck(name, metrics[name], bound, metrics[name] >= bound) for name, bound in lower.items()]
-    checks += [
-        GateCheck(name, metrics[name], bound, metrics[name] <= bound)
-        for name, bound in gates.max_metrics.items()
-    ]
+    upper = {
+        **({"ece": gates.max_calibration_error} if gates.max_calibration_error else {}),
+        **gates.max_metrics,
+    }
+    checks += [GateCheck(name, metrics[name], bound, metrics[name] <= bound) for name, bound in upper.items()]
     return [
         *checks,
         GateCheck(

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from flywheel.training.calibration import expected_calibration_error
+
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, setting: float | str) -> float:
     """A fixed threshold, or the one maximizing F1 on the given (validation) rows."""
@@ -52,6 +54,7 @@ def compute_metrics(
         "f1": float(skm.f1_score(y, predicted, zero_division=0)),
         "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "brier": float(skm.brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
         "positive_rate": float(y.mean()),
         "threshold": float(threshold),
         "top_decile_lift": lift,
@@ -60,8 +63,8 @@ def compute_metrics(
 
 
 def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str] = ()) -> dict[str, float]:
-    """Accuracy, macro and weighted F1, log loss, Brier score, one-vs-rest ROC-AUC and PR-AUC (macro),
-    and precision, recall, F1 and share of each class (``f1_<class>``…)."""
+    """Accuracy, macro and weighted F1, log loss, Brier score, classwise calibration error, one-vs-rest
+    ROC-AUC and PR-AUC (macro), and precision, recall, F1 and share of each class (``f1_<class>``…)."""
     y = np.asarray(y, dtype=int)
     labels = list(range(p.shape[1]))
     names = class_names(p.shape[1], classes)
@@ -78,6 +81,7 @@ def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str] = ()
         "weighted_f1": float(skm.f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)),
         "log_loss": float(skm.log_loss(y, _floored(p), labels=labels)),
         "brier": float(np.mean(((p - np.eye(len(labels))[y]) ** 2).sum(axis=1))),
+        "ece": expected_calibration_error(y, p),
     }
     for k, name in enumerate(names):
         values.update(
@@ -340,9 +344,10 @@ def plots(
     importance: dict[str, float],
     folder: Path,
     classes: Sequence[str] = (),
+    p_uncalibrated: np.ndarray | None = None,
 ) -> list[Path]:
-    """ROC, PR, calibration, confusion matrix, feature importance and gains curves as PNG files
-    (multiclass: :func:`multiclass_plots`)."""
+    """ROC, PR, calibration (before and after, given the model's own ``p_uncalibrated``), confusion
+    matrix, feature importance and gains curves as PNG files (multiclass: :func:`multiclass_plots`)."""
     if np.ndim(p) == 2:
         return multiclass_plots(y, p, importance, folder, classes)
     import matplotlib
@@ -369,11 +374,14 @@ def plots(
     ax.set(xlabel="recall", ylabel="precision", title=f"PR (AP {skm.average_precision_score(y, p):.3f})")
     save(fig, "pr_curve")
 
-    observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(predicted, observed, "o-")
+    shown = {"calibrated": p} if p_uncalibrated is None else {"uncalibrated": p_uncalibrated, "calibrated": p}
+    for name, values in shown.items():
+        observed, predicted = calibration_curve(y, values, n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, "o-", label=name)
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set(xlabel="predicted probability", ylabel="observed rate", title="calibration")
+    ax.legend()
     save(fig, "calibration_curve")
 
     matrix = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])

@@ -5,6 +5,8 @@ robust scaling of numeric columns when ``scale="robust"``) and the estimator and
 Labels are integer codes ``0 … n_classes − 1``. ``predict_proba`` returns, for a binary model, the
 positive class's probabilities (1-D) and, for a multiclass model, one column per class (2-D, rows
 summing to 1).
+A calibrator (:mod:`flywheel.training.calibration`), once set by training, maps every probability
+the model gives — on frames and on the serving path alike.
 ``save`` writes a folder in safe formats only — ``spec.json`` plus the native model file (LightGBM
 text, XGBoost JSON, CatBoost .cbm) or a skops file for scikit-learn pipelines, loaded with an
 explicit list of trusted types — so no pickle is ever loaded. Class imbalance is handled with
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel.errors import ConfigError
+from flywheel.training.calibration import Calibrator
 
 MISSING = "__missing__"
 
@@ -29,6 +32,7 @@ MISSING = "__missing__"
 class TabularModel(ABC):
     model_type: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    calibrator_: Calibrator | None = None  # set after fitting, on the validation split
 
     def __init__(
         self,
@@ -107,15 +111,18 @@ class TabularModel(ABC):
             )
         return codes
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return self._probabilities(self._predict(self._frame(X)))
+    def predict_proba(self, X: pd.DataFrame, calibrated: bool = True) -> np.ndarray:
+        """Probabilities of ``X``'s rows; ``calibrated=False`` gives the fitted model's own."""
+        return self._probabilities(self._predict(self._frame(X)), calibrated)
 
-    def _probabilities(self, raw: Any) -> np.ndarray:
-        """Clipped to [0, 1]; a multiclass model's rows renormalized to sum to 1."""
+    def _probabilities(self, raw: Any, calibrated: bool = True) -> np.ndarray:
+        """Clipped to [0, 1]; a multiclass model's rows renormalized to sum to 1; then calibrated."""
         p = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
         if self.multiclass:
             p = p.reshape(-1, self.n_classes)
             p = p / p.sum(axis=1, keepdims=True)
+        if calibrated and self.calibrator_ is not None:
+            p = self.calibrator_.apply(p)
         return p
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
@@ -155,6 +162,7 @@ class TabularModel(ABC):
             "n_classes": self.n_classes,
             "scale": self.scale,
             "scaling": self.scaling_,
+            "calibration": self.calibrator_.to_dict() if self.calibrator_ else None,
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
         self._save(folder)
@@ -172,6 +180,8 @@ class TabularModel(ABC):
         )
         model.levels_ = spec["levels"]
         model.scaling_ = {name: tuple(pair) for name, pair in spec.get("scaling", {}).items()}
+        if spec.get("calibration"):  # models saved before calibration have none
+            model.calibrator_ = Calibrator.from_dict(spec["calibration"])
         model._load(folder)
         return model
 

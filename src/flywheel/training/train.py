@@ -27,7 +27,7 @@ from flywheel.features import dataset as dataset_module
 from flywheel.features.dataset import SPLITS
 from flywheel.features.profile import PROFILE_ARTIFACT, build_profile
 from flywheel.lock import locks_workdir
-from flywheel.training import evaluation, tracking
+from flywheel.training import calibration, evaluation, tracking
 from flywheel.training.models import MODEL_TYPES, TabularModel, make_model
 from flywheel.workdir import Workdir
 
@@ -175,16 +175,31 @@ def tune(config: FlywheelConfig, data: Dataset) -> tuple[dict[str, Any], list[di
 def fit(
     config: FlywheelConfig, model_type: str, params: dict[str, Any], data: Dataset
 ) -> tuple[TabularModel, float, dict[str, float]]:
-    """Fit on the train split; choose the threshold and measure on the validation split (never test).
-    A multiclass model predicts the most probable class: its threshold (0.5) is recorded, not used."""
+    """Fit on the train split; calibrate, choose the threshold and measure on the validation split
+    (never test). A multiclass model predicts the most probable class: its threshold (0.5) is
+    recorded, not used. The validation metrics include the uncalibrated Brier score and calibration
+    error (``uncalibrated_brier``, ``uncalibrated_ece``)."""
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
     model = new_model(config, model_type, data, params).fit(X, y, Xv, yv)
+    before = calibration_figures(yv, model.predict_proba(Xv))
+    if config.training.calibration != "none":
+        model.calibrator_ = calibration.fit(config.training.calibration, yv, model.predict_proba(Xv))
     p_valid = model.predict_proba(Xv)
     threshold = (
         0.5 if model.multiclass else evaluation.choose_threshold(yv, p_valid, config.training.threshold)
     )
-    return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold, config.spec.classes)
+    return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold, config.spec.classes) | before
+
+
+def calibration_figures(y: np.ndarray, p_uncalibrated: np.ndarray) -> dict[str, float]:
+    """The Brier score and calibration error of a model's own probabilities, before calibration."""
+    onehot = np.eye(p_uncalibrated.shape[1])[y] if p_uncalibrated.ndim == 2 else y
+    squared = (p_uncalibrated - onehot) ** 2
+    return {
+        "uncalibrated_brier": float(np.mean(squared.sum(axis=1) if squared.ndim == 2 else squared)),
+        "uncalibrated_ece": calibration.expected_calibration_error(y, p_uncalibrated),
+    }
 
 
 def load_logged_model(folder: Path) -> TabularModel:
@@ -355,8 +370,11 @@ def evaluate(
             )
         )
         p, p_baseline = model.predict_proba(Xt), baseline.predict_proba(Xt)
+        p_uncalibrated = model.predict_proba(Xt, calibrated=False)
         classes = config.spec.classes
-        metrics = evaluation.compute_metrics(yt, p, threshold, classes)
+        metrics = evaluation.compute_metrics(yt, p, threshold, classes) | calibration_figures(
+            yt, p_uncalibrated
+        )
         baseline_metrics = evaluation.compute_metrics(yt, p_baseline, baseline_threshold, classes)
         logged = {
             **{f"test_{k}": v for k, v in metrics.items()},
@@ -368,7 +386,9 @@ def evaluate(
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in logged.items()])
         folder = Path(tmp) / "eval"
-        plots = evaluation.plots(yt, p, threshold, model.feature_importance(), Path(tmp) / "plots", classes)
+        plots = evaluation.plots(
+            yt, p, threshold, model.feature_importance(), Path(tmp) / "plots", classes, p_uncalibrated
+        )
         for path in plots:
             client.log_artifact(run_id, str(path), "plots")
         folder.mkdir()
@@ -384,6 +404,11 @@ def evaluate(
             "test": metrics,
             "baseline_test": baseline_metrics,
             "confusion_matrix": evaluation.confusion(yt, p, threshold),
+            "calibration": model.calibrator_.method if model.calibrator_ else "none",
+            "reliability": {
+                "calibrated": calibration.reliability(yt, p),
+                "uncalibrated": calibration.reliability(yt, p_uncalibrated),
+            },
             "classes": list(classes) or [0, 1],
             "dataset_id": data.metadata["dataset_id"],
         }
