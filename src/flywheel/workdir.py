@@ -117,6 +117,11 @@ class Workdir:
         return self.root / "reports"
 
     @property
+    def alerts_log(self) -> Path:
+        """Every alert raised, one JSON object a line (see :mod:`flywheel.monitoring.alerts`)."""
+        return self.reports / "alerts.jsonl"
+
+    @property
     def quarantine_reports(self) -> Path:
         """The quarantine reports of ingested batches (rows a use case's reader could not clean)."""
         return self.reports / "quarantine"

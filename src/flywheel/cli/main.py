@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, features, model, monitor, pipeline, replay, rollout, serve
+from flywheel.cli import dashboard, data, features, model, monitor, pipeline, replay, rollout, serve
 from flywheel.cli.context import STATE, console, err_console, parse_sets, setup_logging
 from flywheel.errors import FlywheelError
 
@@ -35,6 +35,7 @@ app.command("step")(pipeline.step_command)
 app.command("serve")(serve.serve_command)
 app.add_typer(serve.predict_app, name="predict")
 app.add_typer(monitor.app, name="monitor")
+app.command("dashboard")(dashboard.dashboard_command)
 app.add_typer(monitor.simulate_app, name="simulate")
 app.command("retrain")(monitor.retrain_command)
 app.command("loop")(monitor.loop_command)

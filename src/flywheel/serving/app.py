@@ -27,6 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from flywheel.config import FlywheelConfig
+from flywheel.dashboard.routes import router as dashboard_router
 from flywheel.monitoring.alerts import alert
 from flywheel.serving import routes
 from flywheel.serving.metrics import Metrics
@@ -101,6 +102,7 @@ def create_app(config: FlywheelConfig, workdir: Workdir) -> FastAPI:
     # the routes themselves, not an included router: FastAPI matches an included router's routes
     # through a layer of its own on every request (8 µs); the router has no prefix or settings
     app.router.routes.extend(router.routes)
+    app.router.routes.extend(dashboard_router.routes)  # /dashboard: after the API's routes
     app.openapi = lambda: _openapi(app, state)
     return app
 
