@@ -256,6 +256,7 @@ def versions(history: RegistryHistory, now: datetime) -> dict[str, Any] | None:
         }
     ]
     data += _champion(history, now)
+    numbers = [n for v in history.versions if (n := version_number(v["version"])) is not None]
     events = history.rollout_events
     if events:
         data.append(
@@ -279,9 +280,14 @@ def versions(history: RegistryHistory, now: datetime) -> dict[str, Any] | None:
         "data": data,
         "layout": layout(
             xaxis={"type": "date", "title": {"text": "time (UTC)"}},
-            yaxis={"title": {"text": "version"}, "tickprefix": "v", "dtick": 1, "rangemode": "tozero"},
+            yaxis={"title": {"text": "version"}, "tickprefix": "v", "dtick": 1, "range": _around(numbers)},
         ),
     }
+
+
+def _around(numbers: list[int]) -> list[float] | None:
+    """A version axis's range: the versions there are and half a step beyond (None: plotly's own)."""
+    return [min(numbers) - 0.5, max(numbers) + 0.5] if numbers else None
 
 
 def _version_hover(version: dict[str, Any]) -> str:
@@ -358,7 +364,7 @@ def retrains(decisions: list[Report]) -> dict[str, Any] | None:
     triggers, reasons and errors in the hover."""
     if not decisions:
         return None
-    data = []
+    data: list[dict[str, Any]] = []
     for name, colour in OUTCOMES.items():
         chosen = [d for d in decisions if outcome_class(str(d.content.get("outcome", ""))) == name]
         if chosen:
@@ -382,7 +388,7 @@ def retrains(decisions: list[Report]) -> dict[str, Any] | None:
             yaxis={
                 "type": "category",
                 "categoryorder": "array",
-                "categoryarray": list(OUTCOMES),
+                "categoryarray": [t["name"] for t in data],  # the outcomes there are, in order
                 "automargin": True,
             },
         ),

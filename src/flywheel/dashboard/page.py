@@ -88,7 +88,8 @@ def render(snapshot: Snapshot, config: FlywheelConfig, asset_base: str) -> str:
     nav = "".join(f'<a href="#{s.key}">{escape(s.title)}</a>' for s in sections)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>Flywheel · {use_case} · monitoring</title><style>{STYLE}</style></head><body>
+<title>Flywheel · {use_case} · monitoring</title><style>{STYLE}</style>
+<link rel="icon" href="data:,"></head><body>
 <header><h1>{use_case}: monitoring</h1>
 <p class="note">Model <code>{escape(config.registry.model_name)}</code>; gathered
 {figures.moment(snapshot.gathered_at)} UTC. Charts are interactive: hover, zoom, double-click to reset.</p>
