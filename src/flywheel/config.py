@@ -294,6 +294,12 @@ class MonitoringConfig(StrictModel):
         default_factory=dict, description="Column → statistic, overriding the choice by type and size."
     )
     period_days: int = Field(7, ge=1, description="Period of `monitor performance`, in data time.")
+    estimation_sigmas: float = Field(
+        3.0,
+        gt=0,
+        description="Width of the estimate's band, in standard deviations of the estimator's error "
+        "on the test split; a realized figure outside it is a concept shift.",
+    )
     clock_skew_hours: float = Field(
         24,
         ge=0,
@@ -317,8 +323,15 @@ class RetrainConfig(StrictModel):
     min_performance: float | None = Field(
         None, description="Performance trigger: performance_metric below this (roc_auc: min_roc_auc)."
     )
+    performance_source: Literal["realized", "estimated", "either"] = Field(
+        "realized",
+        description="What the performance trigger judges: the labelled figure, the one estimated from "
+        "calibrated probabilities before labels (no labels needed), or either one below the bound.",
+    )
     performance_days: int = Field(28, ge=1, description="Newest labelled data-time days the trigger uses.")
-    min_labelled: int = Field(200, ge=1, description="Fewer labelled predictions: no performance verdict.")
+    min_labelled: int = Field(
+        200, ge=1, description="Fewer labelled predictions (estimated: predictions): no performance verdict."
+    )
     on_drift: bool = Field(True, description="Dataset drift of the newest snapshot starts a retrain.")
     schedule_days: float | None = Field(30, gt=0, description="Retrain when the champion is this old.")
     min_new_batches: int | None = Field(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flywheel.config import default_config
-from flywheel.monitoring import performance
+from flywheel.monitoring import estimation, performance
 from flywheel.serving.predlog import PredictionLog, utc_iso
 from flywheel.workdir import Workdir
 from tests.tiny_lake import DAY, Order, T, commit_tiny_lake
@@ -231,3 +233,56 @@ def test_a_rollouts_arms_are_reported_apart_and_a_shadow_is_compared_on_the_same
     )
     assert [(c["shadow"], c["champion"], c["pairs"]) for c in again] == [("2", "1", 5), ("3", "1", 5)]
     assert again[0]["delta"] == pytest.approx(1 / 3)  # each shadow on its own pairs
+
+
+def test_every_period_is_estimated_and_a_pending_one_has_its_estimate_only(report) -> None:
+    first, _, pending = report.periods
+    # the pending period's one prediction (0.5): expected accuracy and F1 at the default threshold
+    assert pending.estimated == {"pr_auc": 0.5, "accuracy": 0.5, "f1": pytest.approx(2 / 3)}
+    assert pending.estimation_error == {} and pending.concept_shift == []
+    # the first period: estimated from its four predictions, the error measured on its three labelled
+    assert first.estimated["roc_auc"] == pytest.approx(
+        estimation.expected_metrics(np.array([0.2, 0.9, 0.1, 0.5]))["roc_auc"]
+    )
+    labelled = np.array([0.2, 0.9, 0.1])
+    assert first.estimation_error["roc_auc"] == pytest.approx(
+        0.5 - estimation.expected_metrics(labelled)["roc_auc"]
+    )
+    assert first.accuracy == pytest.approx(2 / 3) and first.f1 == pytest.approx(2 / 3)  # at 0.5
+    # versions outside the registry: no reference, so no band and no verdict, and the report says so
+    assert report.versions["1"].reference is None and first.band == {}
+    assert report.to_dict()["estimator"]["versions"]["1"]["reference"] is None
+
+
+def test_the_retrain_trigger_may_judge_the_estimate_before_labels(tmp_path: Path) -> None:
+    from flywheel.retraining.retrain import _performance
+
+    workdir = _logged(tmp_path)
+    newest = np.array([0.2, 0.9, 0.1, 0.5, 0.3, 0.8, 0.5])  # the newest 28 days hold every dated row
+    expected = estimation.expected_metrics(newest)["roc_auc"]
+    realized = 4 / 6  # the labelled rows' ROC-AUC (see above): below the bound; the estimate is not
+    assert realized < 0.75 <= expected
+    for source, fired in (("realized", True), ("estimated", False), ("either", True)):
+        config = default_config(
+            retrain={"performance_source": source, "min_labelled": 5, "min_roc_auc": 0.75}
+        )
+        trigger = _performance(config, workdir)
+        assert trigger.fired is fired, (source, trigger)
+        assert ("estimated" in trigger.value) is (source != "realized")
+
+
+def test_a_concept_shift_is_alerted_once_per_period(tmp_path: Path) -> None:
+    workdir = Workdir.at(tmp_path / "wd")
+    config = default_config()
+    period = performance.Period("2024-03-04", "2024-03-11", 100, 100, 100, "observed", roc_auc=0.6)
+    period.estimated, period.band, period.concept_shift = (
+        {"roc_auc": 0.8},
+        {"roc_auc": [0.75, 0.85]},
+        ["roc_auc"],
+    )
+    report = performance.PerformanceReport(60, "2024-05-01", 100, 0, 0, periods=[period])
+    assert performance.alert_concept_shift(config, workdir, report) == 1
+    assert performance.alert_concept_shift(config, workdir, report) == 0  # the same shift, already said
+    alerts = [json.loads(line) for line in (workdir.reports / "alerts.jsonl").read_text().splitlines()]
+    assert [a["kind"] for a in alerts] == ["concept_shift"]
+    assert "realized 0.600, estimated 0.800 (band 0.750–0.850)" in alerts[0]["text"]

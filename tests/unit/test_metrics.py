@@ -65,6 +65,27 @@ def test_the_newest_labelled_period_of_the_newest_performance_report_is_exported
     assert metrics.reports.performance_report == "performance-20240201T000000000000.json"
 
 
+def test_estimated_figures_are_exported_beside_the_realized_ones_and_per_period(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    metrics = Metrics(performance_metric="roc_auc", performance_bound=0.75)
+    write_report(
+        reports,
+        "1",
+        [
+            period("2024-01-01", roc_auc=0.80, estimated={"roc_auc": 0.79, "f1": 0.6}),
+            period("2024-01-08", estimated={"roc_auc": 0.71, "f1": 0.5}),  # pending: an estimate only
+        ],
+    )
+    metrics.update_performance(reports)
+    text = exposition(metrics)
+    assert 'flywheel_performance{kind="realized",metric="roc_auc"} 0.8' in text
+    assert 'flywheel_performance{kind="estimated",metric="roc_auc"} 0.71' in text  # the newest period's
+    assert 'flywheel_performance_period{kind="estimated",metric="roc_auc",period="2024-01-01"} 0.79' in text
+    assert 'flywheel_performance_period{kind="realized",metric="roc_auc",period="2024-01-01"} 0.8' in text
+    assert 'flywheel_performance_period{kind="estimated",metric="f1",period="2024-01-08"} 0.5' in text
+    assert 'kind="realized",metric="roc_auc",period="2024-01-08"' not in text
+
+
 def test_a_multiclass_trigger_metric_and_a_report_without_it(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     metrics = Metrics(performance_metric="macro_f1", performance_bound=0.5)

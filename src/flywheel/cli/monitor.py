@@ -123,6 +123,7 @@ def performance_command(
     workdir = STATE.workdir_for(config)
     report = performance.evaluate(config, workdir, period_days)
     path = performance.write(report, workdir)
+    performance.alert_concept_shift(config, workdir, report)
     # multiclass: accuracy, macro-F1 and log loss in place of the binary observed rate
     figures = (
         {"ROC-AUC": "roc_auc", "accuracy": "accuracy", "macro-F1": "macro_f1", "log loss": "log_loss"}
@@ -161,6 +162,7 @@ def performance_command(
         )
     if reliability.row_count:
         console.print(reliability)
+    _show_estimates(report, config, fmt)
     console.print(
         f"{report.predictions:,} logged predictions; {report.without_as_of:,} without a data time, "
         f"{report.outside_population:,} observable but outside the label population; report: {path}"
@@ -168,6 +170,50 @@ def performance_command(
     _show_skipped(report.skipped_rows, report.skipped)
     if by_arm:
         _show_arms(report, figures, fmt, config)
+
+
+def _show_estimates(report: performance.PerformanceReport, config, fmt) -> None:
+    """Per period, the figures estimated from the probabilities alone beside the realized ones: the
+    pending weeks get a figure before their labels, and a realized one outside its band is flagged."""
+    first = config.retrain.performance_metric
+    second = ("accuracy" if first == "macro_f1" else "macro_f1") if config.spec.classes else "f1"
+    table = Table(
+        "period from",
+        "status",
+        f"est. {first}",
+        "band",
+        "realized",
+        "est. error",
+        f"est. {second}",
+        "realized",
+        "concept shift",
+        title="Estimated before labels (confidence-based, from calibrated probabilities)",
+    )
+    for p in report.periods:
+        if not p.estimated:
+            continue
+        low_high = p.band.get(first)
+        table.add_row(
+            p.start,
+            p.status,
+            fmt(p.estimated.get(first)),
+            f"{low_high[0]:.3f}–{low_high[1]:.3f}" if low_high else "",
+            fmt(getattr(p, first)),
+            f"{p.estimation_error[first]:+.3f}" if first in p.estimation_error else "",
+            fmt(p.estimated.get(second)),
+            fmt(getattr(p, second)),
+            "[red]" + ", ".join(p.concept_shift) + "[/red]" if p.concept_shift else "",
+        )
+    if not table.row_count:
+        return
+    console.print(table)
+    console.print(performance.ASSUMPTION)
+    uncalibrated = sorted(v for v, r in report.versions.items() if not r.calibrated)
+    if uncalibrated:
+        console.print(
+            f"[yellow]version(s) {', '.join(uncalibrated)} were not calibrated in training: their estimates "
+            "lean on uncalibrated probabilities[/yellow]"
+        )
 
 
 def _show_arms(report: performance.PerformanceReport, figures: dict[str, str], fmt, config) -> None:

@@ -1,5 +1,6 @@
 """Alerts: drift, a performance drop, a failed gate, a failed retrain, a failed loop stage, a rejected
-batch, the prediction log failing, a rollout's decision.
+batch, the prediction log failing, a rollout's decision, a concept shift (realized performance outside
+the band its estimate gave).
 
 Every alert is logged and appended to ``reports/alerts.jsonl``; with ``alerts.webhook_url`` set it is
 also POSTed as JSON with a Slack-compatible ``text`` field. A webhook that cannot be reached is
@@ -27,7 +28,25 @@ KINDS = (
     "batch_rejected",
     "prediction_log",
     "rollout",
+    "concept_shift",
 )
+
+
+def raised(workdir: Workdir, kind: str, key: str) -> bool:
+    """Whether an alert of ``kind`` with ``details.key`` equal to ``key`` is in the alerts file: a
+    condition that persists (a period's concept shift) is alerted once, not at every check."""
+    path = workdir.reports / "alerts.jsonl"
+    if not path.exists():
+        return False
+    with path.open() as lines:
+        for line in lines:
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            if found.get("kind") == kind and found.get("details", {}).get("key") == key:
+                return True
+    return False
 
 
 def alert(config: FlywheelConfig, workdir: Workdir, kind: str, text: str, **details: Any) -> dict[str, Any]:

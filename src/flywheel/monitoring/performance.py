@@ -10,13 +10,20 @@ at ``t``. The label is observable once the lake has observed ``t + horizon`` (th
 
 A multiclass use case's periods add accuracy, macro-F1 and log loss from the logged probabilities
 of every class; ROC-AUC and PR-AUC are then one-vs-rest, macro-averaged, and ``mean_probability`` is
-the mean probability of the predicted class.
+the mean probability of the predicted class. A binary period's accuracy and F1 are at the threshold of
+the version that answered each row.
+
+Every period, pending or not, also carries the figures estimated from its logged probabilities alone
+(:mod:`flywheel.monitoring.estimation`), with the band the estimator's error on the answering
+version's test split gives; where labels have landed, the estimator's own error and the metrics whose
+realized value fell outside the band (``concept_shift``: the no-concept-drift assumption broke).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,12 +34,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
+from flywheel.errors import DataError
 from flywheel.features import labels as labels_module
-from flywheel.monitoring import logrows
+from flywheel.monitoring import estimation, logrows
 from flywheel.rollout.state import CHAMPION
 from flywheel.serving.predlog import SHADOW, read_log
 from flywheel.training import evaluation
 from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,8 +59,27 @@ class Period:
     mean_probability: float | None = None
     observed_rate: float | None = None
     accuracy: float | None = None
+    f1: float | None = None
     macro_f1: float | None = None
     log_loss: float | None = None
+    estimated: dict[str, float] = field(default_factory=dict)
+    band: dict[str, list[float]] = field(default_factory=dict)
+    estimation_error: dict[str, float] = field(default_factory=dict)  # realized − estimated, same rows
+    concept_shift: list[str] = field(default_factory=list)  # realized outside the band
+
+
+@dataclass
+class VersionReference:
+    """What the estimator knows of a model version: its decision threshold, whether its probabilities
+    were calibrated, and its error on the version's labelled test split (None when unreadable)."""
+
+    threshold: float = 0.5
+    calibrated: bool = False
+    reference: estimation.Reference | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        reference = self.reference.to_dict() if self.reference else None
+        return {"threshold": self.threshold, "calibrated": self.calibrated, "reference": reference}
 
 
 @dataclass
@@ -69,6 +98,23 @@ class PerformanceReport:
     # answered no one, so it stays out of every figure above)
     arm_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     shadow: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    # the estimator: each answering version's reference, and every dated answer with its threshold
+    versions: dict[str, VersionReference] = field(default_factory=dict)
+    scored: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    def recent_estimate(self, days: int, metric: str = "roc_auc") -> tuple[int, float | None]:
+        """Predictions over the newest ``days`` of data time, labelled or not, and their estimated
+        ``metric``."""
+        if self.scored.empty:
+            return 0, None
+        frame = self.scored[self.scored["as_of"] > self.scored["as_of"].max() - pd.Timedelta(days=days)]
+        frame = _with_probabilities(frame, self.classes)
+        if frame.empty:
+            return 0, None
+        value = estimation.expected_metrics(
+            _probabilities(frame, self.classes), frame["threshold"].to_numpy()
+        ).get(metric)
+        return len(frame), value
 
     def recent(self, days: int, metric: str = "roc_auc") -> tuple[int, float | None]:
         """Labelled predictions over the newest ``days`` of labelled data time, and their ``metric``."""
@@ -147,11 +193,15 @@ class PerformanceReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        hidden = ("labelled", "periods", "classes", "arm_counts", "shadow")
-        out = {k: v for k, v in asdict(self).items() if k not in hidden}
+        hidden = ("labelled", "periods", "classes", "arm_counts", "shadow", "versions", "scored")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         return {
             **out,
             "periods": [asdict(p) for p in self.periods],
+            "estimator": {
+                "assumption": ASSUMPTION,
+                "versions": {v: reference.to_dict() for v, reference in self.versions.items()},
+            },
             "calibration": self.calibration(),
             "arms": self.arms(),
         }
@@ -179,6 +229,17 @@ def _metrics(frame: pd.DataFrame, classes: tuple[str, ...] = ()) -> dict[str, fl
         "mean_probability": float(p.mean()) if len(y) else None,
         "observed_rate": float(y.mean()) if len(y) else None,
     }
+
+
+ASSUMPTION = (
+    "estimates assume no concept drift (P(y | x) as the model learned it) and calibrated probabilities; "
+    "a realized figure outside its band says the assumption broke"
+)
+
+
+def _with_probabilities(frame: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
+    """The rows the estimator can read: every row (binary), those with class probabilities (multiclass)."""
+    return frame[frame["probabilities"].notna()] if classes else frame
 
 
 def _probabilities(frame: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
@@ -269,23 +330,131 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         classes=config.spec.classes,
         arm_counts={(str(arm), str(version)): int(n) for (arm, version), n in arm_counts.items()},
         shadow=shadow,
+        versions=references(config, workdir, sorted(dated["model_version"].dropna().unique())),
     )
+    thresholds = {v: r.threshold for v, r in report.versions.items()}
+    report.scored = dated.assign(threshold=dated["model_version"].map(thresholds).fillna(0.5))
+    labelled = labelled.assign(threshold=labelled["model_version"].map(thresholds).fillna(0.5))
+    report.labelled = labelled
     for start, rows in dated.groupby("period", sort=True):
         observable = int(rows["observable"].sum())
         status = "pending" if observable == 0 else "observed" if observable == len(rows) else "partial"
         period_rows = labelled[labelled["period"] == start]
-        report.periods.append(
-            Period(
-                start=f"{start:%Y-%m-%d}",
-                end=f"{start + period:%Y-%m-%d}",
-                predictions=len(rows),
-                observable=observable,
-                labelled=len(period_rows),
-                status=status,
-                **(_metrics(period_rows, config.spec.classes) if len(period_rows) else {}),
-            )
+        found = Period(
+            start=f"{start:%Y-%m-%d}",
+            end=f"{start + period:%Y-%m-%d}",
+            predictions=len(rows),
+            observable=observable,
+            labelled=len(period_rows),
+            status=status,
+            **(_metrics(period_rows, config.spec.classes) if len(period_rows) else {}),
         )
+        _estimate(
+            found, report.scored.loc[rows.index], period_rows, report, config.monitoring.estimation_sigmas
+        )
+        report.periods.append(found)
     return report
+
+
+def _estimate(
+    period: Period, rows: pd.DataFrame, labelled: pd.DataFrame, report: PerformanceReport, sigmas: float
+) -> None:
+    """A period's estimated figures and band; with labels, the realized figures at the threshold, the
+    estimator's error on the labelled rows and the metrics whose realized value left its band."""
+    classes = report.classes
+    rows = _with_probabilities(rows, classes)
+    if rows.empty:
+        return
+    period.estimated = estimation.expected_metrics(
+        _probabilities(rows, classes), rows["threshold"].to_numpy()
+    )
+    dominant = report.versions.get(str(rows["model_version"].mode().iloc[0]))
+    reference = dominant.reference if dominant else None
+    for metric, value in period.estimated.items():
+        band = reference.band(metric, value, len(rows), sigmas) if reference else None
+        if band:
+            period.band[metric] = list(band)
+    labelled = _with_probabilities(labelled, classes)
+    if labelled.empty:
+        return
+    p, thresholds = _probabilities(labelled, classes), labelled["threshold"].to_numpy()
+    realized = estimation.realized_metrics(labelled["label"].to_numpy(dtype=int), p, thresholds)
+    if not classes:  # a binary period's decisions, at each answering version's threshold
+        period.accuracy, period.f1 = realized["accuracy"], realized["f1"]
+    expected = estimation.expected_metrics(p, thresholds)
+    for metric, value in realized.items():
+        if metric not in expected:
+            continue
+        period.estimation_error[metric] = value - expected[metric]
+        band = reference.band(metric, expected[metric], len(labelled), sigmas) if reference else None
+        if band and not band[0] <= value <= band[1]:
+            period.concept_shift.append(metric)
+
+
+def references(config: FlywheelConfig, workdir: Workdir, versions: list[str]) -> dict[str, VersionReference]:
+    """Each version's threshold and calibration (its training run's parameters) and the estimator's
+    error on its test split (the ``eval`` step's logged probabilities and labels). A version whose run
+    or predictions cannot be read gets the defaults, and its periods no band."""
+    from mlflow.exceptions import MlflowException
+
+    from flywheel.registry.registry import mlflow_client, version_run
+    from flywheel.training.train import EVAL_FOLDER, PREDICTIONS_FILE, read_predictions
+
+    client = mlflow_client(config, workdir)
+    out = {}
+    for version in versions:
+        try:
+            run = version_run(client, config.registry.model_name, str(version))
+            params = run.data.params
+            test = read_predictions(f"runs:/{run.info.run_id}/{EVAL_FOLDER}/{PREDICTIONS_FILE}")
+        except (MlflowException, DataError, ValueError) as error:  # ValueError: too few test rows
+            _logger.info(
+                "version %s has no readable test predictions (%s): estimates without a band", version, error
+            )
+            out[str(version)] = VersionReference()
+            continue
+        threshold = float(params.get("threshold", 0.5))
+        reference = estimation.Reference.fit(
+            test["label"].to_numpy(dtype=int),
+            evaluation.read_probabilities(test, "probability"),
+            threshold,
+            seed=config.training.seed,
+        )
+        calibrated = params.get("calibration", "none") != "none"
+        out[str(version)] = VersionReference(threshold, calibrated, reference)
+    return out
+
+
+def alert_concept_shift(config: FlywheelConfig, workdir: Workdir, report: PerformanceReport) -> int:
+    """Alert each period whose realized figures left the estimate's band, once per period and
+    metrics; returns how many alerts were raised."""
+    from flywheel.monitoring.alerts import alert, raised
+
+    count = 0
+    for period in report.periods:
+        if not period.concept_shift:
+            continue
+        key = f"{period.start}:{','.join(sorted(period.concept_shift))}"
+        if raised(workdir, "concept_shift", key):
+            continue
+        figures = ", ".join(
+            f"{m} realized {getattr(period, m):.3f}, estimated {period.estimated[m]:.3f} "
+            f"(band {period.band[m][0]:.3f}–{period.band[m][1]:.3f})"
+            for m in period.concept_shift
+            if getattr(period, m, None) is not None and m in period.band
+        )
+        alert(
+            config,
+            workdir,
+            "concept_shift",
+            f"concept shift suspected in the period from {period.start}: {figures}; "
+            "P(y | x) may have changed, so estimates of later periods may be off",
+            key=key,
+            period=period.start,
+            metrics=period.concept_shift,
+        )
+        count += 1
+    return count
 
 
 def write(report: PerformanceReport, workdir: Workdir) -> Path:

@@ -3,7 +3,10 @@
 Triggers (``retrain`` in the config), each with its value and threshold:
 
 * ``performance`` — labelled ROC-AUC over the newest ``performance_days`` of data time is below
-  ``min_roc_auc`` (needs ``min_labelled`` labelled predictions for a verdict);
+  ``min_roc_auc`` (needs ``min_labelled`` labelled predictions for a verdict); with
+  ``performance_source: estimated`` (or ``either``) the figure estimated from the calibrated
+  probabilities of every prediction in that window, labelled or not, counts too — weeks before
+  labels could show a drop;
 * ``drift`` — dataset drift of the newest feature snapshot against the champion's reference profile;
 * ``schedule`` — the champion was registered ``schedule_days`` or more ago;
 * ``new_data`` — ``min_new_batches`` lake batches neither the champion nor the challenger was
@@ -104,15 +107,26 @@ def _performance(config: FlywheelConfig, workdir: Workdir) -> Trigger:
         report = performance.evaluate(config, workdir)
     except FlywheelError as error:
         return Trigger("performance", "n/a", threshold, False, str(error))
-    labelled, value = report.recent(rules.performance_days, metric)
-    if labelled < rules.min_labelled or value is None:
-        return Trigger(
-            "performance", "n/a", threshold, False, f"{labelled} labelled predictions in the newest window"
-        )
-    detail = f"{labelled} labelled predictions over the newest {rules.performance_days} days"
-    if value < bound:
-        alert(config, workdir, "performance", f"performance drop: {name} {value:.4f} {threshold}; {detail}")
-    return Trigger("performance", f"{name} {value:.4f}", threshold, value < bound, detail)
+    performance.alert_concept_shift(config, workdir, report)
+    found = []  # (what, value, rows)
+    if rules.performance_source in ("realized", "either"):
+        labelled, value = report.recent(rules.performance_days, metric)
+        found.append((f"{name}", value, labelled, "labelled predictions"))
+    if rules.performance_source in ("estimated", "either"):
+        predictions, value = report.recent_estimate(rules.performance_days, metric)
+        found.append((f"estimated {name}", value, predictions, "predictions (estimated)"))
+    judged = [f for f in found if f[2] >= rules.min_labelled and f[1] is not None]
+    if not judged:
+        counts = "; ".join(f"{rows} {unit}" for _, _, rows, unit in found)
+        return Trigger("performance", "n/a", threshold, False, f"{counts} in the newest window")
+    value_text = ", ".join(f"{what} {value:.4f}" for what, value, _, _ in judged)
+    detail = "; ".join(
+        f"{rows} {unit} over the newest {rules.performance_days} days" for _, _, rows, unit in judged
+    )
+    fired = any(value < bound for _, value, _, _ in judged)
+    if fired:
+        alert(config, workdir, "performance", f"performance drop: {value_text} {threshold}; {detail}")
+    return Trigger("performance", value_text, threshold, fired, detail)
 
 
 def _drift(config: FlywheelConfig, workdir: Workdir, reports: dict[str, str], champion: str) -> Trigger:

@@ -1,5 +1,6 @@
-"""The newest monitoring reports as Prometheus gauges: drift (``reports/drift-*.json``) and realized
-performance with delayed labels (``reports/performance-*.json``), and the performance trigger's bound.
+"""The newest monitoring reports as Prometheus gauges: drift (``reports/drift-*.json``), realized
+performance with delayed labels and performance estimated before them (``reports/performance-*.json``),
+and the performance trigger's bound.
 
 A collector, not gauges set once: every worker process reads the same files at scrape time, so a
 service with ``--workers N`` exports the same figures whichever worker answers, and a column or a
@@ -18,8 +19,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # the labelled figures of a performance period exported beside the trigger's own metric
-PERFORMANCE_METRICS = ("roc_auc", "pr_auc", "brier", "accuracy", "macro_f1", "log_loss")
+PERFORMANCE_METRICS = ("roc_auc", "pr_auc", "brier", "accuracy", "f1", "macro_f1", "log_loss")
 REALIZED = "realized"  # the `kind` label: measured on labelled predictions
+ESTIMATED = "estimated"  # …estimated from calibrated probabilities before the labels
 
 
 class ReportMetrics(Collector):
@@ -31,7 +33,8 @@ class ReportMetrics(Collector):
         self.drift_report: str | None = None
         self.performance_report: str | None = None
         self._drift: dict[str, Any] | None = None
-        self._performance: dict[str, float] = {}
+        self._performance: dict[tuple[str, str], float] = {}  # (metric, kind) → newest period's
+        self._periods: list[tuple[str, str, str, float]] = []  # (period start, metric, kind, value)
 
     def update_drift(self, reports: Path) -> None:
         """Read the newest ``reports/drift-*.json`` when it changed."""
@@ -40,14 +43,33 @@ class ReportMetrics(Collector):
             self._drift, self.drift_report = report, newest
 
     def update_performance(self, reports: Path) -> None:
-        """Read the newest ``reports/performance-*.json`` when it changed: the figures of its newest
-        period whose ``performance_metric`` is known (a period with labels; pending ones have none)."""
+        """Read the newest ``reports/performance-*.json`` when it changed: the realized figures of its
+        newest period whose ``performance_metric`` is known (a period with labels; pending ones have
+        none), the estimated figures of its newest period, and every period's figures of both kinds."""
         newest, report = _newest(reports, "performance", self.performance_report)
         if report is None:
             return
-        labelled = [p for p in report.get("periods", []) if p.get(self.performance_metric) is not None]
+        periods = report.get("periods", [])
+        labelled = [p for p in periods if p.get(self.performance_metric) is not None]
         period = max(labelled, key=lambda p: p["start"], default={})
-        self._performance = {m: float(period[m]) for m in PERFORMANCE_METRICS if period.get(m) is not None}
+        estimated = max((p for p in periods if p.get("estimated")), key=lambda p: p["start"], default={})
+        self._performance = {
+            **{(m, REALIZED): float(period[m]) for m in PERFORMANCE_METRICS if period.get(m) is not None},
+            **{(m, ESTIMATED): float(v) for m, v in estimated.get("estimated", {}).items()},
+        }
+        self._periods = [
+            *(
+                (p["start"], m, REALIZED, float(p[m]))
+                for p in periods
+                for m in PERFORMANCE_METRICS
+                if p.get(m) is not None
+            ),
+            *(
+                (p["start"], m, ESTIMATED, float(v))
+                for p in periods
+                for m, v in p.get("estimated", {}).items()
+            ),
+        ]
         self.performance_report = newest
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -79,13 +101,21 @@ class ReportMetrics(Collector):
         )
         performance = GaugeMetricFamily(
             "flywheel_performance",
-            "Realized performance of the newest labelled period in the newest performance report "
-            "(delayed labels), by metric",
+            "Performance in the newest performance report, by metric: realized (kind=realized, the "
+            "newest labelled period) and estimated before labels (kind=estimated, the newest period)",
             labels=["metric", "kind"],
         )
-        for metric, value in self._performance.items():
-            performance.add_metric([metric, REALIZED], value)
+        for (metric, kind), value in self._performance.items():
+            performance.add_metric([metric, kind], value)
         yield performance
+        by_period = GaugeMetricFamily(
+            "flywheel_performance_period",
+            "Realized and estimated performance of every period in the newest performance report",
+            labels=["period", "metric", "kind"],
+        )
+        for start, metric, kind, value in self._periods:
+            by_period.add_metric([start, metric, kind], value)
+        yield by_period
         threshold = GaugeMetricFamily(
             "flywheel_performance_threshold",
             "The performance trigger's bound on retrain.performance_metric",

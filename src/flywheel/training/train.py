@@ -307,6 +307,7 @@ def fit_run(
                 "tuning.method": training.tuning.method,
                 "tuning.trials": len(trials),
                 "scale": training.scale,
+                "calibration": training.calibration,
                 "classes": ",".join(config.spec.classes) or "0,1",
                 "threshold": threshold,
                 "baseline_threshold": baseline_threshold,
