@@ -513,3 +513,31 @@ def test_flywheel_dashboard_out_writes_a_page_that_needs_no_server(workdir: Work
     html = (out / "index.html").read_text()
     assert 'src="plotly.min.js"' in html and f'href="reports/{DRIFT_HTML}"' in html
     assert "No version of <code>churn" in html and not workdir.mlflow_db.exists()  # no store created for it
+
+
+def test_a_multiclass_log_shows_the_predicted_classes(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / "predictions.db")) as con, con:
+        con.execute(SCHEMA)
+        con.executemany(
+            INSERT,
+            [
+                (
+                    f"r{i}",
+                    f"2024-03-01T10:00:0{i}+00:00",
+                    i,
+                    "1",
+                    0.6,
+                    "{}",
+                    "/v1/predict",
+                    None,
+                    c,
+                    None,
+                    None,
+                )
+                for i, c in enumerate(["good", "poor", "good", "standard"])
+            ],
+        )
+    figure = figures.predictions(data.recent_predictions(tmp_path), "credit_probability")
+    (bars,) = figure["data"]
+    assert bars["x"] == ["good", "poor", "standard"] and bars["y"] == [2, 1, 1]
+    assert figure["layout"]["xaxis"]["title"]["text"] == "predicted class"
