@@ -119,8 +119,9 @@ def run(
             f"{sent.requests:,} predictions over {len(sent.dates)} simulated days "
             f"({sent.dates[0]} … {sent.dates[-1]}) through /v1/score",
         )
-        _performance(config, workdir, stage, summary)
+        before = _performance(config, workdir, stage, summary)
         _tick(config, workdir, stage, summary)
+        _labels_landed(config, workdir, stage, summary, before)
         decision = summary.tick.decision if summary.tick else None
         if decision is not None and decision.promoted:
             summary.after_promotion = _predict(config, url, workdir, wait_for=decision.champion_after)
@@ -215,17 +216,51 @@ def _predict(
     return [call(f"{url}/v1/predict", record) for record in records]
 
 
-def _performance(config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: DemoSummary) -> None:
+def _performance(
+    config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: DemoSummary
+) -> performance.PerformanceReport:
     report = performance.evaluate(config, workdir)
     summary.performance_report = performance.write(report, workdir)
     observed = [p for p in report.periods if p.status == "observed" and p.roc_auc is not None]
-    pending = sum(p.status == "pending" for p in report.periods)
+    pending = [p for p in report.periods if p.status == "pending"]
     auc = sum(p.roc_auc for p in observed) / len(observed) if observed else None
+    estimated = [p.estimated["roc_auc"] for p in pending if "roc_auc" in p.estimated]
     stage(
         "performance",
         f"labels observed through {report.observed_until[:10]}: {len(observed)} weekly periods labelled"
         + (f" (mean ROC-AUC {auc:.3f})" if auc is not None else "")
-        + f", {pending} pending the {config.labels.horizon_days}-day horizon",
+        + f", {len(pending)} pending the {config.labels.horizon_days}-day horizon"
+        + (f" (estimated ROC-AUC {sum(estimated) / len(estimated):.3f})" if estimated else ""),
+    )
+    return report
+
+
+def _labels_landed(
+    config: FlywheelConfig,
+    workdir: Workdir,
+    stage: _Stages,
+    summary: DemoSummary,
+    before: performance.PerformanceReport,
+) -> None:
+    """Performance again once the loop's batch has revealed the labels of the pending weeks: each
+    estimate made before its labels against the realized figure."""
+    report = performance.evaluate(config, workdir)
+    summary.performance_report = performance.write(report, workdir)
+    performance.alert_concept_shift(config, workdir, report)
+    realized = {p.start: p.roc_auc for p in report.periods if p.roc_auc is not None}
+    pairs = [
+        (p.estimated["roc_auc"], realized[p.start])
+        for p in before.periods
+        if p.status == "pending" and "roc_auc" in p.estimated and p.start in realized
+    ]
+    if not pairs:
+        return
+    error = sum(abs(estimate - actual) for estimate, actual in pairs) / len(pairs)
+    shifted = sum(bool(p.concept_shift) for p in report.periods)
+    stage(
+        "labels landed",
+        f"{len(pairs)} weeks estimated before their labels: ROC-AUC estimated vs realized, mean absolute "
+        f"error {error:.3f}; {shifted} period(s) outside the estimate's band",
     )
 
 
