@@ -35,7 +35,7 @@ KINDS = (
 def raised(workdir: Workdir, kind: str, key: str) -> bool:
     """Whether an alert of ``kind`` with ``details.key`` equal to ``key`` is in the alerts file: a
     condition that persists (a period's concept shift) is alerted once, not at every check."""
-    path = workdir.reports / "alerts.jsonl"
+    path = workdir.alerts_log
     if not path.exists():
         return False
     with path.open() as lines:
@@ -61,7 +61,7 @@ def alert(config: FlywheelConfig, workdir: Workdir, kind: str, text: str, **deta
     }
     _logger.warning("alert %s: %s", kind, text)
     workdir.reports.mkdir(parents=True, exist_ok=True)
-    with (workdir.reports / "alerts.jsonl").open("a") as log:
+    with workdir.alerts_log.open("a") as log:
         log.write(json.dumps(payload, default=str) + "\n")
     url = config.alerts.webhook_url
     if url:

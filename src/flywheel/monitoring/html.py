@@ -64,7 +64,7 @@ def render(report: DriftReport, meta: dict[str, Any]) -> str:
     )
     skipped = meta.get("skipped_rows")
     skipped_note = f" {skipped:,} unreadable prediction-log rows were skipped." if skipped else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8">
+    return f"""<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <title>Drift: {escape(meta["current"])}</title><style>{STYLE}</style></head><body>
 <h1>Drift report</h1>
 <p>{escape(meta["current"])} ({report.current_rows:,} rows) vs the training data of champion
