@@ -15,6 +15,7 @@ $(PY):
 # not constraints: the test venv gets the image's versions wherever the dev tools allow them (plain
 # resolution, pip's as uv's, may settle a conflict another way, e.g. an older kfp). Bytecode is compiled
 # at install as pip does: no test process pays for it (every one would, with PYTHONDONTWRITEBYTECODE).
+# uv reads no pip.conf: a machine's find-links, extra indexes and constraints (a torch cap) are pip's only.
 $(STAMP): $(PY) pyproject.toml deploy/constraints.txt
 	$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv || echo "uv is unavailable: pip installs"
 	if $(UV) --version >/dev/null 2>&1; then \
