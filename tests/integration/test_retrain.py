@@ -128,7 +128,10 @@ def test_performance_fires_alone_below_the_threshold(
     assert fired(decision) == ([] if good else ["performance"])
     alerts = workdir.reports / "alerts.jsonl"
     kinds = [json.loads(line)["kind"] for line in alerts.read_text().splitlines()] if alerts.exists() else []
-    assert kinds == ([] if good else ["performance"])
+    # the made-up scores rank perfectly (or backwards), far from what their probabilities promise: the
+    # realized figures leave the estimate's band, so a concept shift is alerted besides
+    assert "concept_shift" in kinds
+    assert [k for k in kinds if k != "concept_shift"] == ([] if good else ["performance"])
 
 
 def _weak_champion(workdir: Workdir, training_config: FlywheelConfig) -> str:
