@@ -106,15 +106,28 @@ def test_a_per_row_threshold_equal_everywhere_is_the_scalar_one() -> None:
     assert realized_metrics(y, p, row_thresholds) == realized_metrics(y, p, 0.4)
 
 
-def test_the_band_narrows_as_one_over_the_square_root_of_the_rows() -> None:
+def test_the_band_narrows_with_the_rows_down_to_the_calibrations_own_precision() -> None:
+    """The period's sampling error shrinks as 1/√rows; what the finite reference leaves uncertain
+    does not, so the band never narrows past it."""
     reference = Reference.fit(*_binary(8000, 6), 0.5)
-    widths = []
-    for rows in (1000, 4000, 16_000):
+    sigma, chunk = reference.sigma["roc_auc"], reference.chunk
+    widths = {}
+    for rows in (1000, 4000, 16_000, 10_000_000):
         low, high = reference.band("roc_auc", 0.75, rows)
-        widths.append(high - low)
-    assert widths[0] > widths[1] > widths[2] > 0
-    assert widths[0] / widths[1] == pytest.approx(2.0) and widths[1] / widths[2] == pytest.approx(2.0)
+        widths[rows] = high - low
+        expected = 2 * 3 * sigma * np.sqrt(chunk / rows + chunk / reference.rows)
+        assert widths[rows] == pytest.approx(expected)
+    assert widths[1000] > widths[4000] > widths[16_000] > widths[10_000_000]
+    floor = 2 * 3 * sigma * np.sqrt(chunk / reference.rows)
+    assert widths[10_000_000] == pytest.approx(floor, rel=1e-3)
     assert reference.band("no_such_metric", 0.5, 1000) is None
+
+
+def test_a_chunk_never_spans_the_whole_reference_and_thresholds_may_differ_per_row() -> None:
+    y, p = _binary(400, 7)
+    whole = Reference.fit(y, p, 0.5, chunk=len(y))
+    assert whole.chunk == len(y) // 2 and all(s > 0 for s in whole.sigma.values())
+    assert Reference.fit(y, p, np.full(len(p), 0.5)).sigma == Reference.fit(y, p, 0.5).sigma
 
 
 def test_a_reference_of_too_few_rows_is_refused() -> None:

@@ -77,7 +77,7 @@ def expected_auc(score: np.ndarray, positive: np.ndarray) -> float:
     """ROC-AUC of ``score`` where each row is positive with probability ``positive`` (0/1 labels give
     the realized AUC, ties counted half): expected right-ordered pairs over expected pairs, a row never
     paired with itself."""
-    order = np.argsort(score, kind="stable")
+    order = np.argsort(score)  # ties are grouped below: their order within a group is moot
     s, w = score[order], positive[order].astype(float)
     starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
     pos = np.add.reduceat(w, starts)
@@ -93,7 +93,7 @@ def expected_auc(score: np.ndarray, positive: np.ndarray) -> float:
 def expected_average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     """Average precision of ``score`` with expected positives ``positive``: precision at each distinct
     score (highest first), weighted by the recall it adds."""
-    order = np.argsort(-score, kind="stable")
+    order = np.argsort(-score)
     s, w = score[order], positive[order].astype(float)
     ends = np.flatnonzero(np.concatenate([s[1:] != s[:-1], [True]]))
     true_positives = np.cumsum(w)[ends]
@@ -154,9 +154,11 @@ def _realized_multiclass(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 @dataclass
 class Reference:
     """The estimator's error on the reference: the standard deviation of ``realized − estimated`` per
-    metric over random chunks of ``chunk`` rows, and its mean (a calibrated model's is near zero)."""
+    metric over random chunks of ``chunk`` rows of the ``rows`` reference rows, and its mean (a
+    calibrated model's is near zero)."""
 
     chunk: int
+    rows: int
     sigma: dict[str, float] = field(default_factory=dict)
     bias: dict[str, float] = field(default_factory=dict)
 
@@ -165,29 +167,32 @@ class Reference:
         cls,
         y: np.ndarray,
         p: np.ndarray,
-        threshold: float = 0.5,
+        threshold: float | np.ndarray = 0.5,
         chunk: int | None = None,
         samples: int = 100,
         seed: int = 0,
     ) -> Reference:
         """Measure the estimator on ``samples`` chunks drawn (without replacement inside a chunk)
-        from the labelled reference rows ``y``, ``p``."""
+        from the labelled reference rows ``y``, ``p`` (a chunk is at most half of them: a chunk of
+        every row would have no spread)."""
         y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
         if len(y) < 20:
             raise ValueError(f"a reference needs at least 20 labelled rows, got {len(y)}")
-        size = chunk or max(10, min(len(y) // 4, 2000))
+        size = min(chunk or max(10, min(len(y) // 4, 2000)), len(y) // 2)
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), len(y))
         rng = np.random.default_rng(seed)
         errors: dict[str, list[float]] = {}
         for _ in range(samples):
-            rows = rng.choice(len(y), size=min(size, len(y)), replace=False)
-            expected = expected_metrics(p[rows], threshold)
-            for metric, value in realized_metrics(y[rows], p[rows], threshold).items():
+            rows = rng.choice(len(y), size=size, replace=False)
+            expected = expected_metrics(p[rows], thresholds[rows])
+            for metric, value in realized_metrics(y[rows], p[rows], thresholds[rows]).items():
                 if np.isfinite(value) and np.isfinite(expected.get(metric, np.nan)):
                     errors.setdefault(metric, []).append(value - expected[metric])
         # chunks of one finite reference vary less than samples of the population: undo that
         finite = np.sqrt(max(1 - size / len(y), 0.05))
         return cls(
             chunk=size,
+            rows=len(y),
             sigma={m: float(np.std(e, ddof=1) / finite) for m, e in errors.items() if len(e) > 1},
             bias={m: float(np.mean(e)) for m, e in errors.items() if e},
         )
@@ -196,11 +201,14 @@ class Reference:
         self, metric: str, estimate: float, rows: int, sigmas: float = 3.0
     ) -> tuple[float, float] | None:
         """Where a realized ``metric`` of ``rows`` rows should land around ``estimate`` while the
-        assumption holds: ± ``sigmas`` standard deviations of the estimator's error at that size."""
+        assumption holds: ± ``sigmas`` standard deviations of the estimator's error at that size,
+        plus the error the calibration itself carries from its finite reference (it does not shrink
+        with a bigger period: without it a period of 500,000 rows gets a band narrower than the
+        calibration is exact)."""
         if metric not in self.sigma or rows <= 0:
             return None
-        spread = sigmas * self.sigma[metric] * np.sqrt(self.chunk / rows)
+        spread = sigmas * self.sigma[metric] * np.sqrt(self.chunk / rows + self.chunk / self.rows)
         return float(max(estimate - spread, 0.0)), float(min(estimate + spread, 1.0))
 
     def to_dict(self) -> dict[str, object]:
-        return {"chunk": self.chunk, "sigma": self.sigma, "bias": self.bias}
+        return {"chunk": self.chunk, "rows": self.rows, "sigma": self.sigma, "bias": self.bias}
