@@ -343,7 +343,7 @@ def render_periods(first: dict) -> list[str]:
     lines = [
         f"seed {first['seed']}: threshold {first['threshold']:.4f} (max F1 on validation); NannyML "
         f"recalibrated on the reference: {'yes (isotonic)' if first['recalibrated'] else 'no'}",
-        "bands: Flywheel ±3 σ of its error on reference chunks, scaled by √(chunk/rows); "
+        "bands: Flywheel ±3 σ of its error on reference chunks, scaled by √(chunk/rows + chunk/reference rows); "
         "NannyML ±3 sampling errors (its confidence band); out = realized outside",
     ]
     for metric in METRICS:

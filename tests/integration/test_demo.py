@@ -3,6 +3,7 @@ own rule, publishing, the running service's hot swap, and a rollback — with ea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,27 @@ def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
         "loop: publish",
     ]
     assert all(seconds >= 0 for _, _, seconds in summary.stages) and summary.seconds > 0
+
+    # the pending weeks had estimates before their labels; the loop's batch then revealed them
+    assert "labels landed" in names
+    before, after = (
+        json.loads(path.read_text()) for path in sorted(workdir.reports.glob("performance-*.json"))
+    )
+    pending = {
+        p["start"]: p for p in before["periods"] if p["status"] == "pending" and p["predictions"] >= 100
+    }
+    assert len(pending) >= 5 and all(
+        p["roc_auc"] is None and "roc_auc" in p["estimated"] for p in pending.values()
+    )
+    landed = {p["start"]: p for p in after["periods"] if p["start"] in pending}
+    assert landed.keys() == pending.keys()
+    for start, period in landed.items():
+        assert period["status"] == "observed" and period["roc_auc"] is not None, start
+        assert period["estimated"]["roc_auc"] == pytest.approx(pending[start]["estimated"]["roc_auc"])
+        assert period["estimation_error"]["roc_auc"] == pytest.approx(
+            period["roc_auc"] - period["estimated"]["roc_auc"]
+        )
+        assert abs(period["estimation_error"]["roc_auc"]) < 0.15, (start, period)
 
 
 @pytest.mark.slow

@@ -48,9 +48,10 @@ def expected_metrics(p: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict
     else:
         chosen = p >= threshold
         tp, fp, fn = p[chosen].sum(), (1 - p[chosen]).sum(), p[~chosen].sum()
+        auc, average_precision = _ranking(p, p)
         values = {
-            "roc_auc": expected_auc(p, p),
-            "pr_auc": expected_average_precision(p, p),
+            "roc_auc": auc,
+            "pr_auc": average_precision,
             "accuracy": float(np.where(chosen, p, 1 - p).mean()),
             "f1": _f1(tp, fp, fn),
         }
@@ -69,7 +70,8 @@ def realized_metrics(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray
     tp, fp, fn = (y[chosen] == 1).sum(), (y[chosen] == 0).sum(), (y[~chosen] == 1).sum()
     out = {"accuracy": float((chosen == (y == 1)).mean()), "f1": _f1(tp, fp, fn)}
     if 0 < y.sum() < len(y):
-        out = {"roc_auc": expected_auc(p, y), "pr_auc": expected_average_precision(p, y), **out}
+        auc, average_precision = _ranking(p, y)
+        out = {"roc_auc": auc, "pr_auc": average_precision, **out}
     return out
 
 
@@ -77,32 +79,34 @@ def expected_auc(score: np.ndarray, positive: np.ndarray) -> float:
     """ROC-AUC of ``score`` where each row is positive with probability ``positive`` (0/1 labels give
     the realized AUC, ties counted half): expected right-ordered pairs over expected pairs, a row never
     paired with itself."""
-    order = np.argsort(score)  # ties are grouped below: their order within a group is moot
-    s, w = score[order], positive[order].astype(float)
-    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    pos = np.add.reduceat(w, starts)
-    neg = np.add.reduceat(1 - w, starts)
-    below = np.cumsum(neg) - neg
-    self_pairs = (w * (1 - w)).sum()
-    pairs = w.sum() * (1 - w).sum() - self_pairs
-    if pairs <= 0:
-        return float("nan")
-    return float(((pos * (below + 0.5 * neg)).sum() - 0.5 * self_pairs) / pairs)
+    return _ranking(score, positive)[0]
 
 
 def expected_average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     """Average precision of ``score`` with expected positives ``positive``: precision at each distinct
     score (highest first), weighted by the recall it adds."""
-    order = np.argsort(-score)
-    s, w = score[order], positive[order].astype(float)
-    ends = np.flatnonzero(np.concatenate([s[1:] != s[:-1], [True]]))
-    true_positives = np.cumsum(w)[ends]
-    total = true_positives[-1]
-    if total <= 0:
-        return float("nan")
-    precision = true_positives / (ends + 1)
-    gained = np.diff(np.concatenate([[0.0], true_positives]))
-    return float((precision * gained).sum() / total)
+    return _ranking(score, positive)[1]
+
+
+def _ranking(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """The (expected) ROC-AUC and average precision from one sort: the rows grouped by distinct
+    score, each group's (expected) positives and negatives."""
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(score)  # ties are grouped below: their order within a group is moot
+    s, w = score[order], np.asarray(positive, dtype=float)[order]
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    pos = np.add.reduceat(w, starts)
+    neg = np.add.reduceat(1 - w, starts)
+    below = np.cumsum(neg) - neg
+    self_pairs = (w * (1 - w)).sum()
+    pairs = pos.sum() * neg.sum() - self_pairs
+    auc = float(((pos * (below + 0.5 * neg)).sum() - 0.5 * self_pairs) / pairs) if pairs > 0 else float("nan")
+    # highest score first: precision at each group's end, weighted by the positives it adds
+    gained = pos[::-1]
+    total = gained.sum()
+    precision = np.cumsum(gained) / np.cumsum((pos + neg)[::-1])
+    average_precision = float((precision * gained).sum() / total) if total > 0 else float("nan")
+    return auc, average_precision
 
 
 def _f1(tp: float, fp: float, fn: float) -> float:
@@ -111,15 +115,14 @@ def _f1(tp: float, fp: float, fn: float) -> float:
 
 def _expected_multiclass(p: np.ndarray) -> dict[str, float]:
     predicted = p.argmax(axis=1)
-    aucs, precisions, f1s = [], [], []
+    ranked, f1s = [], []
     for k in range(p.shape[1]):
         chosen = predicted == k
-        aucs.append(expected_auc(p[:, k], p[:, k]))
-        precisions.append(expected_average_precision(p[:, k], p[:, k]))
+        ranked.append(_ranking(p[:, k], p[:, k]))
         f1s.append(_f1(p[chosen, k].sum(), (1 - p[chosen, k]).sum(), p[~chosen, k].sum()))
     with warnings.catch_warnings():  # a class no row gives any probability has no AUC
         warnings.simplefilter("ignore", RuntimeWarning)
-        auc, precision = float(np.nanmean(aucs)), float(np.nanmean(precisions))
+        auc, precision = (float(value) for value in np.nanmean(np.array(ranked), axis=0))
     return {
         "roc_auc": auc,
         "pr_auc": precision,
@@ -141,13 +144,8 @@ def _realized_multiclass(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     ]
     out = {"accuracy": float((predicted == y).mean()), "macro_f1": float(np.mean(f1s))}
     if present:
-        out = {
-            "roc_auc": float(np.mean([expected_auc(p[:, k], (y == k).astype(float)) for k in present])),
-            "pr_auc": float(
-                np.mean([expected_average_precision(p[:, k], (y == k).astype(float)) for k in present])
-            ),
-            **out,
-        }
+        auc, precision = np.mean([_ranking(p[:, k], y == k) for k in present], axis=0)
+        out = {"roc_auc": float(auc), "pr_auc": float(precision), **out}
     return out
 
 
