@@ -541,3 +541,12 @@ def test_a_multiclass_log_shows_the_predicted_classes(tmp_path: Path) -> None:
     (bars,) = figure["data"]
     assert bars["x"] == ["good", "poor", "standard"] and bars["y"] == [2, 1, 1]
     assert figure["layout"]["xaxis"]["title"]["text"] == "predicted class"
+
+
+def test_a_timeline_of_events_within_an_hour_spans_an_hour() -> None:
+    """A single event would otherwise get an axis of milliseconds around it."""
+    from flywheel.dashboard import figures
+
+    axis = figures._time_axis("at", ["2026-12-04 23:24:43", None])
+    assert axis["range"] == ["2026-12-04 22:54:43", "2026-12-04 23:54:43"]
+    assert "range" not in figures._time_axis("at", ["2026-12-04 10:00:00", "2026-12-04 23:00:00"])

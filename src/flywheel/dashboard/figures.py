@@ -10,7 +10,7 @@ written as ``YYYY-MM-DD HH:MM:SS`` (plotly.js reads no time zones).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
@@ -384,7 +384,7 @@ def retrains(decisions: list[Report]) -> dict[str, Any] | None:
         "data": data,
         "layout": layout(
             height=300,
-            xaxis={"type": "date", "title": {"text": "decided at (UTC)"}},
+            xaxis=_time_axis("decided at (UTC)", [x for trace in data for x in trace["x"]]),
             yaxis={
                 "type": "category",
                 "categoryorder": "array",
@@ -393,6 +393,17 @@ def retrains(decisions: list[Report]) -> dict[str, Any] | None:
             },
         ),
     }
+
+
+def _time_axis(title: str, moments: list[str | None]) -> dict[str, Any]:
+    """A date axis; events within an hour of each other get an hour around them (Plotly would
+    otherwise zoom into milliseconds around a single event)."""
+    axis: dict[str, Any] = {"type": "date", "title": {"text": title}}
+    times = [datetime.fromisoformat(m) for m in moments if m]
+    if times and max(times) - min(times) < timedelta(hours=1):
+        middle = min(times) + (max(times) - min(times)) / 2
+        axis["range"] = [moment(middle - timedelta(minutes=30)), moment(middle + timedelta(minutes=30))]
+    return axis
 
 
 def _decision_hover(decision: dict[str, Any]) -> str:
@@ -461,7 +472,7 @@ def alerts(found: list[dict[str, Any]]) -> dict[str, Any] | None:
         "layout": layout(
             height=max(220, 90 + 35 * len(kinds)),
             showlegend=False,
-            xaxis={"type": "date", "title": {"text": "raised at (UTC)"}},
+            xaxis=_time_axis("raised at (UTC)", [x for trace in data for x in trace["x"]]),
             yaxis={"type": "category", "automargin": True},
         ),
     }
