@@ -30,7 +30,7 @@ from flywheel.features import online
 from flywheel.features import ops as feature_ops
 from flywheel.features.snapshots import snapshot_files
 from flywheel.lock import locks_workdir
-from flywheel.monitoring import performance, traffic
+from flywheel.monitoring import estimates, performance, traffic
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
 from flywheel.registry.registry import METRIC_NAMES
@@ -246,7 +246,7 @@ def _labels_landed(
     estimate made before its labels against the realized figure."""
     report = performance.evaluate(config, workdir)
     summary.performance_report = performance.write(report, workdir)
-    performance.alert_concept_shift(config, workdir, report)
+    estimates.alert_concept_shift(config, workdir, report.periods)
     realized = {p.start: p.roc_auc for p in report.periods if p.roc_auc is not None}
     pairs = [
         (p.estimated["roc_auc"], realized[p.start])

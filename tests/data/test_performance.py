@@ -153,7 +153,6 @@ def test_a_prediction_without_a_customer_id_spoils_no_other_row(tmp_path: Path) 
 def test_multiclass_periods_score_the_logged_class_probabilities() -> None:
     """A multiclass report reads each labelled prediction's probabilities (the JSON list the service
     logs) and gives accuracy, macro-F1 and log loss; recent() answers the configured metric."""
-    import json
 
     import numpy as np
     import pandas as pd
@@ -269,20 +268,3 @@ def test_the_retrain_trigger_may_judge_the_estimate_before_labels(tmp_path: Path
         trigger = _performance(config, workdir)
         assert trigger.fired is fired, (source, trigger)
         assert ("estimated" in trigger.value) is (source != "realized")
-
-
-def test_a_concept_shift_is_alerted_once_per_period(tmp_path: Path) -> None:
-    workdir = Workdir.at(tmp_path / "wd")
-    config = default_config()
-    period = performance.Period("2024-03-04", "2024-03-11", 100, 100, 100, "observed", roc_auc=0.6)
-    period.estimated, period.band, period.concept_shift = (
-        {"roc_auc": 0.8},
-        {"roc_auc": [0.75, 0.85]},
-        ["roc_auc"],
-    )
-    report = performance.PerformanceReport(60, "2024-05-01", 100, 0, 0, periods=[period])
-    assert performance.alert_concept_shift(config, workdir, report) == 1
-    assert performance.alert_concept_shift(config, workdir, report) == 0  # the same shift, already said
-    alerts = [json.loads(line) for line in (workdir.reports / "alerts.jsonl").read_text().splitlines()]
-    assert [a["kind"] for a in alerts] == ["concept_shift"]
-    assert "realized 0.600, estimated 0.800 (band 0.750–0.850)" in alerts[0]["text"]

@@ -75,3 +75,25 @@ def test_the_gate_may_bound_the_calibration_error() -> None:
     assert checks["ece"].value == pytest.approx(calibration.expected_calibration_error(y, p))
     assert not checks["ece"].passed
     assert "ece" not in {c.name for c in evaluate_gates(GatesConfig(), metrics, 1.0, 1.0)}
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_a_class_the_calibration_rows_lack_keeps_its_probabilities(method: str) -> None:
+    """A map fitted to a class no row holds would send it to zero: it would never be predicted again."""
+    rng = np.random.default_rng(6)
+    p = rng.dirichlet([1, 1, 1], 600)
+    y = np.where(p[:, 0] > p[:, 1], 0, 1)  # class 2 never occurs among these rows
+    calibrator = calibration.fit(method, y, p)
+    mapped = calibrator.apply(p)
+    assert (mapped.argmax(axis=1) == 2).sum() > 0
+    np.testing.assert_allclose(mapped.sum(axis=1), 1.0, atol=1e-9)
+    one_class = calibration.fit(method, np.ones(50, dtype=int), p[:50, 0])
+    np.testing.assert_allclose(one_class.apply(p[:50, 0]), p[:50, 0], atol=1e-6)
+
+
+def test_a_calibration_gate_on_a_run_without_the_figure_names_it() -> None:
+    """A run evaluated before calibration has no ``ece``: the gate says so instead of a KeyError."""
+    from flywheel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ece"):
+        evaluate_gates(GatesConfig(max_calibration_error=0.05), {"roc_auc": 0.8, "pr_auc": 0.6}, 1.0, 1.0)

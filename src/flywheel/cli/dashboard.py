@@ -22,6 +22,15 @@ def dashboard_command(
     workdir = STATE.workdir_for(config)
     # no tracking store yet (nothing trained): the page says so, and none is created for it
     has_registry = config.tracking.uri is not None or workdir.mlflow_db.exists()
-    client = registry.mlflow_client(config, workdir) if has_registry else None
+    client = None
+    if has_registry:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client = registry.mlflow_client(config, workdir)
+        except MlflowException as error:  # the page still shows everything the workdir holds
+            console.print(
+                f"[yellow]the registry could not be read ({error}): no versions on the page[/yellow]"
+            )
     written = page.export(config, workdir, client, out)
     console.print(f"dashboard of {config.use_case} written to {written} (open it in a browser)")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from flywheel.cli.context import STATE, console, progress
-from flywheel.monitoring import monitor, performance, traffic
+from flywheel.monitoring import estimates, monitor, performance, traffic
 from flywheel.monitoring.drift import DriftReport, psi_level
 from flywheel.retraining import loop, retrain
 
@@ -123,7 +123,7 @@ def performance_command(
     workdir = STATE.workdir_for(config)
     report = performance.evaluate(config, workdir, period_days)
     path = performance.write(report, workdir)
-    performance.alert_concept_shift(config, workdir, report)
+    estimates.alert_concept_shift(config, workdir, report.periods)
     # multiclass: accuracy, macro-F1 and log loss in place of the binary observed rate
     figures = (
         {"ROC-AUC": "roc_auc", "accuracy": "accuracy", "macro-F1": "macro_f1", "log loss": "log_loss"}
@@ -207,7 +207,7 @@ def _show_estimates(report: performance.PerformanceReport, config, fmt) -> None:
     if not table.row_count:
         return
     console.print(table)
-    console.print(performance.ASSUMPTION)
+    console.print(estimates.ASSUMPTION)
     uncalibrated = sorted(v for v, r in report.versions.items() if not r.calibrated)
     if uncalibrated:
         console.print(

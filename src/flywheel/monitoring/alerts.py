@@ -32,21 +32,25 @@ KINDS = (
 )
 
 
-def raised(workdir: Workdir, kind: str, key: str) -> bool:
-    """Whether an alert of ``kind`` with ``details.key`` equal to ``key`` is in the alerts file: a
-    condition that persists (a period's concept shift) is alerted once, not at every check."""
+def raised_keys(workdir: Workdir, kind: str) -> set[str]:
+    """The ``details.key`` of every alert of ``kind`` in the alerts file: a condition that persists
+    (a period's concept shift) is alerted once, not at every check."""
     path = workdir.alerts_log
     if not path.exists():
-        return False
+        return set()
+    keys = set()
     with path.open() as lines:
         for line in lines:
             try:
                 found = json.loads(line)
-            except ValueError:
+            except ValueError:  # a line cut short by a crash: not an alert
                 continue
-            if found.get("kind") == kind and found.get("details", {}).get("key") == key:
-                return True
-    return False
+            if not isinstance(found, dict):
+                continue
+            details = found.get("details")
+            if found.get("kind") == kind and isinstance(details, dict) and "key" in details:
+                keys.add(str(details["key"]))
+    return keys
 
 
 def alert(config: FlywheelConfig, workdir: Workdir, kind: str, text: str, **details: Any) -> dict[str, Any]:

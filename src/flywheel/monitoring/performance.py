@@ -22,7 +22,6 @@ realized value fell outside the band (``concept_shift``: the no-concept-drift as
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,15 +33,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
-from flywheel.errors import DataError
 from flywheel.features import labels as labels_module
-from flywheel.monitoring import estimation, logrows
+from flywheel.monitoring import estimates, estimation, logrows
 from flywheel.rollout.state import CHAMPION
 from flywheel.serving.predlog import SHADOW, read_log
 from flywheel.training import evaluation
 from flywheel.workdir import Workdir
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,22 +60,13 @@ class Period:
     log_loss: float | None = None
     estimated: dict[str, float] = field(default_factory=dict)
     band: dict[str, list[float]] = field(default_factory=dict)
-    estimation_error: dict[str, float] = field(default_factory=dict)  # realized − estimated, same rows
-    concept_shift: list[str] = field(default_factory=list)  # realized outside the band
-
-
-@dataclass
-class VersionReference:
-    """What the estimator knows of a model version: its decision threshold, whether its probabilities
-    were calibrated, and its error on the version's labelled test split (None when unreadable)."""
-
-    threshold: float = 0.5
-    calibrated: bool = False
-    reference: estimation.Reference | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        reference = self.reference.to_dict() if self.reference else None
-        return {"threshold": self.threshold, "calibrated": self.calibrated, "reference": reference}
+    # with labels: the expected figures of the labelled rows alone, their band, realized − expected,
+    # and the metrics whose realized figure left that band (a partial period's labelled rows are a
+    # subset of its predictions)
+    estimated_labelled: dict[str, float] = field(default_factory=dict)
+    band_labelled: dict[str, list[float]] = field(default_factory=dict)
+    estimation_error: dict[str, float] = field(default_factory=dict)
+    concept_shift: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +86,7 @@ class PerformanceReport:
     arm_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     shadow: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     # the estimator: each answering version's reference, and every dated answer with its threshold
-    versions: dict[str, VersionReference] = field(default_factory=dict)
+    versions: dict[str, estimates.VersionReference] = field(default_factory=dict)
     scored: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def recent_estimate(self, days: int, metric: str = "roc_auc") -> tuple[int, float | None]:
@@ -199,7 +186,7 @@ class PerformanceReport:
             **out,
             "periods": [asdict(p) for p in self.periods],
             "estimator": {
-                "assumption": ASSUMPTION,
+                "assumption": estimates.ASSUMPTION,
                 "versions": {v: reference.to_dict() for v, reference in self.versions.items()},
             },
             "calibration": self.calibration(),
@@ -229,12 +216,6 @@ def _metrics(frame: pd.DataFrame, classes: tuple[str, ...] = ()) -> dict[str, fl
         "mean_probability": float(p.mean()) if len(y) else None,
         "observed_rate": float(y.mean()) if len(y) else None,
     }
-
-
-ASSUMPTION = (
-    "estimates assume no concept drift (P(y | x) as the model learned it) and calibrated probabilities; "
-    "a realized figure outside its band says the assumption broke"
-)
 
 
 def _with_probabilities(frame: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -330,7 +311,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
         classes=config.spec.classes,
         arm_counts={(str(arm), str(version)): int(n) for (arm, version), n in arm_counts.items()},
         shadow=shadow,
-        versions=references(config, workdir, sorted(dated["model_version"].dropna().unique())),
+        versions=estimates.references(config, workdir, sorted(dated["model_version"].dropna().unique())),
     )
     thresholds = {v: r.threshold for v, r in report.versions.items()}
     report.scored = dated.assign(threshold=dated["model_version"].map(thresholds).fillna(0.5))
@@ -381,80 +362,17 @@ def _estimate(
     realized = estimation.realized_metrics(labelled["label"].to_numpy(dtype=int), p, thresholds)
     if not classes:  # a binary period's decisions, at each answering version's threshold
         period.accuracy, period.f1 = realized["accuracy"], realized["f1"]
-    expected = estimation.expected_metrics(p, thresholds)
+    period.estimated_labelled = estimation.expected_metrics(p, thresholds)
     for metric, value in realized.items():
-        if metric not in expected:
+        expected = period.estimated_labelled.get(metric)
+        if expected is None:
             continue
-        period.estimation_error[metric] = value - expected[metric]
-        band = reference.band(metric, expected[metric], len(labelled), sigmas) if reference else None
-        if band and not band[0] <= value <= band[1]:
-            period.concept_shift.append(metric)
-
-
-def references(config: FlywheelConfig, workdir: Workdir, versions: list[str]) -> dict[str, VersionReference]:
-    """Each version's threshold and calibration (its training run's parameters) and the estimator's
-    error on its test split (the ``eval`` step's logged probabilities and labels). A version whose run
-    or predictions cannot be read gets the defaults, and its periods no band."""
-    from mlflow.exceptions import MlflowException
-
-    from flywheel.registry.registry import mlflow_client, version_run
-    from flywheel.training.train import EVAL_FOLDER, PREDICTIONS_FILE, read_predictions
-
-    client = mlflow_client(config, workdir)
-    out = {}
-    for version in versions:
-        try:
-            run = version_run(client, config.registry.model_name, str(version))
-            params = run.data.params
-            test = read_predictions(f"runs:/{run.info.run_id}/{EVAL_FOLDER}/{PREDICTIONS_FILE}")
-        except (MlflowException, DataError, ValueError) as error:  # ValueError: too few test rows
-            _logger.info(
-                "version %s has no readable test predictions (%s): estimates without a band", version, error
-            )
-            out[str(version)] = VersionReference()
-            continue
-        threshold = float(params.get("threshold", 0.5))
-        reference = estimation.Reference.fit(
-            test["label"].to_numpy(dtype=int),
-            evaluation.read_probabilities(test, "probability"),
-            threshold,
-            seed=config.training.seed,
-        )
-        calibrated = params.get("calibration", "none") != "none"
-        out[str(version)] = VersionReference(threshold, calibrated, reference)
-    return out
-
-
-def alert_concept_shift(config: FlywheelConfig, workdir: Workdir, report: PerformanceReport) -> int:
-    """Alert each period whose realized figures left the estimate's band, once per period and
-    metrics; returns how many alerts were raised."""
-    from flywheel.monitoring.alerts import alert, raised
-
-    count = 0
-    for period in report.periods:
-        if not period.concept_shift:
-            continue
-        key = f"{period.start}:{','.join(sorted(period.concept_shift))}"
-        if raised(workdir, "concept_shift", key):
-            continue
-        figures = ", ".join(
-            f"{m} realized {getattr(period, m):.3f}, estimated {period.estimated[m]:.3f} "
-            f"(band {period.band[m][0]:.3f}–{period.band[m][1]:.3f})"
-            for m in period.concept_shift
-            if getattr(period, m, None) is not None and m in period.band
-        )
-        alert(
-            config,
-            workdir,
-            "concept_shift",
-            f"concept shift suspected in the period from {period.start}: {figures}; "
-            "P(y | x) may have changed, so estimates of later periods may be off",
-            key=key,
-            period=period.start,
-            metrics=period.concept_shift,
-        )
-        count += 1
-    return count
+        period.estimation_error[metric] = value - expected
+        band = reference.band(metric, expected, len(labelled), sigmas) if reference else None
+        if band:
+            period.band_labelled[metric] = list(band)
+            if not band[0] <= value <= band[1]:
+                period.concept_shift.append(metric)
 
 
 def write(report: PerformanceReport, workdir: Workdir) -> Path:

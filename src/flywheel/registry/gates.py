@@ -48,7 +48,10 @@ def evaluate_gates(
 ) -> list[GateCheck]:
     """Each bound against the measured value; a configured metric the evaluation did not produce is
     an error naming it (a typo must not pass a gate silently)."""
-    unknown = sorted((set(gates.min_metrics) | set(gates.max_metrics)) - set(metrics))
+    bounded = (
+        set(gates.min_metrics) | set(gates.max_metrics) | ({"ece"} if gates.max_calibration_error else set())
+    )
+    unknown = sorted(bounded - set(metrics))
     if unknown:
         raise ConfigError(
             f"registry.gates: no test metric named {unknown}; the evaluation gives {sorted(metrics)}"

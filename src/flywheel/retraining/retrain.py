@@ -35,7 +35,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.data.lake import Lake
 from flywheel.errors import FlywheelError
 from flywheel.lock import locks_workdir
-from flywheel.monitoring import monitor, performance
+from flywheel.monitoring import estimates, monitor, performance
 from flywheel.monitoring.alerts import alert
 from flywheel.pipeline.runner import run_pipeline
 from flywheel.registry import registry
@@ -102,13 +102,14 @@ def _performance(config: FlywheelConfig, workdir: Workdir) -> Trigger:
     rules = config.retrain
     metric, bound = rules.performance_metric, rules.performance_bound
     name = METRIC_NAMES.get(metric, metric)
-    threshold = f"< {bound:g} (≥ {rules.min_labelled} labelled)"
+    counted = "labelled" if rules.performance_source == "realized" else "predictions"
+    threshold = f"< {bound:g} (≥ {rules.min_labelled} {counted})"
     try:
         report = performance.evaluate(config, workdir)
     except FlywheelError as error:
         return Trigger("performance", "n/a", threshold, False, str(error))
-    performance.alert_concept_shift(config, workdir, report)
-    found = []  # (what, value, rows)
+    estimates.alert_concept_shift(config, workdir, report.periods)
+    found = []  # (what, value, rows, what the rows are)
     if rules.performance_source in ("realized", "either"):
         labelled, value = report.recent(rules.performance_days, metric)
         found.append((f"{name}", value, labelled, "labelled predictions"))

@@ -13,10 +13,13 @@ serving loads no pickle and imports no scikit-learn for it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+_logger = logging.getLogger(__name__)
 
 Method = Literal["isotonic", "platt"]
 EPSILON = 1e-6
@@ -53,13 +56,34 @@ class Calibrator:
 
 
 def fit(method: Method, y: np.ndarray, p: np.ndarray) -> Calibrator:
-    """A calibrator of probabilities ``p`` (1-D binary, 2-D a column per class) to labels ``y``."""
+    """A calibrator of probabilities ``p`` (1-D binary, 2-D a column per class) to labels ``y``.
+
+    A column whose class the rows never (or always) hold has nothing to learn from: it keeps the
+    model's own probabilities (a map to a constant would erase that class for good), with a warning."""
     y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
     if method not in ("isotonic", "platt"):
         raise ValueError(f"unknown calibration method {method!r}; expected isotonic or platt")
     columns = [(p, y == 1)] if p.ndim == 1 else [(p[:, k], y == k) for k in range(p.shape[1])]
     fitter = _isotonic if method == "isotonic" else _platt
-    return Calibrator(method, [fitter(column, hit.astype(float)) for column, hit in columns])
+    maps = []
+    for k, (column, hit) in enumerate(columns):
+        if hit.all() or not hit.any():
+            _logger.warning(
+                "calibration: class %d is %s in the %d rows; its probabilities stay as they are",
+                k if p.ndim == 2 else 1,
+                "every row" if hit.all() else "in none",
+                len(y),
+            )
+            maps.append(IDENTITY[method])
+        else:
+            maps.append(fitter(column, hit.astype(float)))
+    return Calibrator(method, maps)
+
+
+IDENTITY: dict[str, dict[str, list[float]]] = {
+    "isotonic": {"x": [0.0, 1.0], "y": [0.0, 1.0]},
+    "platt": {"coef": [1.0, 0.0]},  # the logistic of the log-odds: the probability itself
+}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -70,8 +94,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _platt(p: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
     from sklearn.linear_model import LogisticRegression
 
-    if y.min() == y.max():  # one outcome only: the constant it is
-        return {"coef": [0.0, float(_logit(np.array([y[0]]))[0])]}
     model = LogisticRegression(C=1e6, solver="lbfgs").fit(_logit(p).reshape(-1, 1), y)
     return {"coef": [float(model.coef_[0, 0]), float(model.intercept_[0])]}
 
@@ -120,3 +142,13 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(
         sum(b["rows"] * abs(b["mean_probability"] - b["observed_rate"]) for b in curve) / max(total, 1)
     )
+
+
+def uncalibrated_figures(y: np.ndarray, p_uncalibrated: np.ndarray) -> dict[str, float]:
+    """The Brier score and calibration error of a model's own probabilities, before calibration."""
+    onehot = np.eye(p_uncalibrated.shape[1])[y] if p_uncalibrated.ndim == 2 else y
+    squared = (p_uncalibrated - onehot) ** 2
+    return {
+        "uncalibrated_brier": float(np.mean(squared.sum(axis=1) if squared.ndim == 2 else squared)),
+        "uncalibrated_ece": expected_calibration_error(y, p_uncalibrated),
+    }

@@ -182,7 +182,7 @@ def fit(
     X, y = data.xy("train")
     Xv, yv = data.xy("valid")
     model = new_model(config, model_type, data, params).fit(X, y, Xv, yv)
-    before = calibration_figures(yv, model.predict_proba(Xv))
+    before = calibration.uncalibrated_figures(yv, model.predict_proba(Xv))
     if config.training.calibration != "none":
         model.calibrator_ = calibration.fit(config.training.calibration, yv, model.predict_proba(Xv))
     p_valid = model.predict_proba(Xv)
@@ -190,16 +190,6 @@ def fit(
         0.5 if model.multiclass else evaluation.choose_threshold(yv, p_valid, config.training.threshold)
     )
     return model, threshold, evaluation.compute_metrics(yv, p_valid, threshold, config.spec.classes) | before
-
-
-def calibration_figures(y: np.ndarray, p_uncalibrated: np.ndarray) -> dict[str, float]:
-    """The Brier score and calibration error of a model's own probabilities, before calibration."""
-    onehot = np.eye(p_uncalibrated.shape[1])[y] if p_uncalibrated.ndim == 2 else y
-    squared = (p_uncalibrated - onehot) ** 2
-    return {
-        "uncalibrated_brier": float(np.mean(squared.sum(axis=1) if squared.ndim == 2 else squared)),
-        "uncalibrated_ece": calibration.expected_calibration_error(y, p_uncalibrated),
-    }
 
 
 def load_logged_model(folder: Path) -> TabularModel:
@@ -373,7 +363,7 @@ def evaluate(
         p, p_baseline = model.predict_proba(Xt), baseline.predict_proba(Xt)
         p_uncalibrated = model.predict_proba(Xt, calibrated=False)
         classes = config.spec.classes
-        metrics = evaluation.compute_metrics(yt, p, threshold, classes) | calibration_figures(
+        metrics = evaluation.compute_metrics(yt, p, threshold, classes) | calibration.uncalibrated_figures(
             yt, p_uncalibrated
         )
         baseline_metrics = evaluation.compute_metrics(yt, p_baseline, baseline_threshold, classes)
