@@ -36,6 +36,7 @@ from flywheel.registry import registry
 from flywheel.registry.registry import METRIC_NAMES
 from flywheel.retraining import loop
 from flywheel.serving.local import call, local_service
+from flywheel.serving.predlog import read_log
 from flywheel.serving.schemas import bodies
 from flywheel.workdir import Workdir
 
@@ -119,6 +120,7 @@ def run(
             f"{sent.requests:,} predictions over {len(sent.dates)} simulated days "
             f"({sent.dates[0]} … {sent.dates[-1]}) through /v1/score",
         )
+        _wait_for_log(workdir, len(summary.predictions) + sent.requests)
         before = _performance(config, workdir, stage, summary)
         _tick(config, workdir, stage, summary)
         _labels_landed(config, workdir, stage, summary, before)
@@ -214,6 +216,17 @@ def _predict(
     fields = [names.key, *([names.snapshot_key] if names.snapshot_key else []), *names.request]
     records = rows.slice(max(0, rows.num_rows - count)).select(fields).to_pylist()
     return [call(f"{url}/v1/predict", record) for record in records]
+
+
+def _wait_for_log(workdir: Workdir, answered: int, timeout: float = 60.0) -> None:
+    """Until the service's log writer, which writes in batches behind the answers, holds every one of
+    the ``answered`` predictions: performance must not miss the newest week's."""
+    deadline = time.monotonic() + timeout
+    while len(read_log(workdir.predictions, columns=("request_id",))) < answered:
+        if time.monotonic() > deadline:
+            _logger.warning("the prediction log holds fewer than the %d answered predictions", answered)
+            return
+        time.sleep(0.2)
 
 
 def _performance(
