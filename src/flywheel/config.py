@@ -407,6 +407,20 @@ class ExtractConfig(StrictModel):
         return self
 
 
+class LakeConfig(StrictModel):
+    """How a new lake keeps its raw tables (an existing lake keeps the format it was made in)."""
+
+    format: Literal["parquet", "iceberg"] = Field(
+        "parquet",
+        description="parquet: files and a manifest; iceberg: Iceberg tables, a snapshot per batch.",
+    )
+    catalog: dict[str, str] = Field(
+        default_factory=dict,
+        description="pyiceberg catalog properties (type, uri, warehouse, …); empty: a SQLite catalog "
+        "and a file warehouse in the workdir's lake.",
+    )
+
+
 class DataConfig(StrictModel):
     generator: Settings = Settings()
     simulate: SimulateConfig = SimulateConfig()
@@ -420,6 +434,7 @@ class FlywheelConfig(StrictModel):
     use_case: str = Field(DEFAULT_USE_CASE, description="A built-in use case's name or a dotted path.")
     workdir: str = Field(".flywheel", description="Root folder of all state; FLYWHEEL_WORKDIR overrides.")
     data: DataConfig = DataConfig()
+    lake: LakeConfig = LakeConfig()
     features: FeaturesConfig = FeaturesConfig()
     labels: LabelSettings = LabelSettings()
     dataset: DatasetConfig = DatasetConfig()

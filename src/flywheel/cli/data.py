@@ -167,7 +167,9 @@ def ingest(
     end = period_end.replace(tzinfo=UTC) if period_end else None
     with _committing("ingest") as stage:
         try:
-            result = ops.ingest(config.spec, workdir, paths, batch_id, end, stage, config.data.ingest)
+            result = ops.ingest(
+                config.spec, workdir, paths, batch_id, end, stage, config.data.ingest, config.lake
+            )
         except QuarantineRejected as rejected:
             if rejected.report is not None:
                 show_quarantine(rejected.report, rejected.report_path, to_errors=True)

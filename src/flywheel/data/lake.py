@@ -1,9 +1,15 @@
-"""The Parquet lake and its manifest.
+"""The lake and its manifest.
 
 Layout: ``lake/raw/<table>/batch=<id>/part-0.parquet`` for the use case's raw tables and
 ``lake/sim/<state table>/batch=<id>/part-0.parquet`` for a synthetic world's latent state.
 ``lake/manifest.json`` lists every committed batch; it is the only index readers use, so a file not
 named there is not part of the lake.
+
+A lake created with ``lake.format: iceberg`` keeps its raw tables as Iceberg tables instead
+(:mod:`flywheel.data.iceberg`): each batch appends one snapshot per table, and the manifest records
+those snapshot ids, so readers see each table as of the last committed batch and time travel to any
+earlier one. The format is a lake's own: fixed when its first batch is committed, read from the
+manifest afterwards (a Parquet lake keeps working as it is whatever the configuration says).
 
 A commit is atomic: the batch is written to ``<workdir>/.staging``, validated there, each table folder
 is renamed into the lake, and the manifest is replaced last (write, fsync, ``os.replace``). A crash
@@ -32,6 +38,7 @@ import pyarrow.parquet as pq
 
 from flywheel.data.batch import Batch
 from flywheel.data.duck import connect, select_table
+from flywheel.data.iceberg import NAMESPACE, IcebergTables, default_catalog
 from flywheel.data.validation import (
     BatchRejected,
     ValidationReport,
@@ -45,16 +52,30 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
+FORMATS = ("parquet", "iceberg")
 
 
 class Lake:
-    """Read and commit batches of one use case's raw tables under one workdir."""
+    """Read and commit batches of one use case's raw tables under one workdir.
 
-    def __init__(self, workdir: Workdir, usecase: UseCase):
+    ``new_format`` and ``catalog`` (Iceberg catalog properties; default the embedded SQLite one)
+    apply only to a lake whose first batch is still to come."""
+
+    def __init__(
+        self,
+        workdir: Workdir,
+        usecase: UseCase,
+        new_format: str = "parquet",
+        catalog: dict[str, str] | None = None,
+    ):
+        if new_format not in FORMATS:
+            raise DataError(f"lake.format: unknown format {new_format!r}; expected one of {list(FORMATS)}")
         self.workdir = workdir
         self.usecase = usecase
         self.tables = usecase.tables
         self.state_dir = f"sim/{usecase.state_table}"
+        self.new_format, self.new_catalog = new_format, dict(catalog or {})
+        self._iceberg_tables: IcebergTables | None = None
 
     # ---- reading -------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -78,8 +99,36 @@ class Lake:
     def is_empty(self) -> bool:
         return not self.batches()
 
+    @property
+    def format(self) -> str:
+        """``parquet`` or ``iceberg``: the manifest's, or for an empty lake the one it will be made in."""
+        manifest = self.manifest()
+        return manifest.get("format", "parquet") if manifest["batches"] else self.new_format
+
+    def iceberg(self) -> IcebergTables:
+        """The lake's Iceberg tables (an Iceberg lake only)."""
+        if self._iceberg_tables is None:
+            settings = self.manifest().get("iceberg") or {}
+            catalog = settings.get("catalog") or self.new_catalog or default_catalog(self.workdir)
+            self._iceberg_tables = IcebergTables(catalog, settings.get("namespace", NAMESPACE))
+        return self._iceberg_tables
+
+    def snapshot_ids(self, batches: list[dict[str, Any]] | None = None) -> dict[str, int | None]:
+        """Per raw table, the Iceberg snapshot the newest of ``batches`` (default: all) touching it
+        created, or None."""
+        found: dict[str, int | None] = dict.fromkeys(self.tables)
+        for record in batches if batches is not None else self.batches():
+            for name, table in record["tables"].items():
+                if table.get("snapshot_id") is not None:
+                    found[name] = int(table["snapshot_id"])
+        return found
+
     def files(self, table: str) -> list[str]:
-        """Absolute paths of the committed Parquet files of ``table``, oldest batch first."""
+        """Absolute paths of the committed Parquet files of ``table``, oldest batch first (an
+        Iceberg lake: the data files of the table's snapshot the manifest names)."""
+        if self.format == "iceberg":
+            snapshot = self.snapshot_ids().get(table)
+            return self.iceberg().files(table, snapshot) if snapshot is not None else []
         return [
             str(self.workdir.lake / f)
             for b in self.batches()
@@ -224,6 +273,13 @@ class Lake:
         raise BatchRejected(report, path)
 
     def _publish(self, batch: Batch, staging: Path, record: dict[str, Any]) -> None:
+        manifest = self.manifest()
+        if not manifest["batches"]:  # the first batch makes the lake in its format
+            manifest["format"] = self.new_format
+            if self.new_format == "iceberg":
+                manifest["iceberg"] = {"catalog": self.new_catalog or None, "namespace": NAMESPACE}
+        if manifest.get("format") == "iceberg":
+            self._append_snapshots(batch, staging, record)
         folders = [Path(f).parent for t in record["tables"].values() for f in t["files"]]
         if record["state"]:
             folders.append(Path(record["state"]["files"][0]).parent)
@@ -231,7 +287,6 @@ class Lake:
             target = self.workdir.lake / folder
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging / folder, target)
-        manifest = self.manifest()
         manifest["batches"].append(record)
         tmp = self.workdir.manifest.with_suffix(".json.tmp")
         with open(tmp, "w") as handle:
@@ -244,6 +299,16 @@ class Lake:
             batch.batch_id,
             ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()),
         )
+
+    def _append_snapshots(self, batch: Batch, staging: Path, record: dict[str, Any]) -> None:
+        """Each table's validated rows as one Iceberg snapshot, after undoing what an interrupted
+        commit appended; the record names the snapshots instead of files."""
+        tables = self.iceberg()
+        tables.reconcile(self.snapshot_ids())
+        for name, table in record["tables"].items():
+            rows = pq.read_table(staging / table["files"][0])
+            table["snapshot_id"] = tables.append(name, rows, batch.batch_id)
+            table["files"] = []  # Iceberg owns the data files
 
 
 def _time_range(table: pa.Table, column: str | None) -> list[str] | None:

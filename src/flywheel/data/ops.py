@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.config import FlywheelConfig, IngestConfig
+from flywheel.config import FlywheelConfig, IngestConfig, LakeConfig
 from flywheel.data.batch import Batch
 from flywheel.data.ingest import (
     QuarantineRejected,
@@ -45,8 +45,15 @@ class CommitResult:
         return {name: t["rows"] for name, t in self.record["tables"].items()}
 
 
-def _commit(usecase: UseCase, workdir: Workdir, batch: Batch, progress: Progress | None) -> CommitResult:
-    record, created = Lake(workdir, usecase).commit(batch, on_stage=progress)
+def _commit(
+    usecase: UseCase,
+    workdir: Workdir,
+    batch: Batch,
+    progress: Progress | None,
+    lake: LakeConfig | None = None,
+) -> CommitResult:
+    lake = lake or LakeConfig()
+    record, created = Lake(workdir, usecase, lake.format, lake.catalog).commit(batch, on_stage=progress)
     return CommitResult(batch.batch_id, created, record)
 
 
@@ -67,7 +74,9 @@ def generate(config: FlywheelConfig, workdir: Workdir, progress: Progress | None
         )
     if progress:
         progress("generate")
-    return _commit(spec, workdir, spec.generator.generate(config.data.generator, batch_id), progress)
+    return _commit(
+        spec, workdir, spec.generator.generate(config.data.generator, batch_id), progress, config.lake
+    )
 
 
 @locks_workdir("data simulate")
@@ -108,9 +117,11 @@ def ingest(
     period_end: datetime | None = None,
     progress: Progress | None = None,
     settings: IngestConfig | None = None,
+    lake: LakeConfig | None = None,
 ) -> CommitResult:
     """Validate and add real files of the use case's tables (CSV or Parquet, or its own layout) as one
-    batch (``settings``: the config's ``data.ingest``, e.g. how far past now a timestamp may lie)."""
+    batch (``settings``: the config's ``data.ingest``, e.g. how far past now a timestamp may lie;
+    ``lake``: the format a new lake is made in)."""
     settings = settings or IngestConfig()
     if progress:
         progress("read")
@@ -120,7 +131,7 @@ def ingest(
         report = quarantine_report(rejected.batch_id, rejected.quarantine, False, rejected.bound)
         rejected.report, rejected.report_path = report, write_quarantine_report(workdir, report)
         raise
-    result = _commit(usecase, workdir, batch, progress)
+    result = _commit(usecase, workdir, batch, progress, lake)
     if not batch.quarantine:
         return result
     report = quarantine_report(batch.batch_id, batch.quarantine, True, settings.max_quarantine_share)
@@ -131,10 +142,14 @@ def ingest(
 
 @locks_workdir("data commit")
 def commit(
-    usecase: UseCase, workdir: Workdir, batch: Batch, progress: Progress | None = None
+    usecase: UseCase,
+    workdir: Workdir,
+    batch: Batch,
+    progress: Progress | None = None,
+    lake: LakeConfig | None = None,
 ) -> CommitResult:
     """Validate and add a batch built in Python (e.g. a month of a replayed file) atomically."""
-    return _commit(usecase, workdir, batch, progress)
+    return _commit(usecase, workdir, batch, progress, lake)
 
 
 def validate(usecase: UseCase, workdir: Workdir, progress: Progress | None = None) -> ValidationReport:

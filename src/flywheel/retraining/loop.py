@@ -62,7 +62,12 @@ def _ingest_inbox(config: FlywheelConfig, workdir: Workdir) -> list[str]:
     for folder in sorted(p for p in workdir.inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             result = ops.ingest(
-                config.spec, workdir, [folder], batch_id=folder.name, settings=config.data.ingest
+                config.spec,
+                workdir,
+                [folder],
+                batch_id=folder.name,
+                settings=config.data.ingest,
+                lake=config.lake,
             )
         except DataError:  # unreadable or rejected: the lake is unchanged; set the folder aside
             _move(folder, workdir.inbox / ".rejected")

@@ -137,7 +137,9 @@ def replay(
         raise DataError(f"{path} spans {len(by_month)} months: too few for a {warmup_months}-month warm-up")
     warmup, later = by_month[:warmup_months], by_month[warmup_months:][:months]
     result = ReplayResult(warmup=f"{warmup[0][0]} … {warmup[-1][0]}")
-    ops.commit(spec, workdir, _batch(f"replay-{warmup[0][0]}-{warmup[-1][0]}", warmup, path))
+    ops.commit(
+        spec, workdir, _batch(f"replay-{warmup[0][0]}-{warmup[-1][0]}", warmup, path), lake=config.lake
+    )
     feature_ops.build(config, workdir)
     run_pipeline(config, workdir)
     if registry.champion_version(config, workdir) is None:

@@ -1,0 +1,132 @@
+"""The lake's raw tables as Apache Iceberg tables (pyiceberg), one snapshot per committed batch.
+
+By default the catalog is pyiceberg's SQL catalog on a SQLite file in the workdir
+(``lake/iceberg/catalog.db``, no server) with the warehouse beside it; any pyiceberg catalog (REST,
+Hive, Glue) and object storage are chosen by the catalog properties of ``lake.catalog``. The lake's
+manifest stays the commit point of a batch across its tables: it records, per table, the snapshot
+the batch created, and readers read each table as of the snapshot the manifest names. So a batch
+whose tables were appended but whose manifest was never written (a killed commit) is seen by no
+reader, and the next commit rolls those tables back (:meth:`IcebergTables.reconcile`).
+
+pyiceberg is imported lazily: a Parquet lake never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+from flywheel.errors import DataError
+from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
+NAMESPACE = "flywheel"
+BATCH_PROPERTY = "flywheel.batch_id"  # every snapshot names the batch that made it
+
+
+def default_catalog(workdir: Workdir) -> dict[str, str]:
+    """The embedded catalog: SQLite and a file warehouse under the workdir's lake."""
+    folder = workdir.lake / "iceberg"
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{folder / 'catalog.db'}",
+        "warehouse": f"file://{folder / 'warehouse'}",
+    }
+
+
+class IcebergTables:
+    """One use case's raw tables in one Iceberg catalog namespace."""
+
+    def __init__(self, properties: dict[str, str], namespace: str = NAMESPACE):
+        self.properties, self.namespace = dict(properties), namespace
+        self._catalog: Any = None
+
+    @property
+    def catalog(self) -> Any:
+        if self._catalog is None:
+            from pyiceberg.catalog import load_catalog
+
+            uri = self.properties.get("uri", "")
+            if uri.startswith("sqlite:///"):  # the catalog's folder, created on first use
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self._catalog = load_catalog("flywheel", **self.properties)
+            self._catalog.create_namespace_if_not_exists(self.namespace)
+        return self._catalog
+
+    def table(self, name: str, schema: pa.Schema | None = None) -> Any:
+        """The Iceberg table ``name``, created with ``schema`` when it does not exist yet."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        identifier = f"{self.namespace}.{name}"
+        try:
+            return self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            if schema is None:
+                raise DataError(f"the lake has no Iceberg table {identifier}") from None
+            return self.catalog.create_table(identifier, schema=schema)
+
+    def append(self, name: str, rows: pa.Table, batch_id: str) -> int:
+        """Append ``rows`` as one snapshot (Iceberg's own atomic commit); returns its id."""
+        table = self.table(name, rows.schema)
+        table.append(rows, snapshot_properties={BATCH_PROPERTY: batch_id})
+        return int(table.current_snapshot().snapshot_id)
+
+    def files(self, name: str, snapshot_id: int) -> list[str]:
+        """The data files of table ``name`` as of ``snapshot_id``, as local paths where they are local."""
+        tasks = self.table(name).scan(snapshot_id=snapshot_id).plan_files()
+        return [_local(task.file.file_path) for task in tasks]
+
+    def snapshots(self, name: str) -> list[dict[str, Any]]:
+        """Every snapshot of table ``name``, oldest first: id, time, batch, rows added and in all."""
+        table = self.table(name)
+        current = table.current_snapshot()
+        out = []
+        for snapshot in table.snapshots():
+            summary = snapshot.summary.additional_properties if snapshot.summary else {}
+            out.append(
+                {
+                    "table": name,
+                    "snapshot_id": int(snapshot.snapshot_id),
+                    "committed_at": snapshot.timestamp_ms,
+                    "batch_id": summary.get(BATCH_PROPERTY),
+                    "added_rows": int(summary.get("added-records", 0)),
+                    "rows": int(summary.get("total-records", 0)),
+                    "current": current is not None and snapshot.snapshot_id == current.snapshot_id,
+                }
+            )
+        return out
+
+    def reconcile(self, recorded: dict[str, int | None]) -> list[str]:
+        """Roll each table back to the snapshot the manifest records (a table the manifest never
+        recorded is dropped): what a killed commit appended is undone. Returns the tables changed."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        changed = []
+        for name, snapshot_id in recorded.items():
+            try:
+                table = self.catalog.load_table(f"{self.namespace}.{name}")
+            except NoSuchTableError:
+                continue
+            current = table.current_snapshot()
+            if current is None or current.snapshot_id == snapshot_id:
+                continue
+            if snapshot_id is None:
+                self.catalog.drop_table(f"{self.namespace}.{name}")
+            else:
+                table.manage_snapshots().set_current_snapshot(snapshot_id=snapshot_id).commit()
+            changed.append(name)
+        if changed:
+            _logger.warning(
+                "rolled back %s to the lake's manifest (an interrupted commit)", ", ".join(changed)
+            )
+        return changed
+
+
+def _local(uri: str) -> str:
+    """A ``file://`` URI as a path (DuckDB and Spark read either; paths are what the lake hands out)."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri

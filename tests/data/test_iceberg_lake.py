@@ -1,0 +1,154 @@
+"""The lake as Iceberg tables: the same rows and the same training set as the Parquet lake, one
+snapshot per table per batch named in the manifest, and the lake's guarantees kept — a rejected batch
+moves no table's snapshot, a killed commit is seen by no reader and undone by the next commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.data import ops
+from flywheel.data.iceberg import IcebergTables
+from flywheel.data.lake import Lake
+from flywheel.data.validation import BatchRejected
+from flywheel.features import dataset as dataset_module
+from flywheel.features import ops as feature_ops
+from flywheel.usecases.churn import USE_CASE as CHURN
+from flywheel.workdir import Workdir
+
+SIZE = {"data.generator.customers": 300, "data.generator.products": 80}
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory: pytest.TempPathFactory, small_config: FlywheelConfig) -> dict[str, Workdir]:
+    """The same generated history and one simulated batch, in a Parquet and in an Iceberg lake."""
+    out = {}
+    for fmt in ("parquet", "iceberg"):
+        config = apply_overrides(small_config, {**SIZE, "lake.format": fmt})
+        workdir = Workdir.at(tmp_path_factory.mktemp(fmt) / "wd")
+        ops.generate(config, workdir)
+        ops.simulate(config, workdir, days=20, batch_id="next")
+        out[fmt] = workdir
+    return out
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([(name, "ascending") for name in table.column_names])
+
+
+def test_every_table_holds_the_same_rows_and_gives_the_same_training_set(
+    lakes: dict[str, Workdir], small_config: FlywheelConfig
+) -> None:
+    parquet, iceberg = Lake(lakes["parquet"], CHURN), Lake(lakes["iceberg"], CHURN)
+    assert (parquet.format, iceberg.format) == ("parquet", "iceberg")
+    assert not list(lakes["iceberg"].raw.glob("*/batch=*"))  # no Parquet layout beside the tables
+    for name in CHURN.table_order:
+        assert _sorted(iceberg.read(name)).equals(_sorted(parquet.read(name))), name
+    config = apply_overrides(small_config, SIZE)
+    built = {}
+    for fmt, workdir in lakes.items():
+        feature_ops.build(config, workdir)
+        built[fmt] = dataset_module.build(config, workdir)
+    assert built["iceberg"].dataset_id == built["parquet"].dataset_id
+    for split in dataset_module.SPLITS:
+        a, b = (built[fmt].path / f"{split}.parquet" for fmt in ("parquet", "iceberg"))
+        assert a.read_bytes() == b.read_bytes(), split
+
+
+def test_each_batch_is_one_snapshot_per_table_and_the_manifest_names_it(lakes: dict[str, Workdir]) -> None:
+    lake = Lake(lakes["iceberg"], CHURN)
+    first, second = lake.batches()
+    tables = lake.iceberg()
+    for name in first["tables"]:
+        snapshots = tables.snapshots(name)
+        batches = [s["batch_id"] for s in snapshots]
+        expected = [b["batch_id"] for b in (first, second) if name in b["tables"]]
+        assert batches == expected, name
+        assert [s["snapshot_id"] for s in snapshots] == [
+            b["tables"][name]["snapshot_id"] for b in (first, second) if name in b["tables"]
+        ]
+        assert snapshots[-1]["current"] and snapshots[-1]["rows"] == sum(
+            b["tables"][name]["rows"] for b in (first, second) if name in b["tables"]
+        )
+    # time travel: the lake as of the first batch reads the first batch's rows only
+    earlier = lake.snapshot_ids([first])
+    assert (
+        sum(pa.parquet.read_metadata(f).num_rows for f in tables.files("orders", earlier["orders"]))
+        == (first["tables"]["orders"]["rows"])
+    )
+
+
+@pytest.fixture
+def iceberg_lake(tmp_path: Path, small_config: FlywheelConfig) -> tuple[FlywheelConfig, Workdir]:
+    config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg"})
+    workdir = Workdir.at(tmp_path / "wd")
+    ops.generate(config, workdir)
+    return config, workdir
+
+
+def _state(workdir: Workdir) -> tuple[dict, dict[str, int]]:
+    lake = Lake(workdir, CHURN)
+    tables = lake.iceberg()
+    current = {name: tables.table(name).current_snapshot().snapshot_id for name in lake.snapshot_ids()}
+    return lake.manifest(), current
+
+
+def test_a_rejected_batch_moves_no_tables_snapshot(iceberg_lake) -> None:
+    _, workdir = iceberg_lake
+    lake = Lake(workdir, CHURN)
+    before = _state(workdir)
+    batch = CHURN.generator.simulate(lake, lake.latest_synthetic(), 10, "none", "spoiled")
+    orders = batch.tables["orders"]
+    spoiled = orders.set_column(
+        orders.schema.get_field_index("user_id"), "user_id", pa.array([-1] * orders.num_rows, pa.int64())
+    )
+    batch.tables["orders"] = spoiled
+    with pytest.raises(BatchRejected):
+        ops.commit(CHURN, workdir, batch)
+    assert _state(workdir) == before
+
+
+def test_a_killed_commit_is_seen_by_no_reader_and_undone_by_the_next(
+    iceberg_lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, workdir = iceberg_lake
+    lake = Lake(workdir, CHURN)
+    rows_before = {name: lake.read(name).num_rows for name in CHURN.table_order}
+    manifest_before, current_before = _state(workdir)
+    real_append, calls = IcebergTables.append, []
+
+    def dies_on_the_second_table(self, name, rows, batch_id):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-commit")
+        return real_append(self, name, rows, batch_id)
+
+    monkeypatch.setattr(IcebergTables, "append", dies_on_the_second_table)
+    with pytest.raises(KeyboardInterrupt):
+        ops.simulate(config, workdir, days=10, batch_id="killed")
+    first = calls[0]
+    assert Lake(workdir, CHURN).manifest() == manifest_before
+    assert {name: Lake(workdir, CHURN).read(name).num_rows for name in CHURN.table_order} == rows_before
+    moved = Lake(workdir, CHURN).iceberg().table(first).current_snapshot().snapshot_id
+    assert moved != current_before[first]  # Iceberg took the first table's append…
+    monkeypatch.setattr(IcebergTables, "append", real_append)
+    ops.simulate(config, workdir, days=10, batch_id="killed")  # …the next commit undoes it first
+    manifest, current = _state(workdir)
+    assert [b["batch_id"] for b in manifest["batches"]][-1] == "killed"
+    assert current == Lake(workdir, CHURN).snapshot_ids()
+    snapshots = Lake(workdir, CHURN).iceberg().snapshots(first)
+    assert [s["batch_id"] for s in snapshots if s["current"]] == ["killed"]
+    assert (
+        Lake(workdir, CHURN).read(first).num_rows
+        == rows_before[first] + manifest["batches"][-1]["tables"][first]["rows"]
+    )
+
+
+def test_a_parquet_lake_keeps_its_format_whatever_the_configuration(
+    lakes: dict[str, Workdir], small_config: FlywheelConfig
+) -> None:
+    lake = Lake(lakes["parquet"], CHURN, new_format="iceberg")
+    assert lake.format == "parquet" and all(Path(f).exists() for f in lake.files("orders"))
