@@ -73,6 +73,11 @@ def test_each_batch_is_one_snapshot_per_table_and_the_manifest_names_it(lakes: d
         assert snapshots[-1]["current"] and snapshots[-1]["rows"] == sum(
             b["tables"][name]["rows"] for b in (first, second) if name in b["tables"]
         )
+    listed = ops.snapshots(CHURN, lakes["iceberg"])  # what `flywheel data status` shows
+    assert {(s["table"], s["batch_id"]) for s in listed} == {
+        (name, b["batch_id"]) for b in (first, second) for name in b["tables"]
+    }
+    assert ops.snapshots(CHURN, lakes["parquet"]) == []
     # time travel: the lake as of the first batch reads the first batch's rows only
     earlier = lake.snapshot_ids([first])
     assert (

@@ -217,6 +217,21 @@ def status() -> None:
         console.print(f"{workdir.lake} is empty")
         return
     console.print(batches_table(rows, config.spec.table_order))
+    found = ops.snapshots(config.spec, workdir)
+    if found:
+        table = Table(
+            "table", "snapshot id", "batch", "rows added", "rows", "current", title="Iceberg snapshots"
+        )
+        for s in found:
+            table.add_row(
+                s["table"],
+                str(s["snapshot_id"]),
+                s["batch_id"] or "",
+                f"{s['added_rows']:,}",
+                f"{s['rows']:,}",
+                "✓" if s["current"] else "",
+            )
+        console.print(table)
 
 
 @app.command()

@@ -230,3 +230,15 @@ def status(usecase: UseCase, workdir: Workdir) -> list[dict[str, Any]]:
         }
         for b in Lake(workdir, usecase).batches()
     ]
+
+
+def snapshots(usecase: UseCase, workdir: Workdir) -> list[dict[str, Any]]:
+    """An Iceberg lake's snapshots, table by table, oldest first (a Parquet lake has none)."""
+    lake = Lake(workdir, usecase)
+    if lake.format != "iceberg" or lake.is_empty():
+        return []
+    tables = lake.iceberg()
+    recorded = lake.snapshot_ids()
+    return [
+        s for name in usecase.table_order if recorded.get(name) is not None for s in tables.snapshots(name)
+    ]
