@@ -4,6 +4,7 @@ moves no table's snapshot, a killed commit is seen by no reader and undone by th
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from flywheel.data import ops
 from flywheel.data.iceberg import IcebergTables
 from flywheel.data.lake import Lake
 from flywheel.data.validation import BatchRejected
+from flywheel.errors import DataError
 from flywheel.features import dataset as dataset_module
 from flywheel.features import ops as feature_ops
 from flywheel.usecases.churn import USE_CASE as CHURN
@@ -157,3 +159,39 @@ def test_a_parquet_lake_keeps_its_format_whatever_the_configuration(
 ) -> None:
     lake = Lake(lakes["parquet"], CHURN, new_format="iceberg")
     assert lake.format == "parquet" and all(Path(f).exists() for f in lake.files("orders"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "iceberg"])
+def test_as_of_rebuilds_an_earlier_training_set_exactly(
+    tmp_path: Path, small_config: FlywheelConfig, fmt: str
+) -> None:
+    """The training set built after the first batch, rebuilt after a second batch has changed the lake
+    (by batch id, and for Iceberg by a snapshot id), has the same id and the same bytes."""
+    from flywheel.features import asof
+
+    config = apply_overrides(small_config, {**SIZE, "lake.format": fmt})
+    workdir = Workdir.at(tmp_path / "wd")
+    ops.generate(config, workdir)
+    feature_ops.build(config, workdir)
+    then = dataset_module.build(config, workdir)
+    first = Lake(workdir, CHURN).batches()[0]
+    if fmt == "iceberg":
+        assert then.metadata["lake_snapshots"] == {n: t["snapshot_id"] for n, t in first["tables"].items()}
+    splits = {name: (then.path / f"{name}.parquet").read_bytes() for name in dataset_module.SPLITS}
+    shutil.rmtree(then.path)
+
+    ops.simulate(config, workdir, days=30, batch_id="later")
+    feature_ops.build(config, workdir)
+    assert dataset_module.build(config, workdir).dataset_id != then.dataset_id  # the lake moved on
+
+    references = [first["batch_id"]]
+    if fmt == "iceberg":
+        references.append(str(first["tables"]["orders"]["snapshot_id"]))
+    for reference in references:
+        again = asof.rebuild(config, workdir, reference)
+        assert again.dataset_id == then.dataset_id and again.path == workdir.datasets / then.dataset_id
+        assert {name: (again.path / f"{name}.parquet").read_bytes() for name in splits} == splits
+        shutil.rmtree(again.path)
+    assert not list(workdir.staging.glob("as-of-*"))  # the scratch workdir is gone
+    with pytest.raises(DataError, match="--as-of nope: no committed batch"):
+        asof.rebuild(config, workdir, "nope")

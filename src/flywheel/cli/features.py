@@ -50,11 +50,25 @@ def list_features() -> None:
 
 
 @app.command("dataset")
-def build_dataset() -> None:
+def build_dataset(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Rebuild the training set of the lake as it was after this batch (a batch id, or an "
+            "Iceberg snapshot id from `flywheel data status`).",
+        ),
+    ] = None,
+) -> None:
     """Join labels to snapshots point-in-time and write the time-split training set."""
     config, workdir = _context()
     with progress("dataset"):
-        result = dataset.build(config, workdir)
+        if as_of is None:
+            result = dataset.build(config, workdir)
+        else:
+            from flywheel.features import asof
+
+            result = asof.rebuild(config, workdir, as_of)
     table = Table("split", "rows", "label mix", "label dates", "from", "to", title=result.dataset_id)
     for name, split in result.metadata["splits"].items():
         table.add_row(

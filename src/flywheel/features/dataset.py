@@ -164,6 +164,12 @@ def _labels_digest(labels: pa.Table, label: str, entity: str) -> str:
     return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()[:16]
 
 
+def _snapshots(lake: Lake, batch_ids: list[str]) -> dict[str, int | None] | None:
+    if lake.format != "iceberg":
+        return None
+    return lake.snapshot_ids([b for b in lake.batches() if b["batch_id"] in set(batch_ids)])
+
+
 def _dataset_id(config: FlywheelConfig, lake_batches: list[str], features: list[str], labels: str) -> str:
     payload = json.dumps(
         {
@@ -289,6 +295,8 @@ def build(
         "purge_gap_days": gap.days if gap else 0,
         "ttl_days": config.features.ttl_days,
         "lake_batches": lake_batches,
+        # an Iceberg lake's snapshot of each table those batches end at (`--as-of` takes either)
+        "lake_snapshots": _snapshots(Lake(workdir, spec), lake_batches),
         "sql_hash": spec.sql_hash(),
     }
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
