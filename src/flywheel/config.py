@@ -419,6 +419,9 @@ class LakeConfig(StrictModel):
         description="pyiceberg catalog properties (type, uri, warehouse, …); empty: a SQLite catalog "
         "and a file warehouse in the workdir's lake.",
     )
+    keep_batches: int = Field(
+        100, ge=1, description="`flywheel data expire`: the newest batches whose snapshots are kept."
+    )
 
 
 class DataConfig(StrictModel):

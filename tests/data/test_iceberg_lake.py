@@ -195,3 +195,23 @@ def test_as_of_rebuilds_an_earlier_training_set_exactly(
     assert not list(workdir.staging.glob("as-of-*"))  # the scratch workdir is gone
     with pytest.raises(DataError, match="--as-of nope: no committed batch"):
         asof.rebuild(config, workdir, "nope")
+
+
+def test_expiring_snapshots_keeps_every_row_and_ends_time_travel_before_them(
+    iceberg_lake, small_config: FlywheelConfig
+) -> None:
+    from flywheel.features import asof
+
+    config, workdir = iceberg_lake
+    ops.simulate(config, workdir, days=10, batch_id="second")
+    lake = Lake(workdir, CHURN)
+    rows = {name: lake.read(name).num_rows for name in CHURN.table_order}
+    first = lake.batches()[0]["batch_id"]
+    expired = lake.expire_snapshots(keep_batches=1)
+    assert expired["orders"] == [lake.batches()[0]["tables"]["orders"]["snapshot_id"]]
+    assert {name: Lake(workdir, CHURN).read(name).num_rows for name in CHURN.table_order} == rows
+    assert [s["batch_id"] for s in lake.iceberg().snapshots("orders")] == ["second"]
+    with pytest.raises(DataError, match="were expired"):
+        asof.rebuild(config, workdir, first)
+    with pytest.raises(DataError, match="parquet lake"):
+        Lake(Workdir.at(workdir.root.parent / "none"), CHURN).expire_snapshots(1)

@@ -235,6 +235,22 @@ def status() -> None:
 
 
 @app.command()
+def expire(
+    keep_batches: Annotated[
+        int | None, typer.Option(help="Keep the snapshots of this many newest batches (lake.keep_batches).")
+    ] = None,
+) -> None:
+    """An Iceberg lake: expire the snapshots of older batches (rows are never removed; only time
+    travel to those batches, `features dataset --as-of`, goes)."""
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    with workdir_lock(workdir, "data expire"):
+        expired = Lake(workdir, config.spec).expire_snapshots(keep_batches or config.lake.keep_batches)
+    count = sum(len(ids) for ids in expired.values())
+    console.print(f"expired {count} snapshot(s): " + ", ".join(f"{n} {len(i)}" for n, i in expired.items()))
+
+
+@app.command()
 def extract(
     ds: Annotated[
         str | None, typer.Option("--ds", help="Logical date YYYY-MM-DD: run the extraction for it.")

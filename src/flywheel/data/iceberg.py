@@ -100,6 +100,21 @@ class IcebergTables:
             )
         return out
 
+    def expire(self, name: str, keep: set[int]) -> list[int]:
+        """Expire every snapshot of table ``name`` but ``keep`` and the current one; returns the ids
+        expired. The tables only grow, so every data file stays live in the current snapshot: expiry
+        trims metadata and time travel, never rows."""
+        table = self.table(name)
+        current = table.current_snapshot()
+        keep = keep | ({current.snapshot_id} if current else set())
+        expired = [s.snapshot_id for s in table.snapshots() if s.snapshot_id not in keep]
+        if expired:
+            table.maintenance.expire_snapshots().by_ids(expired).commit()
+        return [int(i) for i in expired]
+
+    def has_snapshot(self, name: str, snapshot_id: int) -> bool:
+        return self.table(name).snapshot_by_id(snapshot_id) is not None
+
     def reconcile(self, recorded: dict[str, int | None]) -> list[str]:
         """Roll each table back to the snapshot the manifest records (a table the manifest never
         recorded is dropped): what a killed commit appended is undone. Returns the tables changed."""

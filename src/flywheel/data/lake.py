@@ -151,6 +151,24 @@ class Lake:
             con.execute(f"CREATE VIEW {name} AS {select_table(spec, self.files(name))}")
         return con
 
+    def expire_snapshots(self, keep_batches: int) -> dict[str, list[int]]:
+        """An Iceberg lake: expire the snapshots of every batch but the newest ``keep_batches`` (and
+        each table's current one); `--as-of` an older batch is then refused. Returns the ids expired
+        per table."""
+        if self.format != "iceberg" or self.is_empty():
+            raise DataError(f"{self.workdir.lake} is a {self.format} lake: it keeps no snapshots to expire")
+        if keep_batches < 1:
+            raise DataError(f"keep_batches must be at least 1, got {keep_batches}")
+        with self._locked():
+            kept = self.batches()[-keep_batches:]
+            keep = {int(t["snapshot_id"]) for b in kept for t in b["tables"].values() if t.get("snapshot_id")}
+            tables = self.iceberg()
+            return {
+                name: tables.expire(name, keep)
+                for name, sid in self.snapshot_ids().items()
+                if sid is not None
+            }
+
     def latest_synthetic(self) -> dict[str, Any] | None:
         """The newest batch that carries generator state, or None for a lake of real data."""
         return next((b for b in reversed(self.batches()) if b.get("generator")), None)

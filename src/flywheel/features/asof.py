@@ -44,6 +44,17 @@ def rebuild(config: FlywheelConfig, workdir: Workdir, as_of: str) -> dataset_mod
     """Build the training set of the lake as of batch (or snapshot) ``as_of`` into the workdir."""
     lake = Lake(workdir, config.spec)
     prefix = lake.batches()[: batch_of(lake, as_of) + 1]
+    if lake.format == "iceberg":
+        tables = lake.iceberg()
+        expired = [
+            n for n, sid in lake.snapshot_ids(prefix).items() if sid and not tables.has_snapshot(n, sid)
+        ]
+        if expired:
+            raise DataError(
+                f"--as-of {as_of}: the snapshots of {', '.join(expired)} as of batch "
+                f"{prefix[-1]['batch_id']} were expired (`flywheel data expire`); the lake can no longer "
+                "go back that far"
+            )
     scratch = Workdir.at(workdir.staging / f"as-of-{prefix[-1]['batch_id']}-{uuid.uuid4().hex[:8]}")
     try:
         _scratch_lake(lake, scratch, prefix)
