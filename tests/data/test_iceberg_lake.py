@@ -215,3 +215,32 @@ def test_expiring_snapshots_keeps_every_row_and_ends_time_travel_before_them(
         asof.rebuild(config, workdir, first)
     with pytest.raises(DataError, match="parquet lake"):
         Lake(Workdir.at(workdir.root.parent / "none"), CHURN).expire_snapshots(1)
+
+
+def test_a_parquet_lake_migrates_in_place_and_reads_and_builds_the_same(
+    tmp_path: Path, small_config: FlywheelConfig
+) -> None:
+    """`flywheel data migrate --to iceberg`: no row rewritten, the same rows, a snapshot per table per
+    batch, the same training set before and after, and later batches committed as Iceberg snapshots."""
+    config = apply_overrides(small_config, SIZE)
+    workdir = Workdir.at(tmp_path / "wd")
+    ops.generate(config, workdir)
+    ops.simulate(config, workdir, days=20, batch_id="next")
+    feature_ops.build(config, workdir)
+    before = dataset_module.build(config, workdir)
+    splits = {name: (before.path / f"{name}.parquet").read_bytes() for name in dataset_module.SPLITS}
+    parquet_files = sorted(str(p) for p in workdir.raw.rglob("*.parquet"))
+    rows = {name: _sorted(Lake(workdir, CHURN).read(name)) for name in CHURN.table_order}
+    count = Lake(workdir, CHURN).migrate_to_iceberg()
+    lake = Lake(workdir, CHURN)
+    assert lake.format == "iceberg" and count == sum(len(b["tables"]) for b in lake.batches())
+    assert sorted(lake.files("orders")) == [f for f in parquet_files if "/orders/" in f]  # in place
+    assert all(_sorted(lake.read(name)).equals(rows[name]) for name in CHURN.table_order)
+    shutil.rmtree(before.path)
+    again = dataset_module.build(config, workdir)
+    assert again.dataset_id == before.dataset_id
+    assert {name: (again.path / f"{name}.parquet").read_bytes() for name in splits} == splits
+    ops.simulate(apply_overrides(config, {"lake.format": "parquet"}), workdir, days=10, batch_id="after")
+    assert Lake(workdir, CHURN).batches()[-1]["tables"]["orders"]["snapshot_id"] is not None
+    with pytest.raises(DataError, match="not a Parquet lake"):
+        Lake(workdir, CHURN).migrate_to_iceberg()

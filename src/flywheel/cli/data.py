@@ -235,6 +235,22 @@ def status() -> None:
 
 
 @app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The format to migrate the lake to: iceberg.")] = "iceberg",
+) -> None:
+    """Turn this Parquet lake into an Iceberg lake in place: each batch's files become one snapshot per
+    table (no row rewritten; lake.catalog picks the catalog). A Parquet lake left as it is keeps
+    working."""
+    if to != "iceberg":
+        raise typer.BadParameter(f"--to {to}: a lake migrates to iceberg only")
+    config = STATE.config()
+    workdir = STATE.workdir_for(config)
+    with workdir_lock(workdir, "data migrate"):
+        count = Lake(workdir, config.spec).migrate_to_iceberg(config.lake.catalog)
+    console.print(f"{workdir.lake} is an Iceberg lake: {count} snapshot(s) registered")
+
+
+@app.command()
 def expire(
     keep_batches: Annotated[
         int | None, typer.Option(help="Keep the snapshots of this many newest batches (lake.keep_batches).")

@@ -75,6 +75,13 @@ class IcebergTables:
         table.append(rows, snapshot_properties={BATCH_PROPERTY: batch_id})
         return int(table.current_snapshot().snapshot_id)
 
+    def register(self, name: str, schema: pa.Schema, files: list[str], batch_id: str) -> int:
+        """Register Parquet ``files`` already written (a migrated lake's) as one snapshot, in place —
+        no row is rewritten; returns its id."""
+        table = self.table(name, schema)
+        table.add_files(files, snapshot_properties={BATCH_PROPERTY: batch_id})
+        return int(table.current_snapshot().snapshot_id)
+
     def files(self, name: str, snapshot_id: int) -> list[str]:
         """The data files of table ``name`` as of ``snapshot_id``, as local paths where they are local."""
         tasks = self.table(name).scan(snapshot_id=snapshot_id).plan_files()

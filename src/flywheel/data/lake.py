@@ -169,6 +169,31 @@ class Lake:
                 if sid is not None
             }
 
+    def migrate_to_iceberg(self, catalog: dict[str, str] | None = None) -> int:
+        """Turn a Parquet lake into an Iceberg lake in place: each batch's files are registered as one
+        snapshot per table (no row rewritten), then the manifest names the snapshots — replaced last,
+        so an interrupted migration leaves the Parquet lake as it was (and is undone by the next
+        try). Returns the snapshots made."""
+        if self.format != "parquet" or self.is_empty():
+            raise DataError(f"{self.workdir.lake} is not a Parquet lake with batches: nothing to migrate")
+        with self._locked():
+            manifest = self.manifest()
+            self.new_catalog = dict(catalog or {})
+            settings = {"catalog": self.new_catalog or None, "namespace": NAMESPACE}
+            tables = IcebergTables(self.new_catalog or default_catalog(self.workdir), NAMESPACE)
+            tables.reconcile(dict.fromkeys(self.tables))  # what an interrupted migration registered
+            count = 0
+            for record in manifest["batches"]:
+                for name, table in record["tables"].items():
+                    files = [str(self.workdir.lake / f) for f in table["files"]]
+                    schema = self.tables[name].arrow_schema
+                    table["snapshot_id"] = tables.register(name, schema, files, record["batch_id"])
+                    count += 1
+            manifest.update(format="iceberg", iceberg=settings)
+            self._write_manifest(manifest)
+            self._iceberg_tables = None
+            return count
+
     def latest_synthetic(self) -> dict[str, Any] | None:
         """The newest batch that carries generator state, or None for a lake of real data."""
         return next((b for b in reversed(self.batches()) if b.get("generator")), None)
@@ -306,17 +331,21 @@ class Lake:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging / folder, target)
         manifest["batches"].append(record)
+        self._write_manifest(manifest)
+        _logger.info(
+            "committed batch %s (%s)",
+            batch.batch_id,
+            ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()),
+        )
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace the manifest atomically (write, fsync, rename): the commit point."""
         tmp = self.workdir.manifest.with_suffix(".json.tmp")
         with open(tmp, "w") as handle:
             json.dump(manifest, handle, indent=2, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.workdir.manifest)
-        _logger.info(
-            "committed batch %s (%s)",
-            batch.batch_id,
-            ", ".join(f"{n}={t['rows']}" for n, t in record["tables"].items()),
-        )
 
     def _append_snapshots(self, batch: Batch, staging: Path, record: dict[str, Any]) -> None:
         """Each table's validated rows as one Iceberg snapshot, after undoing what an interrupted
