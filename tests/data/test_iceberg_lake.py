@@ -244,3 +244,13 @@ def test_a_parquet_lake_migrates_in_place_and_reads_and_builds_the_same(
     assert Lake(workdir, CHURN).batches()[-1]["tables"]["orders"]["snapshot_id"] is not None
     with pytest.raises(DataError, match="not a Parquet lake"):
         Lake(workdir, CHURN).migrate_to_iceberg()
+
+
+def test_the_pipelines_integrity_check_reads_an_iceberg_lake(iceberg_lake) -> None:
+    """`validate` (the pipeline's first step) passes on an intact Iceberg lake and names a lost file."""
+    _, workdir = iceberg_lake
+    report = ops.verify(CHURN, workdir)
+    assert report.ok and report.rows["orders"] == Lake(workdir, CHURN).read("orders").num_rows
+    Path(Lake(workdir, CHURN).files("orders")[0]).unlink()
+    report = ops.verify(CHURN, workdir)
+    assert not report.ok and "unreadable" in report.failures[0].message

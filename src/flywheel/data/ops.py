@@ -189,6 +189,8 @@ def verify(usecase: UseCase, workdir: Workdir) -> ValidationReport:
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
         )
     report = ValidationReport("lake", {})
+    if lake.format == "iceberg":
+        return _verify_iceberg(lake, report)
     for batch in lake.batches():
         for name, table in batch["tables"].items():
             report.rows[name] = report.rows.get(name, 0) + table["rows"]
@@ -210,6 +212,46 @@ def verify(usecase: UseCase, workdir: Workdir) -> ValidationReport:
                 report.failures.append(
                     _integrity(batch, name, f"{table['rows']} rows committed, {rows} in the files now")
                 )
+    return report
+
+
+def _verify_iceberg(lake: Lake, report: ValidationReport) -> ValidationReport:
+    """An Iceberg lake is what was committed when every batch's snapshot added the rows it committed
+    (unless expired by retention) and each table's data files as of its newest snapshot are readable,
+    with the table's columns, and hold the snapshot's rows."""
+    tables = lake.iceberg()
+    batches = lake.batches()
+    recorded = lake.snapshot_ids()
+    for name, current in recorded.items():
+        if current is None:
+            continue
+        added = {s["snapshot_id"]: s for s in tables.snapshots(name)}
+        for batch in batches:
+            table = batch["tables"].get(name)
+            if table is None:
+                continue
+            report.rows[name] = report.rows.get(name, 0) + table["rows"]
+            found = added.get(table["snapshot_id"])
+            if found is not None and found["added_rows"] != table["rows"]:
+                message = f"{table['rows']} rows committed, its snapshot added {found['added_rows']}"
+                report.failures.append(_integrity(batch, name, message))
+        expected = [field.name for field in lake.usecase.tables[name].arrow_schema]
+        rows = 0
+        for path in tables.files(name, current):
+            try:
+                footer = pq.read_metadata(path)
+            except (OSError, pa.ArrowInvalid) as error:
+                report.failures.append(_integrity(batches[-1], name, f"{path} unreadable: {error}"))
+                continue
+            rows += footer.num_rows
+            if footer.schema.to_arrow_schema().names != expected:
+                report.failures.append(
+                    _integrity(batches[-1], name, f"{path} no longer has the {name} columns")
+                )
+        total = added[current]["rows"] if current in added else None
+        if total is not None and rows != total:
+            message = f"the snapshot holds {total} rows, its files {rows}"
+            report.failures.append(_integrity(batches[-1], name, message))
     return report
 
 
