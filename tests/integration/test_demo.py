@@ -78,3 +78,21 @@ def test_the_bank_demo_runs_the_loop_for_its_use_case(tmp_path: Path) -> None:
     assert decision.retrain and decision.pipeline_status == "SUCCEEDED", decision.reasons
     names = [name for name, _, _ in summary.stages if not name.startswith("  ")]
     assert names[:6] == ["generate", "features", "pipeline", "skew check", "serve", "traffic"]
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_an_iceberg_lake(tmp_path: Path) -> None:
+    """`--set lake.format=iceberg`: the same loop on Iceberg tables, each batch a snapshot per table."""
+    from flywheel.config import apply_overrides
+    from flywheel.data.lake import Lake
+
+    config = apply_overrides(demo.demo_config(default_config()), {"lake.format": "iceberg"})
+    workdir = Workdir.at(tmp_path / "wd")
+    summary = demo.run(config, workdir)
+    decision = summary.tick.decision
+    assert decision.retrain and decision.pipeline_status == "SUCCEEDED", decision.reasons
+    assert {p["model_version"] for p in summary.after_rollback} == {summary.first_champion}
+    lake = Lake(workdir, config.spec)
+    assert lake.format == "iceberg" and len(lake.batches()) == 2
+    orders = [s["batch_id"] for s in lake.iceberg().snapshots("orders")]
+    assert orders == [b["batch_id"] for b in lake.batches()]
