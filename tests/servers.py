@@ -293,9 +293,12 @@ def call(
 
 
 @contextmanager
-def service(workdir, config, folder: Path, log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``flywheel serve`` (real uvicorn) on a free loopback port until ``/ready``; yields its base URL
-    and process; stopped with SIGTERM. The server's stderr goes to ``log`` when given."""
+def service(
+    workdir, config, folder: Path, log: Path | None = None, wait_for: str = "/ready"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``flywheel serve`` (real uvicorn) on a free loopback port until ``wait_for`` answers 200 (a
+    workdir with no champion is never ready: wait for ``/health``); yields its base URL and process;
+    stopped with SIGTERM. The server's stderr goes to ``log`` when given."""
     import signal
 
     port = free_port()
@@ -311,12 +314,12 @@ def service(workdir, config, folder: Path, log: Path | None = None) -> Iterator[
         deadline = time.monotonic() + 120
         while True:
             try:
-                if call(base, "GET", "/ready")[0] == 200:
+                if call(base, "GET", wait_for)[0] == 200:
                     break
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service did not become ready (exit code {process.poll()})")
+                raise RuntimeError(f"service never answered {wait_for} (exit code {process.poll()})")
             time.sleep(0.3)
         yield base, process
     finally:

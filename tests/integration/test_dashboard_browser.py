@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from flywheel.monitoring import monitor, performance, traffic
 from flywheel.monitoring.alerts import alert
 from flywheel.retraining import retrain
 from flywheel.workdir import Workdir
-from tests.servers import call, ensure_apt_package, flywheel_command, free_port, service, write_config
+from tests.servers import ensure_apt_package, service, write_config
 
 HOSTILE = '<img src=x onerror="window.pwned = 1"></script><script>window.pwned = 2</script>'
 ALL_CHARTS = {"performance", "drift", "predictions", "versions", "retrains", "alerts"}  # no rollout: a note
@@ -157,39 +156,12 @@ def test_the_served_dashboard_draws_every_chart(
     print(f"dashboard opened and every chart drawn in {seconds:.1f} s")
 
 
-@contextmanager
-def _bare_service(workdir: Workdir, config: FlywheelConfig, folder: Path) -> Iterator[str]:
-    """``flywheel serve`` on a workdir with nothing in it: never ready, so waited for by ``/health``."""
-    port = free_port()
-    process = subprocess.Popen(
-        flywheel_command(config, workdir, folder, "serve", "--port", str(port)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if call(base, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service did not start (exit code {process.poll()})")
-            time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
 def test_a_workdir_with_nothing_yet_shows_what_to_run(
     browser: Browser, config: FlywheelConfig, tmp_path: Path
 ) -> None:
     workdir = Workdir.at(tmp_path / "empty")
     workdir.root.mkdir()
-    with _bare_service(workdir, config, tmp_path) as base:
+    with service(workdir, config, tmp_path, wait_for="/health") as (base, _):
         page, errors = _open(browser, f"{base}/dashboard")
         notes = page.eval_on_selector_all("p.empty", "nodes => nodes.map(n => n.innerText)")
         _screenshot(page, tmp_path / "empty-dashboard.png")
