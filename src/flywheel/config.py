@@ -61,10 +61,26 @@ class FeaturesConfig(StrictModel):
     anchor: date = Field(date(2023, 1, 2), description="A snapshot date; the others are anchor ± k·cadence.")
     ttl_days: int = Field(30, ge=0, description="Feature view TTL; 0 means none.")
     names: list[str] | None = Field(None, description="Features the model uses; default all.")
-    chunk_dates: int = Field(8, ge=1, description="Snapshot dates computed per SQL run (bounds memory).")
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Runs the feature, label and point-in-time SQL and batch scoring: duckdb (embedded) "
+        "or spark (the `spark` settings; same results).",
+    )
+    chunk_dates: int = Field(8, ge=1, description="DuckDB: snapshot dates per SQL run (bounds memory).")
     memory_limit: str = Field("6GB", description="DuckDB memory limit; beyond it DuckDB spills to disk.")
     online_store: OnlineStoreConfig = OnlineStoreConfig()
     project: str = Field("flywheel", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
+
+
+class SparkConfig(StrictModel):
+    """The Spark session of ``features.engine: spark``."""
+
+    master: str = Field("local[*]", description="local[*]: in this process on 127.0.0.1; or a cluster URL.")
+    driver_memory: str = Field("2g", description="spark.driver.memory.")
+    chunk_dates: int = Field(
+        64, ge=1, description="Snapshot dates per Spark SQL run (each run costs about a second to plan)."
+    )
+    conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings, applied last.")
 
 
 class DatasetConfig(StrictModel):
@@ -419,6 +435,12 @@ class LakeConfig(StrictModel):
         description="pyiceberg catalog properties (type, uri, warehouse, …); empty: a SQLite catalog "
         "and a file warehouse in the workdir's lake.",
     )
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The Iceberg namespace of a new lake's tables; default flywheel (the embedded catalog) "
+        "or flywheel_<use case> (a configured one). Lakes sharing one catalog each need their own.",
+    )
     keep_batches: int = Field(
         100, ge=1, description="`flywheel data expire`: the newest batches whose snapshots are kept."
     )
@@ -439,6 +461,7 @@ class FlywheelConfig(StrictModel):
     data: DataConfig = DataConfig()
     lake: LakeConfig = LakeConfig()
     features: FeaturesConfig = FeaturesConfig()
+    spark: SparkConfig = SparkConfig()
     labels: LabelSettings = LabelSettings()
     dataset: DatasetConfig = DatasetConfig()
     training: TrainingConfig = TrainingConfig()

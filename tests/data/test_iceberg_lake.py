@@ -254,3 +254,83 @@ def test_the_pipelines_integrity_check_reads_an_iceberg_lake(iceberg_lake) -> No
     Path(Lake(workdir, CHURN).files("orders")[0]).unlink()
     report = ops.verify(CHURN, workdir)
     assert not report.ok and "unreadable" in report.failures[0].message
+
+
+def test_a_killed_first_commit_is_undone_by_the_next(
+    tmp_path: Path, small_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest names no snapshot yet, so the tables the killed commit created go entirely."""
+    config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg"})
+    workdir = Workdir.at(tmp_path / "wd")
+    real_append, calls = IcebergTables.append, []
+
+    def dies_on_the_third_table(self, name, rows, batch_id):
+        calls.append(name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed mid-commit")
+        return real_append(self, name, rows, batch_id)
+
+    monkeypatch.setattr(IcebergTables, "append", dies_on_the_third_table)
+    with pytest.raises(KeyboardInterrupt):
+        ops.generate(config, workdir)
+    assert Lake(workdir, CHURN).is_empty()
+    monkeypatch.setattr(IcebergTables, "append", real_append)
+    ops.generate(config, workdir)
+    lake = Lake(workdir, CHURN)
+    for name in calls[:2]:  # appended by the killed commit, then again by this one: once only
+        assert [s["batch_id"] for s in lake.iceberg().snapshots(name)] == [lake.batch_ids()[0]], name
+    rows = {name: lake.read(name).num_rows for name in CHURN.table_order}
+    clean = Workdir.at(tmp_path / "clean")
+    ops.generate(config, clean)
+    assert rows == {name: Lake(clean, CHURN).read(name).num_rows for name in CHURN.table_order}
+
+
+def test_an_unreachable_catalog_is_named_and_the_lake_stays_empty(
+    tmp_path: Path, small_config: FlywheelConfig
+) -> None:
+    from tests.servers import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = apply_overrides(
+        small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": {"type": "rest", "uri": uri}}
+    )
+    workdir = Workdir.at(tmp_path / "wd")
+    with pytest.raises(DataError, match=rf"lake\.catalog.*{uri}"):
+        ops.generate(config, workdir)
+    assert Lake(workdir, CHURN).is_empty()
+
+
+def test_lakes_sharing_a_catalog_keep_to_their_own_namespace(
+    tmp_path: Path, small_config: FlywheelConfig
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    catalog = {"type": "sql", "uri": f"sqlite:///{shared / 'catalog.db'}", "warehouse": f"file://{shared}"}
+    base = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": catalog})
+    first, second = Workdir.at(tmp_path / "a"), Workdir.at(tmp_path / "b")
+    ops.generate(base, first)
+    ops.generate(apply_overrides(base, {"lake.namespace": "second_lake"}), second)
+    ops.simulate(base, first, days=10, batch_id="only-a")
+    a, b = Lake(first, CHURN), Lake(second, CHURN)
+    assert (a.manifest()["iceberg"]["namespace"], b.manifest()["iceberg"]["namespace"]) == (
+        "flywheel_churn",
+        "second_lake",
+    )
+    assert [s["batch_id"] for s in b.iceberg().snapshots("orders")] == b.batch_ids()
+    assert a.read("orders").num_rows > b.read("orders").num_rows  # a's new batch stays in a
+
+
+def test_a_lake_never_undoes_another_lakes_snapshots(tmp_path: Path, small_config: FlywheelConfig) -> None:
+    """Two lakes misconfigured into one namespace: the second's first commit is refused, and the
+    first lake keeps every row (it used to drop the first lake's tables as a killed commit's)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    catalog = {"type": "sql", "uri": f"sqlite:///{shared / 'catalog.db'}", "warehouse": f"file://{shared}"}
+    config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": catalog})
+    first, second = Workdir.at(tmp_path / "a"), Workdir.at(tmp_path / "b")
+    ops.generate(config, first)
+    rows = {name: Lake(first, CHURN).read(name).num_rows for name in CHURN.table_order}
+    with pytest.raises(DataError, match="another lake.*lake.namespace"):
+        ops.generate(config, second)
+    assert Lake(second, CHURN).is_empty()
+    assert {name: Lake(first, CHURN).read(name).num_rows for name in CHURN.table_order} == rows

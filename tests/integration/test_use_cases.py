@@ -17,6 +17,7 @@ import pytest
 
 from flywheel.config import FlywheelConfig, default_config
 from flywheel.data import ops
+from flywheel.data.engine import DuckEngine
 from flywheel.data.lake import Lake
 from flywheel.data.validation import BatchRejected
 from flywheel.features import dataset, labels, online
@@ -114,7 +115,7 @@ def test_labels_exist_only_where_the_lake_has_observed_them(built) -> None:
     config, workdir = built
     spec = config.spec
     rows = labels.read(workdir)
-    _, last = labels.observed_range(spec, Lake(workdir, spec).connect())
+    _, last = labels.observed_range(spec, Lake(workdir, spec).engine(DuckEngine()))
     latest = pc.max(rows.column(labels.TIMESTAMP_COLUMN)).as_py()
     assert latest + timedelta(days=config.labels.horizon_days) <= last
     codes = set(range(len(spec.classes) or 2))  # binary: 0 and 1; multiclass: one code per class

@@ -246,7 +246,7 @@ def migrate(
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     with workdir_lock(workdir, "data migrate"):
-        count = Lake(workdir, config.spec).migrate_to_iceberg(config.lake.catalog)
+        count = Lake(workdir, config.spec).migrate_to_iceberg(config.lake.catalog, config.lake.namespace)
     console.print(f"{workdir.lake} is an Iceberg lake: {count} snapshot(s) registered")
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from flywheel.data.schema import TIMESTAMP, TableSpec
+from flywheel.data.schema import TIMESTAMP
 
-DUCK_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", TIMESTAMP: "TIMESTAMPTZ"}
+DUCK_TYPES = {
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.bool_(): "BOOLEAN",
+    TIMESTAMP: "TIMESTAMPTZ",
+}
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -22,9 +28,9 @@ def scan(files: list[str]) -> str:
     return f"read_parquet({files!r}, hive_partitioning = false)"
 
 
-def select_table(spec: TableSpec, files: list[str]) -> str:
-    """SQL selecting a raw table from its files (an empty result with its columns when there are none)."""
+def select_table(schema: pa.Schema, files: list[str]) -> str:
+    """SQL selecting a table from its files (an empty result with its columns when there are none)."""
     if files:
         return f"SELECT * FROM {scan(files)}"
-    nulls = ", ".join(f"NULL::{DUCK_TYPES[c.type]} AS {c.name}" for c in spec.columns)
+    nulls = ", ".join(f"CAST(NULL AS {DUCK_TYPES[f.type]}) AS {f.name}" for f in schema)
     return f"SELECT * FROM (SELECT {nulls}) WHERE false"

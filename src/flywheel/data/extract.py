@@ -262,7 +262,7 @@ def _duckdb_session(lake: Lake, extraction: Extraction) -> Iterator[_DuckSession
         con.execute("SET TimeZone = 'UTC'")
         # temporary views: the database file keeps the target only, never a path into the lake
         for name, table in lake.tables.items():
-            con.execute(f"CREATE TEMP VIEW {name} AS {select_table(table, lake.files(name))}")
+            con.execute(f"CREATE TEMP VIEW {name} AS {select_table(table.arrow_schema, lake.files(name))}")
         for name, sql in extraction.sources.items():
             con.execute(f"CREATE TEMP VIEW {name} AS {sql}")
         yield _DuckSession(con)

@@ -25,7 +25,8 @@ from flywheel.workdir import Workdir
 
 _logger = logging.getLogger(__name__)
 NAMESPACE = "flywheel"
-BATCH_PROPERTY = "flywheel.batch_id"  # every snapshot names the batch that made it
+BATCH_PROPERTY = "flywheel.batch_id"  # every snapshot names the batch that made it…
+LAKE_PROPERTY = "flywheel.lake_id"  # …and the lake (a catalog may be shared: see reconcile)
 
 
 def default_catalog(workdir: Workdir) -> dict[str, str]:
@@ -41,8 +42,8 @@ def default_catalog(workdir: Workdir) -> dict[str, str]:
 class IcebergTables:
     """One use case's raw tables in one Iceberg catalog namespace."""
 
-    def __init__(self, properties: dict[str, str], namespace: str = NAMESPACE):
-        self.properties, self.namespace = dict(properties), namespace
+    def __init__(self, properties: dict[str, str], namespace: str = NAMESPACE, lake_id: str | None = None):
+        self.properties, self.namespace, self.lake_id = dict(properties), namespace, lake_id
         self._catalog: Any = None
 
     @property
@@ -53,8 +54,16 @@ class IcebergTables:
             uri = self.properties.get("uri", "")
             if uri.startswith("sqlite:///"):  # the catalog's folder, created on first use
                 Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self._catalog = load_catalog("flywheel", **self.properties)
-            self._catalog.create_namespace_if_not_exists(self.namespace)
+            try:
+                catalog = load_catalog("flywheel", **self.properties)
+                catalog.create_namespace_if_not_exists(self.namespace)
+            except Exception as exc:  # pyiceberg's own, or its HTTP / SQL client's: all unreachable
+                where = self.properties.get("uri") or self.properties.get("type") or "the catalog"
+                raise DataError(
+                    f"lake.catalog: cannot open the Iceberg catalog at {where} "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                ) from exc
+            self._catalog = catalog
         return self._catalog
 
     def table(self, name: str, schema: pa.Schema | None = None) -> Any:
@@ -72,15 +81,18 @@ class IcebergTables:
     def append(self, name: str, rows: pa.Table, batch_id: str) -> int:
         """Append ``rows`` as one snapshot (Iceberg's own atomic commit); returns its id."""
         table = self.table(name, rows.schema)
-        table.append(rows, snapshot_properties={BATCH_PROPERTY: batch_id})
+        table.append(rows, snapshot_properties=self._properties(batch_id))
         return int(table.current_snapshot().snapshot_id)
 
     def register(self, name: str, schema: pa.Schema, files: list[str], batch_id: str) -> int:
         """Register Parquet ``files`` already written (a migrated lake's) as one snapshot, in place —
         no row is rewritten; returns its id."""
         table = self.table(name, schema)
-        table.add_files(files, snapshot_properties={BATCH_PROPERTY: batch_id})
+        table.add_files(files, snapshot_properties=self._properties(batch_id))
         return int(table.current_snapshot().snapshot_id)
+
+    def _properties(self, batch_id: str) -> dict[str, str]:
+        return {BATCH_PROPERTY: batch_id, **({LAKE_PROPERTY: self.lake_id} if self.lake_id else {})}
 
     def files(self, name: str, snapshot_id: int) -> list[str]:
         """The data files of table ``name`` as of ``snapshot_id``, as local paths where they are local."""
@@ -136,6 +148,7 @@ class IcebergTables:
             current = table.current_snapshot()
             if current is None or current.snapshot_id == snapshot_id:
                 continue
+            self._check_own(table, name, snapshot_id)
             if snapshot_id is None:
                 self.catalog.drop_table(f"{self.namespace}.{name}")
             else:
@@ -146,6 +159,20 @@ class IcebergTables:
                 "rolled back %s to the lake's manifest (an interrupted commit)", ", ".join(changed)
             )
         return changed
+
+    def _check_own(self, table: Any, name: str, recorded: int | None) -> None:
+        """Refuse to undo snapshots another lake made: two lakes in one namespace of a shared catalog
+        would otherwise roll each other's tables back (snapshots without a lake id predate it)."""
+        since = table.snapshot_by_id(recorded) if recorded is not None else None
+        for snapshot in table.snapshots():
+            if since is not None and snapshot.timestamp_ms <= since.timestamp_ms:
+                continue
+            owner = (snapshot.summary.additional_properties if snapshot.summary else {}).get(LAKE_PROPERTY)
+            if owner and self.lake_id and owner != self.lake_id:
+                raise DataError(
+                    f"the Iceberg table {self.namespace}.{name} holds snapshots of another lake ({owner}); "
+                    "give each lake sharing this catalog its own lake.namespace"
+                )
 
 
 def _local(uri: str) -> str:

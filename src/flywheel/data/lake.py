@@ -23,13 +23,14 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.data.batch import Batch
-from flywheel.data.duck import connect, select_table
+from flywheel.data.engine import DuckEngine, Engine
 from flywheel.data.iceberg import NAMESPACE, IcebergTables, default_catalog
 from flywheel.data.validation import (
     BatchRejected,
@@ -53,6 +54,7 @@ from flywheel.workdir import Workdir
 _logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 FORMATS = ("parquet", "iceberg")
+E = TypeVar("E", bound=Engine)
 
 
 class Lake:
@@ -67,6 +69,7 @@ class Lake:
         usecase: UseCase,
         new_format: str = "parquet",
         catalog: dict[str, str] | None = None,
+        namespace: str | None = None,
     ):
         if new_format not in FORMATS:
             raise DataError(f"lake.format: unknown format {new_format!r}; expected one of {list(FORMATS)}")
@@ -75,6 +78,7 @@ class Lake:
         self.tables = usecase.tables
         self.state_dir = f"sim/{usecase.state_table}"
         self.new_format, self.new_catalog = new_format, dict(catalog or {})
+        self.new_namespace = namespace
         self._iceberg_tables: IcebergTables | None = None
 
     # ---- reading -------------------------------------------------------------------------------
@@ -110,8 +114,28 @@ class Lake:
         if self._iceberg_tables is None:
             settings = self.manifest().get("iceberg") or {}
             catalog = settings.get("catalog") or self.new_catalog or default_catalog(self.workdir)
-            self._iceberg_tables = IcebergTables(catalog, settings.get("namespace", NAMESPACE))
+            namespace = settings.get("namespace") or self._namespace()
+            self._iceberg_tables = IcebergTables(catalog, namespace, self._lake_id())
         return self._iceberg_tables
+
+    def _lake_id(self) -> str:
+        """This lake's id, which its Iceberg snapshots carry (made on first use, before any commit)."""
+        path = self.workdir.lake / "lake_id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}")
+            tmp.write_text(uuid.uuid4().hex[:16] + "\n")
+            os.replace(tmp, path)
+        return path.read_text().strip()
+
+    def _namespace(self) -> str:
+        """The namespace a new Iceberg lake's tables go in: ``flywheel`` in the embedded catalog (the
+        workdir's own), ``flywheel_<use case>`` in a configured one, or the one configured."""
+        if self.new_namespace:
+            return self.new_namespace
+        if not self.new_catalog:
+            return NAMESPACE
+        return f"{NAMESPACE}_{re.sub(r'[^a-z0-9_]', '_', self.usecase.name.lower())}"
 
     def snapshot_ids(self, batches: list[dict[str, Any]] | None = None) -> dict[str, int | None]:
         """Per raw table, the Iceberg snapshot the newest of ``batches`` (default: all) touching it
@@ -143,13 +167,13 @@ class Lake:
 
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per raw table over the committed files."""
-        con = connect()
-        if memory_limit:
-            con.execute(f"SET memory_limit = '{memory_limit}'")
-            con.execute(f"SET temp_directory = '{self.workdir.root / '.duckdb_tmp'}'")
+        return self.engine(DuckEngine(memory_limit, self.workdir.root / ".duckdb_tmp")).con
+
+    def engine(self, engine: E) -> E:
+        """``engine`` with one table per raw table over the committed files."""
         for name, spec in self.tables.items():
-            con.execute(f"CREATE VIEW {name} AS {select_table(spec, self.files(name))}")
-        return con
+            engine.register_files(name, self.files(name), spec.arrow_schema)
+        return engine
 
     def expire_snapshots(self, keep_batches: int) -> dict[str, list[int]]:
         """An Iceberg lake: expire the snapshots of every batch but the newest ``keep_batches`` (and
@@ -169,7 +193,7 @@ class Lake:
                 if sid is not None
             }
 
-    def migrate_to_iceberg(self, catalog: dict[str, str] | None = None) -> int:
+    def migrate_to_iceberg(self, catalog: dict[str, str] | None = None, namespace: str | None = None) -> int:
         """Turn a Parquet lake into an Iceberg lake in place: each batch's files are registered as one
         snapshot per table (no row rewritten), then the manifest names the snapshots — replaced last,
         so an interrupted migration leaves the Parquet lake as it was (and is undone by the next
@@ -178,9 +202,11 @@ class Lake:
             raise DataError(f"{self.workdir.lake} is not a Parquet lake with batches: nothing to migrate")
         with self._locked():
             manifest = self.manifest()
-            self.new_catalog = dict(catalog or {})
-            settings = {"catalog": self.new_catalog or None, "namespace": NAMESPACE}
-            tables = IcebergTables(self.new_catalog or default_catalog(self.workdir), NAMESPACE)
+            self.new_catalog, self.new_namespace = dict(catalog or {}), namespace
+            settings = {"catalog": self.new_catalog or None, "namespace": self._namespace()}
+            tables = IcebergTables(
+                self.new_catalog or default_catalog(self.workdir), self._namespace(), self._lake_id()
+            )
             tables.reconcile(dict.fromkeys(self.tables))  # what an interrupted migration registered
             count = 0
             for record in manifest["batches"]:
@@ -320,7 +346,7 @@ class Lake:
         if not manifest["batches"]:  # the first batch makes the lake in its format
             manifest["format"] = self.new_format
             if self.new_format == "iceberg":
-                manifest["iceberg"] = {"catalog": self.new_catalog or None, "namespace": NAMESPACE}
+                manifest["iceberg"] = {"catalog": self.new_catalog or None, "namespace": self._namespace()}
         if manifest.get("format") == "iceberg":
             self._append_snapshots(batch, staging, record)
         folders = [Path(f).parent for t in record["tables"].values() for f in t["files"]]

@@ -53,7 +53,9 @@ def _commit(
     lake: LakeConfig | None = None,
 ) -> CommitResult:
     lake = lake or LakeConfig()
-    record, created = Lake(workdir, usecase, lake.format, lake.catalog).commit(batch, on_stage=progress)
+    record, created = Lake(workdir, usecase, lake.format, lake.catalog, lake.namespace).commit(
+        batch, on_stage=progress
+    )
     return CommitResult(batch.batch_id, created, record)
 
 

@@ -262,8 +262,8 @@ def check_relations(
     keys, lifecycles and times every table spec states, then the use case's own checks)."""
     con = connect()
     for name, spec in usecase.tables.items():
-        batch = select_table(spec, batch_files.get(name, []))
-        lake = select_table(spec, lake_files.get(name, []))
+        batch = select_table(spec.arrow_schema, batch_files.get(name, []))
+        lake = select_table(spec.arrow_schema, lake_files.get(name, []))
         con.execute(f"CREATE VIEW {name}_batch AS {batch}")
         con.execute(f"CREATE VIEW {name}_all AS ({batch}) UNION ALL ({lake})")
     failures = []

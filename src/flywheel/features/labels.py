@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig
+from flywheel.data.engine import Engine, open_engine, timestamp_literal
 from flywheel.data.lake import Lake
+from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
 from flywheel.usecases.spec import UseCase
@@ -66,9 +67,9 @@ def labels_path(workdir: Workdir) -> Path:
     return workdir.features / "labels.parquet"
 
 
-def observed_range(usecase: UseCase, con: Any) -> tuple[datetime, datetime]:
+def observed_range(usecase: UseCase, engine: Engine) -> tuple[datetime, datetime]:
     """The span of time whose outcomes the lake has observed (the use case's ``observed_sql``)."""
-    first, last = con.execute(usecase.labels.observed_sql).fetchall()[0]
+    first, last = engine.row(usecase.labels.observed_sql)
     if first is None:
         raise DataError(f"the lake has no rows to observe {usecase.name} labels from")
     return first, last
@@ -78,8 +79,8 @@ def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = N
     """Labels for every label time the lake fully observes (or, on the grid, for the given
     ``dates``, which the caller has checked are observed: ``date + horizon <= last observed``)."""
     spec, settings = config.spec, config.labels
-    con = lake.connect(config.features.memory_limit)
-    first, last = observed_range(spec, con)
+    engine = open_engine(config, lake)
+    first, last = observed_range(spec, engine)
     horizon = timedelta(days=settings.horizon_days)
     if settings.cadence_days is not None:
         if dates is None:
@@ -89,15 +90,12 @@ def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = N
                     f"the data spans {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
                     f"too short for a {horizon.days}-day label horizon"
                 )
-        con.execute(
-            f"CREATE TEMP TABLE label_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS {TIMESTAMP_COLUMN}",
-            [dates],
-        )
+        engine.register_arrow("label_dates", pa.table({TIMESTAMP_COLUMN: pa.array(dates, TIMESTAMP)}))
     query = spec.sql_text(spec.labels.sql).format(**settings.sql_params())
-    observed = f"TIMESTAMPTZ '{(last - horizon).isoformat()}'"
+    observed = timestamp_literal(last - horizon)
     where = f"WHERE {TIMESTAMP_COLUMN} <= {observed}" if settings.cadence_days is None else ""
-    ordered = f"SELECT * FROM ({query}) {where} ORDER BY {TIMESTAMP_COLUMN}, {spec.entity.join_key}"
-    return con.sql(ordered).to_arrow_table()
+    ordered = f"SELECT * FROM ({query}) AS l {where} ORDER BY {TIMESTAMP_COLUMN}, {spec.entity.join_key}"
+    return engine.query(ordered, spec.labels.sql)
 
 
 def _source(config: FlywheelConfig, lake: Lake) -> str:

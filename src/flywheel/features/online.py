@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from flywheel.config import FlywheelConfig
-from flywheel.data.duck import connect, scan
+from flywheel.data.engine import DuckEngine, Engine, timestamp_literal
 from flywheel.errors import DataError
 from flywheel.features import repo
 from flywheel.features.dataset import resolve_features
@@ -108,23 +109,43 @@ def ttl_cutoff(workdir: Workdir, ttl_days: int) -> datetime | None:
 
 
 def latest_snapshots(
-    usecase: UseCase, workdir: Workdir, after: datetime | None = None, ids: list[Any] | None = None
+    usecase: UseCase,
+    workdir: Workdir,
+    after: datetime | None = None,
+    ids: list[Any] | None = None,
+    engine: Engine | None = None,
 ) -> pa.Table:
     """Each entity's latest snapshot row (optionally only newer than ``after`` or for some ids)."""
+    engine = engine or DuckEngine()
+    return engine.query(latest_sql(usecase, workdir, engine, after, ids)).drop_columns([RANK])
+
+
+RANK = "latest_rank"
+
+
+def latest_sql(
+    usecase: UseCase,
+    workdir: Workdir,
+    engine: Engine,
+    after: datetime | None = None,
+    ids: list[Any] | None = None,
+) -> str:
+    """SQL on ``engine`` for each entity's latest snapshot row, by entity, with a ``RANK`` column
+    of 1 (the tables it reads are registered on the engine here)."""
     key = usecase.snapshot.entity.join_key
-    con = connect()
+    files = require_snapshots(workdir)
+    engine.register_files("snapshots", files, pq.read_schema(files[0]))
     where = []
     if after is not None:
-        where.append(f"{TIMESTAMP_COLUMN} > TIMESTAMPTZ '{after.isoformat()}'")
+        where.append(f"{TIMESTAMP_COLUMN} > {timestamp_literal(after)}")
     if ids is not None:
-        con.register("wanted", pa.table({key: pa.array(ids)}))
+        engine.register_arrow("wanted", pa.table({key: pa.array(ids)}))
         where.append(f"{key} IN (SELECT {key} FROM wanted)")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    return con.sql(
-        f"SELECT * FROM {scan(require_snapshots(workdir))} {clause} "
-        f"QUALIFY row_number() OVER (PARTITION BY {key} "
-        f"ORDER BY {TIMESTAMP_COLUMN} DESC, {CREATED_COLUMN} DESC) = 1 ORDER BY {key}"
-    ).to_arrow_table()
+    return (
+        f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {TIMESTAMP_COLUMN} DESC, "
+        f"{CREATED_COLUMN} DESC) AS {RANK} FROM snapshots {clause}) AS s WHERE {RANK} = 1 ORDER BY {key}"
+    )
 
 
 def _online_timestamps(store: Any, usecase: UseCase, ids: list[Any], probe: str) -> list[int]:

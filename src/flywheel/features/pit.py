@@ -6,21 +6,23 @@ for an entity row (key K, time T) take the feature row of K with the greatest
 same feature timestamp the greatest ``created_timestamp`` wins; no match keeps the entity row with
 nulls. Entity rows are never dropped or duplicated, and come back in their input order.
 
-How: a DuckDB ``ASOF LEFT JOIN`` on the keys alone (key, timestamps, row numbers) finds, for every
-entity row, the position of its feature row; the feature columns are then gathered with one Arrow
-``take``. The wide feature rows never pass through the join, which is what makes it fast.
+How: the keys alone (key, timestamps, row numbers) go through SQL that finds, for every entity row,
+the position of its feature row; the feature columns are then gathered with one Arrow ``take``. The
+wide feature rows never pass through the join, which is what makes it fast. The SQL runs the same on
+DuckDB and Spark (no ASOF join): feature and entity keys in one stream ordered by time within a key,
+feature rows first on equal times, where a running ``max`` of the feature times is each entity row's
+latest feature time at or before it.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.data.duck import connect
+from flywheel.data.engine import DuckEngine, Engine
 
 
 def point_in_time_join(
@@ -33,7 +35,7 @@ def point_in_time_join(
     created_timestamp: str | None,
     feature_names: list[str],
     ttl: timedelta | None,
-    con: duckdb.DuckDBPyConnection | None = None,
+    engine: Engine | None = None,
     matched_timestamp: str | None = None,
 ) -> pa.Table:
     """Entity rows with ``feature_names`` as of each row's timestamp.
@@ -42,6 +44,7 @@ def point_in_time_join(
         entities: the entity rows (any extra columns, such as the label, are carried through).
         entity_key: the join key; ``None`` for an entity-less view (every row applies to everyone).
         features: a feature table, or Parquet files holding one.
+        engine: where the key SQL runs (default a new DuckDB connection).
         matched_timestamp: also return the matched row's feature timestamp (null when none) under
             this name, for audits such as leakage tests.
     """
@@ -53,7 +56,7 @@ def point_in_time_join(
             *feature_names,
         ]
         features = pa.concat_tables(pq.read_table(path, columns=columns) for path in features)
-    con = con or connect()
+    engine = engine or DuckEngine()
     feature_keys = {
         "k": _keys(features, entity_key),
         "ts": features.column(feature_timestamp),
@@ -61,8 +64,8 @@ def point_in_time_join(
     }
     if created_timestamp:
         feature_keys["created"] = features.column(created_timestamp)
-    con.register("feature_keys", pa.table(feature_keys))
-    con.register(
+    engine.register_arrow("feature_keys", pa.table(feature_keys))
+    engine.register_arrow(
         "entity_keys",
         pa.table(
             {
@@ -72,22 +75,7 @@ def point_in_time_join(
             }
         ),
     )
-    candidates = "feature_keys"
-    if (
-        created_timestamp
-        and con.execute("SELECT count(*) > count(DISTINCT (k, ts)) FROM feature_keys").fetchall()[0][0]
-    ):
-        # ties on (key, timestamp): only the latest created row may be matched
-        candidates = (
-            "(SELECT * FROM feature_keys QUALIFY row_number() OVER "
-            "(PARTITION BY k, ts ORDER BY created DESC) = 1)"
-        )
-    valid = f"f.ts >= e.ts - INTERVAL {int(ttl.total_seconds())} SECOND" if ttl else "true"
-    matches = con.sql(
-        f"SELECT CASE WHEN {valid} THEN f.position END AS position, "
-        f"CASE WHEN {valid} THEN f.ts END AS matched_ts "
-        f"FROM entity_keys e ASOF LEFT JOIN {candidates} f ON e.k = f.k AND e.ts >= f.ts ORDER BY e.row"
-    ).to_arrow_table()
+    matches = engine.query(match_sql(ttl, created=created_timestamp is not None)).sort_by("row")
     gathered = features.select(feature_names).take(matches.column("position"))
     result = entities
     for name in feature_names:
@@ -98,6 +86,38 @@ def point_in_time_join(
             matches.column("matched_ts").cast(features.schema.field(feature_timestamp).type),
         )
     return result
+
+
+def match_sql(ttl: timedelta | None, created: bool) -> str:
+    """For each row of ``entity_keys(k, ts, row)``: the ``position`` and time ``matched_ts`` of its
+    feature row in ``feature_keys(k, ts, position[, created])`` (nulls when none)."""
+    latest = (
+        "SELECT k, ts, position FROM (SELECT k, ts, position, row_number() OVER (PARTITION BY k, ts "
+        "ORDER BY created DESC NULLS LAST, position DESC) AS rn FROM feature_keys) AS d WHERE rn = 1"
+        if created
+        else "SELECT k, ts, max(position) AS position FROM feature_keys GROUP BY k, ts"
+    )
+    valid = "m.ts IS NOT NULL AND m.fts IS NOT NULL"
+    if ttl:
+        valid += f" AND m.fts >= m.ts - INTERVAL {int(ttl.total_seconds())} SECOND"
+    return f"""
+WITH f AS ({latest}),
+u AS (
+    SELECT k, ts, 0 AS side, ts AS fts, CAST(NULL AS BIGINT) AS row FROM f
+    UNION ALL
+    SELECT k, ts, 1 AS side, CAST(NULL AS TIMESTAMP) AS fts, row FROM entity_keys
+),
+m AS (
+    SELECT k, ts, side, row, max(fts) OVER (
+        PARTITION BY k ORDER BY ts NULLS FIRST, side ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS fts
+    FROM u
+)
+SELECT m.row, CASE WHEN {valid} THEN f.position END AS position,
+    CASE WHEN {valid} THEN m.fts END AS matched_ts
+FROM m LEFT JOIN f ON f.k = m.k AND f.ts = m.fts
+WHERE m.side = 1
+"""
 
 
 def _keys(table: pa.Table, entity_key: str | None) -> pa.Array:

@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 
 from flywheel import cancel
 from flywheel.config import FlywheelConfig
+from flywheel.data.engine import Engine, open_engine
 from flywheel.data.lake import Lake
+from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
 from flywheel.features.calendar import grid_dates
 from flywheel.usecases.spec import UseCase
@@ -127,8 +129,8 @@ def build(
         raise DataError(
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
         )
-    con = lake.connect(config.features.memory_limit)
-    (first,) = con.execute(view.start_sql).fetchall()[0]
+    engine = open_engine(config, lake)
+    (first,) = engine.row(view.start_sql)
     if first is None:
         raise DataError(f"the lake in {workdir.lake} has no rows to compute {view.name} from")
     grid = grid_dates(config.features.anchor, config.features.cadence_days, first, lake.period_end())
@@ -143,18 +145,14 @@ def build(
     query = spec.sql_text(view.sql)
     written: dict[str, dict[str, Any]] = {}
     try:
-        chunk = config.features.chunk_dates
+        chunk = config.spark.chunk_dates if engine.name == "spark" else config.features.chunk_dates
         for start in range(0, len(todo), chunk):
             cancel.check()
             dates = todo[start : start + chunk]
             if progress:
                 progress(f"snapshots {start + len(dates)}/{len(todo)}")
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE snapshot_dates AS SELECT unnest($1::TIMESTAMPTZ[]) AS "
-                f"{TIMESTAMP_COLUMN}",
-                [dates],
-            )
-            table = con.sql(query).to_arrow_table()
+            engine.register_arrow("snapshot_dates", pa.table({TIMESTAMP_COLUMN: pa.array(dates, TIMESTAMP)}))
+            table = engine.query(query, view.sql)
             table = table.append_column(
                 CREATED_COLUMN, pa.array([created] * table.num_rows, pa.timestamp("us", "UTC"))
             )
@@ -170,7 +168,7 @@ def build(
                     part.sort_by(view.entity.join_key), staging / f"{day}.parquet", compression="zstd"
                 )
                 written[day] = {"file": f"{day}.parquet", "rows": part.num_rows}
-        context = _build_context(spec, con, staging, created)
+        context = _build_context(spec, engine, staging, created)
         _publish(
             workdir,
             staging,
@@ -186,13 +184,15 @@ def build(
     return BuildResult(sorted(written), len(grid), rows, full)
 
 
-def _build_context(spec: UseCase, con: Any, staging: Path, created: datetime) -> dict[str, dict[str, Any]]:
+def _build_context(
+    spec: UseCase, engine: Engine, staging: Path, created: datetime
+) -> dict[str, dict[str, Any]]:
     """Each entity-less view over the whole lake, sorted by time, into ``staging/context/``."""
     built = {}
     for view in spec.context:
-        table = con.sql(
-            f"SELECT * FROM ({spec.sql_text(view.sql)}) ORDER BY {TIMESTAMP_COLUMN}"
-        ).to_arrow_table()
+        table = engine.query(
+            f"SELECT * FROM ({spec.sql_text(view.sql)}) AS v ORDER BY {TIMESTAMP_COLUMN}", view.sql
+        )
         table = table.append_column(
             CREATED_COLUMN, pa.array([created] * table.num_rows, pa.timestamp("us", "UTC"))
         )

@@ -32,6 +32,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flywheel.config import FlywheelConfig
+from flywheel.data.engine import DuckEngine
 from flywheel.data.lake import Lake
 from flywheel.features import labels as labels_module
 from flywheel.monitoring import estimates, estimation, logrows
@@ -266,7 +267,7 @@ def evaluate(config: FlywheelConfig, workdir: Workdir, period_days: int | None =
     key = config.spec.entity.join_key
     dated = everything.dropna(subset=["as_of", "entity_id"]).copy()
     lake = Lake(workdir, config.spec)
-    _, last = labels_module.observed_range(config.spec, lake.connect(config.features.memory_limit))
+    _, last = labels_module.observed_range(config.spec, lake.engine(DuckEngine()))
     last = pd.Timestamp(last)
     last = last.tz_convert(UTC) if last.tzinfo else last.tz_localize(UTC)
     dated["observable"] = dated["as_of"] + horizon <= last

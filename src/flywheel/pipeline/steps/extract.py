@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flywheel.data.engine import DuckEngine
 from flywheel.data.extract import run_extraction
 from flywheel.data.lake import Lake
 from flywheel.errors import DataError
@@ -65,5 +66,5 @@ def _keys(rows: pa.Table, key: str) -> pa.Array:
 
 
 def _newest_data_date(ctx: StepContext, lake: Lake) -> date:
-    _, last = labels_module.observed_range(ctx.config.spec, lake.connect(ctx.config.features.memory_limit))
+    _, last = labels_module.observed_range(ctx.config.spec, lake.engine(DuckEngine()))
     return last.date()

@@ -11,9 +11,10 @@
 --     DECIMAL so that results do not depend on the order of a parallel sum.
 --   * Rates and ratios are NULL where their denominator is zero.
 --
--- Inputs are views over the lake: users, orders, order_items, products. Dialect: DuckDB; kept to
--- standard SQL (CASE, CTEs, window-free aggregates) except date_diff, which every engine spells
--- differently (Spark: datediff / unix_timestamp, BigQuery: TIMESTAMP_DIFF).
+-- Inputs are views over the lake: users, orders, order_items, products. Dialect: the one DuckDB and
+-- Spark SQL both run with the same results (flywheel.data.engine; linted by
+-- tests/unit/test_sql_dialect.py): elapsed time as unix_seconds differences, DOUBLE arithmetic
+-- from CASTs, never decimal literals.
 WITH order_revenue AS (
     SELECT
         o.order_id,
@@ -89,15 +90,15 @@ SELECT
     CAST(CASE WHEN f.orders_90d > 0 THEN CAST(f.revenue_90d AS DOUBLE) / f.orders_90d END AS DOUBLE) AS avg_order_value_90d,
     CAST(COALESCE(it.distinct_products_90d, 0) AS BIGINT) AS distinct_products_90d,
     CAST(COALESCE(it.distinct_categories_90d, 0) AS BIGINT) AS distinct_categories_90d,
-    date_diff('second', f.last_order_at, f.feature_timestamp) / 86400.0 AS days_since_last_order,
-    date_diff('second', fo.first_order_at, f.feature_timestamp) / 86400.0 AS days_since_first_order,
-    date_diff('second', u.created_at, f.feature_timestamp) / 86400.0 AS tenure_days,
-    CAST(CASE WHEN f.orders_90d > 0 THEN f.returned_90d * 1.0 / f.orders_90d END AS DOUBLE) AS return_rate_90d,
-    CAST(CASE WHEN f.all_orders_90d > 0 THEN f.cancelled_90d * 1.0 / f.all_orders_90d END AS DOUBLE)
+    CAST(unix_seconds(f.feature_timestamp) - unix_seconds(f.last_order_at) AS DOUBLE) / 86400 AS days_since_last_order,
+    CAST(unix_seconds(f.feature_timestamp) - unix_seconds(fo.first_order_at) AS DOUBLE) / 86400 AS days_since_first_order,
+    CAST(unix_seconds(f.feature_timestamp) - unix_seconds(u.created_at) AS DOUBLE) / 86400 AS tenure_days,
+    CAST(CASE WHEN f.orders_90d > 0 THEN CAST(f.returned_90d AS DOUBLE) / f.orders_90d END AS DOUBLE) AS return_rate_90d,
+    CAST(CASE WHEN f.all_orders_90d > 0 THEN CAST(f.cancelled_90d AS DOUBLE) / f.all_orders_90d END AS DOUBLE)
         AS cancel_rate_90d,
-    CAST(CASE WHEN f.revenue_90d > 0 THEN CAST(f.revenue_30d AS DOUBLE) * 3.0 / CAST(f.revenue_90d AS DOUBLE) END AS DOUBLE) AS revenue_trend_30_90,
+    CAST(CASE WHEN f.revenue_90d > 0 THEN CAST(f.revenue_30d AS DOUBLE) * 3 / CAST(f.revenue_90d AS DOUBLE) END AS DOUBLE) AS revenue_trend_30_90,
     CAST(CASE WHEN f.orders_365d > 1
-        THEN date_diff('second', f.first_order_365d_at, f.last_order_at) / 86400.0 / (f.orders_365d - 1)
+        THEN CAST(unix_seconds(f.last_order_at) - unix_seconds(f.first_order_365d_at) AS DOUBLE) / 86400 / (f.orders_365d - 1)
     END AS DOUBLE) AS mean_days_between_orders_365d,
     CAST(u.age AS BIGINT) AS age,
     u.gender,

@@ -24,8 +24,8 @@ SELECT
     count(*) AS history_records,
     CAST(max(CASE WHEN recency = 1 THEN score END) AS BIGINT) AS last_credit_score_code,
     avg(CASE WHEN recency <= 3 THEN score END) AS recent_credit_score_mean,
-    avg(CASE WHEN score = 0 THEN 1.0 ELSE 0.0 END) AS history_poor_share,
-    avg(CASE WHEN score = 2 THEN 1.0 ELSE 0.0 END) AS history_good_share,
+    avg(CASE WHEN score = 0 THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END) AS history_poor_share,
+    avg(CASE WHEN score = 2 THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END) AS history_good_share,
     avg(delay_from_due_date) AS history_mean_delay,
     CAST(max(delay_from_due_date) AS BIGINT) AS history_max_delay,
     max(CASE WHEN recency = 1 THEN outstanding_debt END)
@@ -33,6 +33,6 @@ SELECT
     avg(credit_utilization_ratio) AS history_mean_utilization,
     CAST(max(CASE WHEN recency = 1 THEN num_credit_inquiries END)
         - min(num_credit_inquiries) AS BIGINT) AS inquiries_added,
-    CAST(date_diff('day', max(record_date), feature_timestamp) AS BIGINT) AS days_since_last_record
+    CAST(CAST(feature_timestamp AS DATE) - CAST(max(record_date) AS DATE) AS BIGINT) AS days_since_last_record
 FROM history
 GROUP BY customer_id, feature_timestamp

@@ -1,0 +1,219 @@
+"""SQL engines: the use cases' SQL on DuckDB (embedded, the default) or Spark (``features.engine:
+spark``, a local or cluster session), with the same results.
+
+One SQL text runs on both engines, nothing is transpiled: the use cases' SQL is written in the part
+of the dialect both accept with the same semantics (elapsed time as ``unix_seconds`` differences —
+DuckDB gets the macro here —, DOUBLE arithmetic from CASTs instead of decimal literals, ``max_by``,
+explicit ``NULLS`` ordering; tests/unit/test_sql_dialect.py lints it, and tests/integration/
+test_spark_parity.py runs every use case on both). An engine holds named tables — the lake's
+tables over their Parquet files (an Iceberg lake's are the data files of the snapshot the manifest
+names), and small Arrow tables such as the snapshot dates — and answers a query with an Arrow table
+whose timestamps are UTC.
+
+Spark runs one session per process, created on first use from the ``spark`` settings; its tables
+are the session's temporary views, so one engine is used at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from flywheel.data.duck import connect, select_table
+from flywheel.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from flywheel.config import FlywheelConfig, SparkConfig
+    from flywheel.data.lake import Lake
+
+
+def timestamp_literal(moment: datetime) -> str:
+    """A timestamp literal both engines read as this UTC moment (their sessions run in UTC)."""
+    return f"TIMESTAMP '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
+
+
+MAP_BATCH_ROWS = 100_000
+
+
+class Engine:
+    """Named tables and queries over them; see the module docstring."""
+
+    name = ""
+
+    def register_files(self, name: str, files: list[str], schema: pa.Schema) -> None:
+        """``name`` reads the Parquet ``files`` (an empty table of ``schema`` when there are none)."""
+        raise NotImplementedError
+
+    def register_arrow(self, name: str, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, source: str = "a query") -> pa.Table:
+        """The rows of ``sql``; an error names ``source`` (e.g. the SQL file)."""
+        raise NotImplementedError
+
+    def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
+        """``function`` (a pandas DataFrame of some of the query's rows → a DataFrame of ``schema``)
+        applied to all of the query's rows, in batches; the results in no set order."""
+        raise NotImplementedError
+
+    def row(self, sql: str) -> tuple[Any, ...]:
+        """The first row of a query (timestamps as UTC datetimes)."""
+        table = self.query(sql)
+        return tuple(table.column(i)[0].as_py() for i in range(table.num_columns))
+
+
+class DuckEngine(Engine):
+    """An in-memory DuckDB connection (``con``) in UTC, spilling to ``temp_dir`` past ``memory_limit``."""
+
+    name = "duckdb"
+
+    def __init__(self, memory_limit: str | None = None, temp_dir: Path | None = None) -> None:
+        self.con = connect()
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        if temp_dir is not None:
+            self.con.execute(f"SET temp_directory = '{temp_dir}'")
+        self.con.execute("CREATE OR REPLACE TEMP MACRO unix_seconds(ts) AS CAST(floor(epoch(ts)) AS BIGINT)")
+
+    def register_files(self, name: str, files: list[str], schema: pa.Schema) -> None:
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {select_table(schema, files)}")
+
+    def register_arrow(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def query(self, sql: str, source: str = "a query") -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
+        reader = self.con.sql(sql).fetch_record_batch(MAP_BATCH_ROWS)
+        parts = [
+            pa.Table.from_pandas(function(batch.to_pandas()), schema=schema, preserve_index=False)
+            for batch in reader
+        ]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+class SparkEngine(Engine):
+    """Spark SQL on the process's session (see :func:`spark_session`)."""
+
+    name = "spark"
+
+    def __init__(self, settings: SparkConfig) -> None:
+        self.spark = spark_session(settings)
+
+    def register_files(self, name: str, files: list[str], schema: pa.Schema) -> None:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        if files:
+            frame = self.spark.read.schema(from_arrow_schema(schema)).parquet(*files)
+        else:
+            frame = self.spark.createDataFrame(schema.empty_table())
+        frame.createOrReplaceTempView(name)
+
+    def register_arrow(self, name: str, table: pa.Table) -> None:
+        self.spark.createDataFrame(table).createOrReplaceTempView(name)
+
+    def query(self, sql: str, source: str = "a query") -> pa.Table:
+        from pyspark.errors import PySparkException
+
+        try:
+            return utc(self.spark.sql(sql).toArrow())
+        except PySparkException as exc:  # analysis, parse and runtime errors, with Spark's error class
+            reason = str(exc).strip().splitlines()[0]
+            raise DataError(f"Spark could not run {source}: {reason}") from exc
+
+    def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
+        """On the executors, in ``mapInPandas`` (``function`` and what it holds are pickled to them)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        def batches(frames: Iterator[Any]) -> Iterator[Any]:
+            for frame in frames:
+                yield function(frame)
+
+        mapped = self.spark.sql(sql).mapInPandas(batches, from_arrow_schema(schema))
+        return utc(mapped.toArrow()).cast(schema)
+
+
+def utc(table: pa.Table) -> pa.Table:
+    """Spark's Arrow output as DuckDB gives it: timestamps in UTC, strings as ``string``, every
+    column nullable (Spark marks what it proves non-null)."""
+    fields = []
+    for field in table.schema:
+        if pa.types.is_timestamp(field.type):
+            field = field.with_type(pa.timestamp("us", "UTC"))
+        elif pa.types.is_large_string(field.type):
+            field = field.with_type(pa.string())
+        fields.append(field.with_nullable(True))
+    return table.cast(pa.schema(fields))
+
+
+_SESSION: Any = None
+
+
+def spark_session(settings: SparkConfig) -> Any:
+    """The process's SparkSession, started on first use: ``settings.master`` (``local[*]`` runs in
+    this process's JVM on 127.0.0.1), UTC, ANSI double-quoted identifiers, ``settings.conf`` last."""
+    global _SESSION
+    if _SESSION is not None:
+        return _SESSION
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigError(
+            "features.engine: spark needs PySpark: pip install 'flywheel[spark]' (and a Java 17 runtime)"
+        ) from exc
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise ConfigError(
+            "features.engine: spark needs a Java 17 runtime (apt-get install -y openjdk-17-jre-headless, "
+            "or set JAVA_HOME)"
+        )
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers score with this interpreter
+    local = settings.master.startswith("local")
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.ansi.enabled": "true",
+        "spark.sql.ansi.doubleQuotedIdentifiers": "true",  # "default" is a column, as in DuckDB
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.warehouse.dir": tempfile.mkdtemp(prefix="flywheel-spark-warehouse-"),
+        "spark.driver.memory": settings.driver_memory,
+        **(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.sql.shuffle.partitions": str(max(2, os.cpu_count() or 2)),
+            }
+            if local
+            else {}
+        ),
+        **settings.conf,
+    }
+    builder = SparkSession.builder.master(settings.master).appName("flywheel")
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    _SESSION = builder.getOrCreate()
+    _SESSION.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # query() raises it in a line
+    return _SESSION
+
+
+def open_engine(config: FlywheelConfig, lake: Lake | None = None) -> Engine:
+    """The configured engine (``features.engine``): DuckDB with ``features.memory_limit`` or Spark,
+    with the ``lake``'s raw tables when given."""
+    if config.features.engine == "spark":
+        engine: Engine = SparkEngine(config.spark)
+    else:
+        engine = DuckEngine(config.features.memory_limit, lake.workdir.root / ".duckdb_tmp" if lake else None)
+    return lake.engine(engine) if lake else engine

@@ -1,0 +1,70 @@
+"""Every use case's feature, context and label SQL is written in the dialect DuckDB and Spark share
+(flywheel.data.engine): both parsers take it, and none of the constructs that one engine lacks or
+reads differently appears. tests/integration/test_spark_parity.py runs it on both."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlglot
+
+from flywheel.config import default_config
+from flywheel.usecases.spec import UseCase
+
+USE_CASES = ["churn", "bank", "credit", "tests.usecase_toy"]
+DECIMAL_LITERAL = r"(?<![\w.])\d+\.\d+(?![\w.])"
+# construct → why it is kept out
+FORBIDDEN = {
+    r"\bdate_?diff\b": "DuckDB counts unit boundaries, Spark elapsed units: use unix_seconds differences "
+    "or CAST(CAST(b AS DATE) - CAST(a AS DATE) AS BIGINT)",
+    r"\bepoch\b": "Spark's unix_timestamp drops fractions: use unix_seconds",
+    r"\barg_(max|min)\b": "Spark has max_by / min_by (so has DuckDB)",
+    r"\bstrftime\b|\bdate_format\b": "spelled differently: compare timestamps or truncate with date_trunc",
+    r"//": "integer division is DIV in Spark",
+    r"::": "DuckDB-only cast syntax: use CAST(x AS T)",
+    r"\bTIMESTAMPTZ\b": "Spark has no TIMESTAMPTZ: TIMESTAMP is the session-zoned (UTC) instant there",
+    r"\bASOF\b": "Spark has no ASOF join",
+    r"\bQUALIFY\b": "Spark 3.5 clusters lack it: filter a row_number() in a subquery",
+    r"\bunnest\b|\blist_\w+": "DuckDB list functions",
+    DECIMAL_LITERAL: "a decimal literal is DECIMAL: Spark's AVG and division then stay DECIMAL and "
+    "round; write CAST(1 AS DOUBLE)",
+}
+
+
+def sql_files(name: str) -> dict[str, str]:
+    config = default_config(name)
+    spec: UseCase = config.spec
+    files = [spec.snapshot.sql, *(view.sql for view in spec.context), spec.labels.sql]
+    return {file: spec.sql_text(file).format(**config.labels.sql_params()) for file in files}
+
+
+def _code(sql: str) -> str:
+    """The SQL without comments and string literals."""
+    sql = re.sub(r"--[^\n]*", "", sql)
+    return re.sub(r"'[^']*'", "''", sql)
+
+
+@pytest.mark.parametrize("name", USE_CASES)
+def test_both_parsers_take_every_sql_file(name: str) -> None:
+    for file, sql in sql_files(name).items():
+        for dialect in ("duckdb", "spark"):
+            assert sqlglot.parse_one(sql, read=dialect), f"{name}/{file} as {dialect}"
+
+
+@pytest.mark.parametrize("name", USE_CASES)
+def test_no_construct_outside_the_shared_dialect(name: str) -> None:
+    found = [
+        f"{file}: {match.group(0)!r} ({why})"
+        for file, sql in sql_files(name).items()
+        for pattern, why in FORBIDDEN.items()
+        for match in re.finditer(pattern, _code(sql), flags=re.IGNORECASE)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_lint_catches_what_differs() -> None:
+    code = _code("SELECT date_diff('day', a, b), x * 1.0, arg_max(y, t) -- 2.5 in a comment\nFROM t")
+    caught = [p for p in FORBIDDEN if re.search(p, code, flags=re.IGNORECASE)]
+    assert len(caught) == 3
+    assert not re.search(FORBIDDEN[DECIMAL_LITERAL], _code("SELECT 'v1.2', CAST(1 AS DOUBLE)"))
