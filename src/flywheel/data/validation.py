@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pandera.pandas as pda
 import pyarrow as pa
 
+from flywheel.data import _pandera
 from flywheel.data.duck import DUCK_TYPES, connect, select_table
 from flywheel.data.schema import TIMESTAMP, TableSpec
 from flywheel.errors import DataError
 from flywheel.usecases.spec import UseCase
+
+pda = _pandera.load()
 
 MAX_EXAMPLES = 5
 
