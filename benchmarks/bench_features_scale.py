@@ -131,6 +131,10 @@ def compare(duck: Path, spark: Path, dataset_id: str) -> tuple[int, list[str]]:
     return checked + 4, problems
 
 
+def _megabytes(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 1024**2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -159,19 +163,23 @@ def main() -> None:
         result = data_ops.generate(apply_overrides(default_config(), size), Workdir.at(lake))
         print(
             f"lake: {args.customers:,} customers, {result.rows['orders']:,} orders, "
-            f"{result.rows['order_items']:,} order items ({time.perf_counter() - started:.0f} s to generate)"
+            f"{result.rows['order_items']:,} order items, {_megabytes(lake / 'lake'):.0f} MB "
+            f"({time.perf_counter() - started:.0f} s to generate)"
         )
         figures = {}
         for engine in engines:
             workdir = Path(tmp) / engine
             shutil.copytree(lake, workdir)
             r = figures[engine] = run_engine(workdir, overrides[engine])
+            r["snapshot_mb"] = _megabytes(workdir / "features" / "snapshots")
+            r["dataset_mb"] = _megabytes(workdir / "datasets")
             total = r["build_s"] + r["dataset_s"]
             print(
                 f"{engine}: snapshots {r['snapshot_rows']:,} rows over {r['dates']} dates, labels "
                 f"{r['label_rows']:,}, training set {r['dataset_rows']:,} rows ({r['dataset_id']})\n"
                 f"  features + labels {r['build_s']:.1f} s, training set {r['dataset_s']:.1f} s, "
-                f"total {total:.1f} s (+ {r['session_s']:.1f} s session start), peak {r['peak_gb']:.2f} GB"
+                f"total {total:.1f} s (+ {r['session_s']:.1f} s session start), peak {r['peak_gb']:.2f} GB\n"
+                f"  on disk: snapshots {r['snapshot_mb']:.0f} MB, training set {r['dataset_mb']:.0f} MB"
             )
         if "duckdb" in figures:
             r = figures["duckdb"]
