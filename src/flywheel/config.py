@@ -78,7 +78,10 @@ class SparkConfig(StrictModel):
     master: str = Field("local[*]", description="local[*]: in this process on 127.0.0.1; or a cluster URL.")
     driver_memory: str = Field("2g", description="spark.driver.memory.")
     chunk_dates: int = Field(
-        64, ge=1, description="Snapshot dates per Spark SQL run (each run costs about a second to plan)."
+        16,
+        ge=1,
+        description="Snapshot dates per Spark SQL run: each run costs about a second to plan, and its "
+        "rows come back to the driver whole (within spark.driver.maxResultSize, 1g unless set in conf).",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings, applied last.")
 

@@ -4,6 +4,7 @@ moves no table's snapshot, a killed commit is seen by no reader and undone by th
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -290,13 +291,13 @@ def test_an_unreachable_catalog_is_named_and_the_lake_stays_empty(
 ) -> None:
     from tests.servers import free_port
 
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = apply_overrides(
-        small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": {"type": "rest", "uri": uri}}
-    )
+    where = f"127.0.0.1:{free_port()}"  # nothing listens there
+    catalog = {"type": "rest", "uri": f"http://flywheel:s3cr3t@{where}"}
+    config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": catalog})
     workdir = Workdir.at(tmp_path / "wd")
-    with pytest.raises(DataError, match=rf"lake\.catalog.*{uri}"):
+    with pytest.raises(DataError, match=rf"lake\.catalog.* http://{where} ") as raised:
         ops.generate(config, workdir)
+    assert "s3cr3t" not in str(raised.value)  # the password is never printed
     assert Lake(workdir, CHURN).is_empty()
 
 
@@ -330,7 +331,50 @@ def test_a_lake_never_undoes_another_lakes_snapshots(tmp_path: Path, small_confi
     first, second = Workdir.at(tmp_path / "a"), Workdir.at(tmp_path / "b")
     ops.generate(config, first)
     rows = {name: Lake(first, CHURN).read(name).num_rows for name in CHURN.table_order}
-    with pytest.raises(DataError, match="another lake.*lake.namespace"):
+    with pytest.raises(DataError, match=r"another lake.*lake\.namespace"):
         ops.generate(config, second)
     assert Lake(second, CHURN).is_empty()
     assert {name: Lake(first, CHURN).read(name).num_rows for name in CHURN.table_order} == rows
+
+
+def test_a_commit_killed_in_a_staged_copy_is_still_undone(
+    tmp_path: Path, small_config: FlywheelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled pipeline's step commits in a copy of the workdir and pushes nothing back when it
+    fails: the lake's next commit must still undo what the copy appended to the shared catalog —
+    also for a lake made before lake ids (its manifest records none, and the copy made its own)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    catalog = {"type": "sql", "uri": f"sqlite:///{shared / 'catalog.db'}", "warehouse": f"file://{shared}"}
+    config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg", "lake.catalog": catalog})
+    for made_before_ids in (False, True):
+        lake_root = tmp_path / f"lake-{made_before_ids}"
+        workdir = Workdir.at(lake_root)
+        config = apply_overrides(config, {"lake.namespace": f"ns_{made_before_ids}".lower()})
+        ops.generate(config, workdir)
+        if made_before_ids:
+            manifest = json.loads(workdir.manifest.read_text())
+            del manifest["iceberg"]["lake_id"]
+            workdir.manifest.write_text(json.dumps(manifest))
+            (workdir.lake / "lake_id").unlink()
+        shutil.copytree(lake_root, tmp_path / f"copy-{made_before_ids}")
+        copy = Workdir.at(tmp_path / f"copy-{made_before_ids}")
+        if made_before_ids:
+            (copy.lake / "lake_id").unlink(missing_ok=True)
+        real_append, calls = IcebergTables.append, []
+
+        def dies_on_the_second_table(self, name, rows, batch_id, real_append=real_append, calls=calls):
+            calls.append(name)
+            if len(calls) == 2:
+                raise KeyboardInterrupt("killed mid-commit")
+            return real_append(self, name, rows, batch_id)
+
+        monkeypatch.setattr(IcebergTables, "append", dies_on_the_second_table)
+        with pytest.raises(KeyboardInterrupt):
+            ops.simulate(config, copy, days=10, batch_id="in-the-copy")
+        monkeypatch.setattr(IcebergTables, "append", real_append)
+        ops.simulate(config, workdir, days=10, batch_id="next")
+        lake = Lake(workdir, CHURN)
+        assert lake.batch_ids()[-1] == "next"
+        current = [s["batch_id"] for s in lake.iceberg().snapshots(calls[0]) if s["current"]]
+        assert current == ["next"], made_before_ids

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
@@ -16,7 +17,8 @@ from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.types import Float64, Int64
 
-from flywheel.features.pit import point_in_time_join
+from flywheel.data.engine import DuckEngine
+from flywheel.features.pit import _asof_matches, match_sql, point_in_time_join
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 FEATURES = ["f_int", "f_float"]
@@ -142,3 +144,54 @@ def test_our_join_equals_feast(tmp_path: Path, seed: int, ttl: timedelta | None)
         expected["f_int"].notna().sum() > 100 and expected["f_int"].isna().sum() > 20
     )  # both cases exercised
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("ttl", [timedelta(days=7), None], ids=["ttl-7d", "no-ttl"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_portable_sql_spark_runs_matches_the_asof_join(seed: int, ttl: timedelta | None) -> None:
+    """``match_sql`` (Spark's; run here on DuckDB) finds the rows DuckDB's ASOF join finds, also with
+    null keys and times on either side, full ties (the last row wins) and no created column."""
+    features, entities = random_inputs(seed)
+    rng = np.random.default_rng(seed)
+    nulls = lambda n, share: pa.array(rng.random(n) < share)  # noqa: E731
+    features = features.set_column(
+        0, "customer_id", pc.if_else(nulls(features.num_rows, 0.05), None, features.column("customer_id"))
+    )
+    entities = entities.set_column(
+        0, "customer_id", pc.if_else(nulls(entities.num_rows, 0.05), None, entities.column("customer_id"))
+    )
+    entities = entities.set_column(
+        1,
+        "event_timestamp",
+        pc.if_else(nulls(entities.num_rows, 0.05), None, entities.column("event_timestamp")),
+    )
+    features = pa.concat_tables([features, features.slice(0, 30)])  # full ties on (key, ts, created)
+    for created in (True, False):
+        engine = DuckEngine()
+        engine.register_arrow(
+            "feature_keys",
+            pa.table(
+                {
+                    "k": features.column("customer_id"),
+                    "ts": features.column("feature_timestamp"),
+                    "created": features.column("created_timestamp"),
+                    "position": pa.array(np.arange(features.num_rows, dtype=np.int64)),
+                }
+            ),
+        )
+        engine.register_arrow(
+            "entity_keys",
+            pa.table(
+                {
+                    "k": entities.column("customer_id"),
+                    "ts": entities.column("event_timestamp"),
+                    "row": pa.array(np.arange(entities.num_rows, dtype=np.int64)),
+                }
+            ),
+        )
+        asof = _asof_matches(engine, ttl, created).sort_by("row")
+        portable = engine.query(match_sql(ttl, created)).sort_by("row")
+        assert portable.num_rows == asof.num_rows == entities.num_rows
+        assert portable.column("position").equals(asof.column("position")), created
+        assert portable.column("matched_ts").equals(asof.column("matched_ts")), created
+        assert asof.column("position").null_count < entities.num_rows  # matches exist

@@ -32,7 +32,13 @@ from tests.integration.test_use_cases import small
 from tests.servers import ensure_apt_package
 
 pytestmark = pytest.mark.spark
-SPARK = {"features.engine": "spark", "spark.master": "local[2]", "spark.driver_memory": "1g"}
+# all of a small lake's dates in a few Spark queries (each costs about a second to plan)
+SPARK = {
+    "features.engine": "spark",
+    "spark.master": "local[2]",
+    "spark.driver_memory": "1g",
+    "spark.chunk_dates": 64,
+}
 CASES = {
     "churn": ("churn", {}),
     "bank": ("bank", {}),

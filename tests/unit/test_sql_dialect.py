@@ -1,6 +1,7 @@
-"""Every use case's feature, context and label SQL is written in the dialect DuckDB and Spark share
-(flywheel.data.engine): both parsers take it, and none of the constructs that one engine lacks or
-reads differently appears. tests/integration/test_spark_parity.py runs it on both."""
+"""Every use case's feature, context and label SQL (and its start and observed queries) is written
+in the dialect DuckDB and Spark share (flywheel.data.engine): both parsers take it, and none of the
+constructs that one engine lacks or reads differently appears. tests/integration/test_spark_parity.py
+runs it on both."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ def sql_files(name: str) -> dict[str, str]:
     config = default_config(name)
     spec: UseCase = config.spec
     files = [spec.snapshot.sql, *(view.sql for view in spec.context), spec.labels.sql]
-    return {file: spec.sql_text(file).format(**config.labels.sql_params()) for file in files}
+    texts = {file: spec.sql_text(file).format(**config.labels.sql_params()) for file in files}
+    texts["observed_sql"] = spec.labels.observed_sql
+    if spec.snapshot.start_sql:
+        texts["start_sql"] = spec.snapshot.start_sql
+    return texts
 
 
 def _code(sql: str) -> str:

@@ -16,12 +16,14 @@ are the session's temporary views, so one engine is used at a time.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,11 +36,16 @@ from flywheel.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from flywheel.config import FlywheelConfig, SparkConfig
     from flywheel.data.lake import Lake
+    from flywheel.workdir import Workdir
+
+_logger = logging.getLogger(__name__)
 
 
 def timestamp_literal(moment: datetime) -> str:
-    """A timestamp literal both engines read as this UTC moment (their sessions run in UTC)."""
-    return f"TIMESTAMP '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
+    """A timestamp literal both engines read as this moment (their sessions run in UTC; a naive
+    ``moment`` is taken as UTC, as the lake's times are)."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return f"TIMESTAMP '{moment.replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
 MAP_BATCH_ROWS = 100_000
@@ -123,13 +130,8 @@ class SparkEngine(Engine):
         self.spark.createDataFrame(table).createOrReplaceTempView(name)
 
     def query(self, sql: str, source: str = "a query") -> pa.Table:
-        from pyspark.errors import PySparkException
-
-        try:
+        with _spark_errors(source):
             return utc(self.spark.sql(sql).toArrow())
-        except PySparkException as exc:  # analysis, parse and runtime errors, with Spark's error class
-            reason = str(exc).strip().splitlines()[0]
-            raise DataError(f"Spark could not run {source}: {reason}") from exc
 
     def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
         """On the executors, in ``mapInPandas`` (``function`` and what it holds are pickled to them)."""
@@ -139,8 +141,26 @@ class SparkEngine(Engine):
             for frame in frames:
                 yield function(frame)
 
-        mapped = self.spark.sql(sql).mapInPandas(batches, from_arrow_schema(schema))
-        return utc(mapped.toArrow()).cast(schema)
+        with _spark_errors("the batch scoring"):
+            mapped = self.spark.sql(sql).mapInPandas(batches, from_arrow_schema(schema))
+            return utc(mapped.toArrow()).cast(schema)
+
+
+@contextmanager
+def _spark_errors(source: str) -> Iterator[None]:
+    """Spark's errors as a DataError naming ``source`` and the reason's first line: its own
+    (analysis, parse, runtime, with the error class) and the JVM's (e.g. a result over
+    ``spark.driver.maxResultSize``: lower ``spark.chunk_dates`` or raise the setting)."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (PySparkException, Py4JJavaError) as exc:
+        text = str(exc).strip()
+        if isinstance(exc, Py4JJavaError):
+            text = str(exc.java_exception).strip()
+        raise DataError(f"Spark could not run {source}: {text.splitlines()[0][:500]}") from exc
 
 
 def utc(table: pa.Table) -> pa.Table:
@@ -157,13 +177,16 @@ def utc(table: pa.Table) -> pa.Table:
 
 
 _SESSION: Any = None
+_SETTINGS: Any = None
 
 
 def spark_session(settings: SparkConfig) -> Any:
     """The process's SparkSession, started on first use: ``settings.master`` (``local[*]`` runs in
     this process's JVM on 127.0.0.1), UTC, ANSI double-quoted identifiers, ``settings.conf`` last."""
-    global _SESSION
+    global _SESSION, _SETTINGS
     if _SESSION is not None:
+        if settings != _SETTINGS:
+            _logger.warning("the Spark session of this process keeps its first settings: %s", _SETTINGS)
         return _SESSION
     try:
         from pyspark.sql import SparkSession
@@ -176,10 +199,12 @@ def spark_session(settings: SparkConfig) -> Any:
             "features.engine: spark needs a Java 17 runtime (apt-get install -y openjdk-17-jre-headless, "
             "or set JAVA_HOME)"
         )
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers score with this interpreter
     local = settings.master.startswith("local")
-    if local:
+    if local:  # the workers score with this interpreter (a cluster's executors bring their own)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    warehouse = tempfile.mkdtemp(prefix="flywheel-spark-warehouse-")  # Spark's; Flywheel keeps no table
+    atexit.register(shutil.rmtree, warehouse, True)
     conf = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -187,7 +212,7 @@ def spark_session(settings: SparkConfig) -> Any:
         "spark.sql.ansi.enabled": "true",
         "spark.sql.ansi.doubleQuotedIdentifiers": "true",  # "default" is a column, as in DuckDB
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.warehouse.dir": tempfile.mkdtemp(prefix="flywheel-spark-warehouse-"),
+        "spark.sql.warehouse.dir": warehouse,
         "spark.driver.memory": settings.driver_memory,
         **(
             {
@@ -203,17 +228,17 @@ def spark_session(settings: SparkConfig) -> Any:
     builder = SparkSession.builder.master(settings.master).appName("flywheel")
     for key, value in conf.items():
         builder = builder.config(key, value)
-    _SESSION = builder.getOrCreate()
+    _SESSION, _SETTINGS = builder.getOrCreate(), settings
     _SESSION.sparkContext.setLogLevel("ERROR")
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # query() raises it in a line
     return _SESSION
 
 
-def open_engine(config: FlywheelConfig, lake: Lake | None = None) -> Engine:
-    """The configured engine (``features.engine``): DuckDB with ``features.memory_limit`` or Spark,
-    with the ``lake``'s raw tables when given."""
+def open_engine(config: FlywheelConfig, workdir: Workdir, lake: Lake | None = None) -> Engine:
+    """The configured engine (``features.engine``): DuckDB with ``features.memory_limit``, spilling
+    under the workdir, or Spark; with the ``lake``'s raw tables when given."""
     if config.features.engine == "spark":
         engine: Engine = SparkEngine(config.spark)
     else:
-        engine = DuckEngine(config.features.memory_limit, lake.workdir.root / ".duckdb_tmp" if lake else None)
+        engine = DuckEngine(config.features.memory_limit, workdir.root / ".duckdb_tmp")
     return lake.engine(engine) if lake else engine

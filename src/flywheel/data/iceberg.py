@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -58,7 +58,7 @@ class IcebergTables:
                 catalog = load_catalog("flywheel", **self.properties)
                 catalog.create_namespace_if_not_exists(self.namespace)
             except Exception as exc:  # pyiceberg's own, or its HTTP / SQL client's: all unreachable
-                where = self.properties.get("uri") or self.properties.get("type") or "the catalog"
+                where = _redacted(self.properties.get("uri", "")) or self.properties.get("type", "default")
                 raise DataError(
                     f"lake.catalog: cannot open the Iceberg catalog at {where} "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
@@ -134,9 +134,10 @@ class IcebergTables:
     def has_snapshot(self, name: str, snapshot_id: int) -> bool:
         return self.table(name).snapshot_by_id(snapshot_id) is not None
 
-    def reconcile(self, recorded: dict[str, int | None]) -> list[str]:
+    def reconcile(self, recorded: dict[str, int | None], owner: str | None = None) -> list[str]:
         """Roll each table back to the snapshot the manifest records (a table the manifest never
-        recorded is dropped): what a killed commit appended is undone. Returns the tables changed."""
+        recorded is dropped): what a killed commit appended is undone — only snapshots of the lake
+        ``owner`` (or of none), never another lake's. Returns the tables changed."""
         from pyiceberg.exceptions import NoSuchTableError
 
         changed = []
@@ -148,7 +149,7 @@ class IcebergTables:
             current = table.current_snapshot()
             if current is None or current.snapshot_id == snapshot_id:
                 continue
-            self._check_own(table, name, snapshot_id)
+            self._check_own(table, name, snapshot_id, owner)
             if snapshot_id is None:
                 self.catalog.drop_table(f"{self.namespace}.{name}")
             else:
@@ -160,19 +161,30 @@ class IcebergTables:
             )
         return changed
 
-    def _check_own(self, table: Any, name: str, recorded: int | None) -> None:
-        """Refuse to undo snapshots another lake made: two lakes in one namespace of a shared catalog
-        would otherwise roll each other's tables back (snapshots without a lake id predate it)."""
-        since = table.snapshot_by_id(recorded) if recorded is not None else None
-        for snapshot in table.snapshots():
-            if since is not None and snapshot.timestamp_ms <= since.timestamp_ms:
-                continue
-            owner = (snapshot.summary.additional_properties if snapshot.summary else {}).get(LAKE_PROPERTY)
-            if owner and self.lake_id and owner != self.lake_id:
+    def _check_own(self, table: Any, name: str, recorded: int | None, owner: str | None) -> None:
+        """Refuse to undo a snapshot another lake made: the snapshots from the current one back
+        along its parents to ``recorded`` (all of them when None) must be ``owner``'s or carry no
+        lake id (made before ids); two lakes in one namespace would otherwise undo each other."""
+        snapshot = table.current_snapshot()
+        while snapshot is not None and snapshot.snapshot_id != recorded:
+            made_by = (snapshot.summary.additional_properties if snapshot.summary else {}).get(LAKE_PROPERTY)
+            if owner and made_by and made_by != owner:
                 raise DataError(
-                    f"the Iceberg table {self.namespace}.{name} holds snapshots of another lake ({owner}); "
-                    "give each lake sharing this catalog its own lake.namespace"
+                    f"the Iceberg table {self.namespace}.{name} holds snapshots of another lake "
+                    f"({made_by}; this lake is {owner}): lakes sharing a catalog each need their own "
+                    "lake.namespace, set before a lake's first batch"
                 )
+            parent = snapshot.parent_snapshot_id
+            snapshot = table.snapshot_by_id(parent) if parent is not None else None
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` without the user and password it may carry."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def _local(uri: str) -> str:

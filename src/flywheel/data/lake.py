@@ -19,6 +19,7 @@ removes them. A rejected batch leaves the lake byte for byte as it was.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -115,18 +116,28 @@ class Lake:
             settings = self.manifest().get("iceberg") or {}
             catalog = settings.get("catalog") or self.new_catalog or default_catalog(self.workdir)
             namespace = settings.get("namespace") or self._namespace()
-            self._iceberg_tables = IcebergTables(catalog, namespace, self._lake_id())
+            self._iceberg_tables = IcebergTables(catalog, namespace)
         return self._iceberg_tables
 
     def _lake_id(self) -> str:
-        """This lake's id, which its Iceberg snapshots carry (made on first use, before any commit)."""
+        """This lake's id, which its Iceberg snapshots carry: the manifest's, or before the manifest
+        records one (the first commit, or a lake made before ids) ``lake/lake_id``, made once
+        (exclusively, under the commit lock) before any snapshot is written."""
+        recorded = (self.manifest().get("iceberg") or {}).get("lake_id")
+        if recorded:
+            return recorded
         path = self.workdir.lake / "lake_id"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}")
-            tmp.write_text(uuid.uuid4().hex[:16] + "\n")
-            os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError), open(path, "x") as handle:
+            handle.write(uuid.uuid4().hex[:16] + "\n")
         return path.read_text().strip()
+
+    def _owner(self) -> str | None:
+        """Whose snapshots a commit may undo (an interrupted commit's): this lake's, by the id the
+        manifest records, or on the first commit by the id just made. A lake made before ids
+        records none and checks none: an interrupted commit elsewhere may have made another."""
+        recorded = (self.manifest().get("iceberg") or {}).get("lake_id")
+        return recorded if recorded or self.batches() else self._lake_id()
 
     def _namespace(self) -> str:
         """The namespace a new Iceberg lake's tables go in: ``flywheel`` in the embedded catalog (the
@@ -204,10 +215,13 @@ class Lake:
             manifest = self.manifest()
             self.new_catalog, self.new_namespace = dict(catalog or {}), namespace
             settings = {"catalog": self.new_catalog or None, "namespace": self._namespace()}
+            lake_id = self._lake_id()
+            settings["lake_id"] = lake_id
             tables = IcebergTables(
-                self.new_catalog or default_catalog(self.workdir), self._namespace(), self._lake_id()
+                self.new_catalog or default_catalog(self.workdir), self._namespace(), lake_id
             )
-            tables.reconcile(dict.fromkeys(self.tables))  # what an interrupted migration registered
+            # what an interrupted migration registered
+            tables.reconcile(dict.fromkeys(self.tables), owner=lake_id)
             count = 0
             for record in manifest["batches"]:
                 for name, table in record["tables"].items():
@@ -348,7 +362,7 @@ class Lake:
             if self.new_format == "iceberg":
                 manifest["iceberg"] = {"catalog": self.new_catalog or None, "namespace": self._namespace()}
         if manifest.get("format") == "iceberg":
-            self._append_snapshots(batch, staging, record)
+            manifest["iceberg"]["lake_id"] = self._append_snapshots(batch, staging, record)
         folders = [Path(f).parent for t in record["tables"].values() for f in t["files"]]
         if record["state"]:
             folders.append(Path(record["state"]["files"][0]).parent)
@@ -373,15 +387,17 @@ class Lake:
             os.fsync(handle.fileno())
         os.replace(tmp, self.workdir.manifest)
 
-    def _append_snapshots(self, batch: Batch, staging: Path, record: dict[str, Any]) -> None:
+    def _append_snapshots(self, batch: Batch, staging: Path, record: dict[str, Any]) -> str:
         """Each table's validated rows as one Iceberg snapshot, after undoing what an interrupted
-        commit appended; the record names the snapshots instead of files."""
+        commit appended; the record names the snapshots instead of files. Returns the lake's id."""
         tables = self.iceberg()
-        tables.reconcile(self.snapshot_ids())
+        tables.lake_id = self._lake_id()
+        tables.reconcile(self.snapshot_ids(), owner=self._owner())
         for name, table in record["tables"].items():
             rows = pq.read_table(staging / table["files"][0])
             table["snapshot_id"] = tables.append(name, rows, batch.batch_id)
             table["files"] = []  # Iceberg owns the data files
+        return tables.lake_id
 
 
 def _time_range(table: pa.Table, column: str | None) -> list[str] | None:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from flywheel import cancel
 from flywheel.config import FlywheelConfig
-from flywheel.data.engine import Engine, open_engine
+from flywheel.data.engine import DuckEngine, Engine, open_engine
 from flywheel.data.lake import Lake
 from flywheel.errors import ConfigError, DataError
 from flywheel.features import labels as labels_module
@@ -205,7 +205,7 @@ def build(
     scale.
     """
     require_snapshots(workdir)
-    engine = open_engine(config)
+    engine = open_engine(config, workdir)
     chunk_rows = chunk_rows or (1_000_000 if engine.name == "spark" else 100_000)
     spec = config.spec
     features = resolve_features(config, workdir)
@@ -324,7 +324,8 @@ def with_features(
     first = pc.min(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
     features = features or resolve_features(config, workdir)
     sources = feature_sources(config, workdir)
-    return _join(config, workdir, rows, features, sources, snapshot_by_date, first, open_engine(config))
+    # a replay's or a monitor's few rows: DuckDB, whatever features.engine says (it gives the same)
+    return _join(config, workdir, rows, features, sources, snapshot_by_date, first, DuckEngine())
 
 
 def _join(

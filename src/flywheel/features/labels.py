@@ -79,7 +79,7 @@ def compute(config: FlywheelConfig, lake: Lake, dates: list[datetime] | None = N
     """Labels for every label time the lake fully observes (or, on the grid, for the given
     ``dates``, which the caller has checked are observed: ``date + horizon <= last observed``)."""
     spec, settings = config.spec, config.labels
-    engine = open_engine(config, lake)
+    engine = open_engine(config, lake.workdir, lake)
     first, last = observed_range(spec, engine)
     horizon = timedelta(days=settings.horizon_days)
     if settings.cadence_days is not None:

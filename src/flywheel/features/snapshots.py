@@ -129,7 +129,7 @@ def build(
         raise DataError(
             f"{workdir.lake} is empty; run `flywheel data generate` or `flywheel data ingest` first"
         )
-    engine = open_engine(config, lake)
+    engine = open_engine(config, workdir, lake)
     (first,) = engine.row(view.start_sql)
     if first is None:
         raise DataError(f"the lake in {workdir.lake} has no rows to compute {view.name} from")

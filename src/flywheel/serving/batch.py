@@ -40,7 +40,7 @@ def score_latest(config: FlywheelConfig, workdir: Workdir, out: Path) -> BatchRe
     model = load_version(config, workdir, version).model
     spec = config.spec
     key = spec.snapshot.entity.join_key
-    engine = open_engine(config)
+    engine = open_engine(config, workdir)
     sql = latest_sql(spec, workdir, engine)
     snapshot_schema = pq.read_schema(require_snapshots(workdir)[0])
     missing = [name for name in model.features if name not in snapshot_schema.names]
