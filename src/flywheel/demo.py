@@ -32,6 +32,7 @@ from flywheel.features.snapshots import snapshot_files
 from flywheel.lock import locks_workdir
 from flywheel.monitoring import estimates, performance, traffic
 from flywheel.pipeline.runner import run_pipeline
+from flywheel.pipeline.runs import PipelineRecord
 from flywheel.registry import registry
 from flywheel.registry.registry import METRIC_NAMES
 from flywheel.retraining import loop
@@ -139,6 +140,25 @@ def run(
     return summary
 
 
+def first_outputs(record: PipelineRecord) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The eval, model_upload and publish outputs of the first pipeline run, which must have made a
+    champion: a failed run or a version the quality gate stopped is an error saying so."""
+    outputs = {s.name: s.outputs for s in record.steps}
+    if record.status != "SUCCEEDED":
+        failed = next((s for s in record.steps if s.status == "FAILED"), None)
+        raise FlywheelError(
+            f"pipeline run {record.run_id} {record.status}: {failed.error if failed else record.error}"
+        )
+    upload = outputs["model_upload"]
+    if upload.get("gate_passed") != "true":
+        raise FlywheelError(
+            f"pipeline run {record.run_id}: v{upload.get('version')} failed the quality gate, so the "
+            "demo has no first champion (the registry's log names the failed check, `flywheel model "
+            "list` the version; a busy machine can miss registry.gates.max_p99_latency_ms)"
+        )
+    return outputs["eval"], upload, outputs["publish"]
+
+
 def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, summary: DemoSummary) -> None:
     """The pipeline on the first history, unless a champion is serving already (a re-run)."""
     summary.first_champion = registry.champion_version(config, workdir)
@@ -147,13 +167,7 @@ def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, su
         return
     record = run_pipeline(config, workdir, on_event=stage.event)
     summary.pipeline_run_id = record.run_id
-    outputs = {s.name: s.outputs for s in record.steps}
-    if record.status != "SUCCEEDED":
-        failed = next((s for s in record.steps if s.status == "FAILED"), None)
-        raise FlywheelError(
-            f"pipeline run {record.run_id} {record.status}: {failed.error if failed else record.error}"
-        )
-    evaluated, upload, published = outputs["eval"], outputs["model_upload"], outputs["publish"]
+    evaluated, upload, published = first_outputs(record)
     summary.first_champion = published["champion"]
     figures = [name for name in ("roc_auc", "macro_f1", "log_loss") if name in evaluated]
     shown = ", ".join(f"{METRIC_NAMES.get(name, name)} {float(evaluated[name]):.4f}" for name in figures)
@@ -166,7 +180,7 @@ def _first_champion(config: FlywheelConfig, workdir: Workdir, stage: _Stages, su
         f"{published['reason']}; published {published['materialized']} "
         f"{config.spec.snapshot.entity.name}s online",
     )
-    extracted = outputs.get("extract")
+    extracted = next((s.outputs for s in record.steps if s.name == "extract"), None)
     if extracted:  # seed 003: the extraction for the logical date chose the training rows
         stage(
             "  extract",
