@@ -11,6 +11,7 @@ import pytest
 import sqlglot
 
 from flywheel.config import default_config
+from flywheel.data.engine import sections
 from flywheel.usecases.spec import UseCase
 
 USE_CASES = ["churn", "bank", "credit", "tests.usecase_toy"]
@@ -37,7 +38,11 @@ def sql_files(name: str) -> dict[str, str]:
     config = default_config(name)
     spec: UseCase = config.spec
     files = [spec.snapshot.sql, *(view.sql for view in spec.context), spec.labels.sql]
-    texts = {file: spec.sql_text(file).format(**config.labels.sql_params()) for file in files}
+    texts = {}
+    for file in files:  # each section of a file with sections (flywheel.data.engine.sections)
+        preps, main = sections(spec.sql_text(file).format(**config.labels.sql_params()))
+        texts.update({f"{file} @prep {name}": select for name, select in preps})
+        texts[file] = main
     texts["observed_sql"] = spec.labels.observed_sql
     if spec.snapshot.start_sql:
         texts["start_sql"] = spec.snapshot.start_sql
@@ -66,6 +71,14 @@ def test_no_construct_outside_the_shared_dialect(name: str) -> None:
         for match in re.finditer(pattern, _code(sql), flags=re.IGNORECASE)
     ]
     assert not found, "\n".join(found)
+
+
+def test_a_file_splits_into_its_sections() -> None:
+    text = "-- head\n-- @prep a\nSELECT 1 AS x\n-- @prep b\nSELECT x FROM a\n-- @chunk\nSELECT * FROM b\n"
+    preps, main = sections(text)
+    assert preps == [("a", "SELECT 1 AS x"), ("b", "SELECT x FROM a")]
+    assert main.strip() == "SELECT * FROM b"
+    assert sections("SELECT 1") == ([], "SELECT 1")
 
 
 def test_the_lint_catches_what_differs() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -51,6 +52,21 @@ def timestamp_literal(moment: datetime) -> str:
 MAP_BATCH_ROWS = 100_000
 
 
+def sections(text: str) -> tuple[list[tuple[str, str]], str]:
+    """A SQL file as its ``-- @prep NAME`` SELECTs (each computed once as the table NAME, in order)
+    and its main SELECT (after ``-- @chunk``; the whole text when there are no sections)."""
+    if not re.search(r"^-- @chunk[ \t]*$", text, flags=re.M):
+        return [], text
+    parts = re.split(r"^-- @(prep \w+|chunk)[ \t]*$", text, flags=re.M)
+    preps, main = [], ""
+    for tag, body in zip(parts[1::2], parts[2::2], strict=True):
+        if tag == "chunk":
+            main = body
+        else:
+            preps.append((tag.split()[1], body.strip()))
+    return preps, main
+
+
 class Engine:
     """Named tables and queries over them; see the module docstring."""
 
@@ -65,6 +81,10 @@ class Engine:
 
     def query(self, sql: str, source: str = "a query") -> pa.Table:
         """The rows of ``sql``; an error names ``source`` (e.g. the SQL file)."""
+        raise NotImplementedError
+
+    def prepare(self, name: str, sql: str, source: str = "a query") -> None:
+        """``name`` holds the rows of ``sql``, computed now (once, for the queries that follow)."""
         raise NotImplementedError
 
     def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
@@ -100,6 +120,9 @@ class DuckEngine(Engine):
     def query(self, sql: str, source: str = "a query") -> pa.Table:
         return self.con.sql(sql).to_arrow_table()
 
+    def prepare(self, name: str, sql: str, source: str = "a query") -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
     def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
         reader = self.con.sql(sql).fetch_record_batch(MAP_BATCH_ROWS)
         parts = [
@@ -132,6 +155,17 @@ class SparkEngine(Engine):
     def query(self, sql: str, source: str = "a query") -> pa.Table:
         with _spark_errors(source):
             return utc(self.spark.sql(sql).toArrow())
+
+    def prepare(self, name: str, sql: str, source: str = "a query") -> None:
+        """Cached on the executors (what ``name`` held before is released)."""
+        with _spark_errors(source):
+            frame = self.spark.sql(sql).cache()
+            frame.count()  # computed now, not by the first query that reads it
+        previous = _PREPARED.pop(name, None)
+        if previous is not None:
+            previous.unpersist()
+        frame.createOrReplaceTempView(name)
+        _PREPARED[name] = frame
 
     def map_batches(self, sql: str, function: Callable[[Any], Any], schema: pa.Schema) -> pa.Table:
         """On the executors, in ``mapInPandas`` (``function`` and what it holds are pickled to them)."""
@@ -177,6 +211,7 @@ def utc(table: pa.Table) -> pa.Table:
 
 
 _SESSION: Any = None
+_PREPARED: dict[str, Any] = {}  # SparkEngine.prepare's cached frames by name
 _SETTINGS: Any = None
 
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from flywheel import cancel
 from flywheel.config import FlywheelConfig
-from flywheel.data.engine import Engine, open_engine
+from flywheel.data.engine import Engine, open_engine, sections
 from flywheel.data.lake import Lake
 from flywheel.data.schema import TIMESTAMP
 from flywheel.errors import DataError
@@ -142,9 +142,11 @@ def build(
     staging = workdir.features / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     created = datetime.now(UTC)
-    query = spec.sql_text(view.sql)
+    preps, query = sections(spec.sql_text(view.sql))
     written: dict[str, dict[str, Any]] = {}
     try:
+        for name, select in preps if todo else []:  # once per build: the tables every chunk reads
+            engine.prepare(name, select, view.sql)
         chunk = config.spark.chunk_dates if engine.name == "spark" else config.features.chunk_dates
         for start in range(0, len(todo), chunk):
             cancel.check()

@@ -15,29 +15,69 @@
 -- Spark SQL both run with the same results (flywheel.data.engine; linted by
 -- tests/unit/test_sql_dialect.py): elapsed time as unix_seconds differences, DOUBLE arithmetic
 -- from CASTs, never decimal literals.
-WITH order_revenue AS (
+--
+-- Sections: each "-- @prep NAME" SELECT is computed once per build as the table NAME (what every
+-- snapshot date reads); the "-- @chunk" SELECT then runs once per chunk of snapshot dates. The
+-- windows are counted without a range join per window or a COUNT(DISTINCT): the dates' bounds are
+-- computed once per date, and a product (category) is in a customer's 90-day window at t when its
+-- latest purchase at or before t (created_at <= t < the next purchase of it) is after t - 90 days.
+-- @prep order_revenue
+SELECT
+    o.order_id,
+    o.user_id AS customer_id,
+    o.created_at,
+    o.returned_at,
+    CASE WHEN o.status = 'Cancelled' THEN 1 ELSE 0 END AS is_cancelled,
+    SUM(CAST(i.sale_price AS DECIMAL(18, 2))) AS revenue
+FROM orders AS o
+JOIN order_items AS i ON i.order_id = o.order_id
+GROUP BY o.order_id, o.user_id, o.created_at, o.returned_at, o.status
+-- @prep first_orders
+SELECT user_id AS customer_id, MIN(created_at) AS first_order_at
+FROM orders
+WHERE status <> 'Cancelled'
+GROUP BY user_id
+-- @prep item_segments
+-- one row per non-cancelled purchase of a product (kind 0) and of a category (kind 1) by a customer, with the
+-- customer's next purchase of the same product / category: at time t the product counts in the 90-day window
+-- iff its latest purchase at or before t (created_at <= t < next_at) is after t - 90 days.
+SELECT customer_id, 0 AS kind, created_at,
+    LEAD(created_at) OVER (PARTITION BY customer_id, product_id ORDER BY created_at) AS next_at
+FROM (
+    SELECT i.user_id AS customer_id, i.product_id, i.created_at
+    FROM order_items AS i
+    JOIN products AS p ON p.id = i.product_id
+    WHERE i.status <> 'Cancelled' AND i.created_at IS NOT NULL
+)
+UNION ALL
+SELECT customer_id, 1 AS kind, created_at,
+    LEAD(created_at) OVER (PARTITION BY customer_id, category ORDER BY created_at) AS next_at
+FROM (
+    SELECT i.user_id AS customer_id, p.category, i.created_at
+    FROM order_items AS i
+    JOIN products AS p ON p.id = i.product_id
+    WHERE i.status <> 'Cancelled' AND i.created_at IS NOT NULL
+)
+-- @chunk
+WITH dates AS (
     SELECT
-        o.order_id,
-        o.user_id AS customer_id,
-        o.created_at,
-        o.returned_at,
-        CASE WHEN o.status = 'Cancelled' THEN 1 ELSE 0 END AS is_cancelled,
-        SUM(CAST(i.sale_price AS DECIMAL(18, 2))) AS revenue
-    FROM orders AS o
-    JOIN order_items AS i ON i.order_id = o.order_id
-    GROUP BY o.order_id, o.user_id, o.created_at, o.returned_at, o.status
+        feature_timestamp,
+        feature_timestamp - INTERVAL 30 DAY AS t_30d,
+        feature_timestamp - INTERVAL 90 DAY AS t_90d,
+        feature_timestamp - INTERVAL 365 DAY AS t_365d
+    FROM snapshot_dates
 ),
 order_windows AS (
     SELECT
         s.feature_timestamp,
         r.*,
-        CASE WHEN r.created_at > s.feature_timestamp - INTERVAL 30 DAY THEN 1 ELSE 0 END AS in_30d,
-        CASE WHEN r.created_at > s.feature_timestamp - INTERVAL 90 DAY THEN 1 ELSE 0 END AS in_90d,
+        CASE WHEN r.created_at > s.t_30d THEN 1 ELSE 0 END AS in_30d,
+        CASE WHEN r.created_at > s.t_90d THEN 1 ELSE 0 END AS in_90d,
         CASE WHEN r.returned_at <= s.feature_timestamp THEN 1 ELSE 0 END AS returned_by_t
-    FROM snapshot_dates AS s
+    FROM dates AS s
     JOIN order_revenue AS r
         ON r.created_at <= s.feature_timestamp
-        AND r.created_at > s.feature_timestamp - INTERVAL 365 DAY
+        AND r.created_at > s.t_365d
 ),
 order_features AS (
     SELECT
@@ -61,22 +101,15 @@ order_features AS (
 item_features AS (
     SELECT
         s.feature_timestamp,
-        i.user_id AS customer_id,
-        COUNT(DISTINCT i.product_id) AS distinct_products_90d,
-        COUNT(DISTINCT p.category) AS distinct_categories_90d
-    FROM snapshot_dates AS s
-    JOIN order_items AS i
-        ON i.created_at <= s.feature_timestamp
-        AND i.created_at > s.feature_timestamp - INTERVAL 90 DAY
-    JOIN products AS p ON p.id = i.product_id
-    WHERE i.status <> 'Cancelled'
-    GROUP BY s.feature_timestamp, i.user_id
-),
-first_orders AS (
-    SELECT user_id AS customer_id, MIN(created_at) AS first_order_at
-    FROM orders
-    WHERE status <> 'Cancelled'
-    GROUP BY user_id
+        g.customer_id,
+        SUM(1 - g.kind) AS distinct_products_90d,
+        SUM(g.kind) AS distinct_categories_90d
+    FROM dates AS s
+    JOIN item_segments AS g
+        ON g.created_at <= s.feature_timestamp
+        AND g.created_at > s.t_90d
+    WHERE g.next_at IS NULL OR g.next_at > s.feature_timestamp
+    GROUP BY s.feature_timestamp, g.customer_id
 )
 SELECT
     f.customer_id,
