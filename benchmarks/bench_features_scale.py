@@ -9,7 +9,7 @@ every snapshot file, the labels and each split of the training set (doubles to 1
 Goal: 1M customers in ≤ 5 minutes and ≤ 8 GB on DuckDB.
 
 Usage: python benchmarks/bench_features_scale.py [--customers 1000000] [--engine duckdb|spark|both]
-       [--spark-chunk-dates 16] [--spark-driver-memory 6g]
+       [--spark-chunk-dates 8] [--spark-driver-memory 6g] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ GOAL_SECONDS, GOAL_GB = 300.0, 8.0
 
 def run_engine(workdir: Path, overrides: dict) -> dict:
     """The child's figures, plus the peak RSS of it and its descendants (sampled)."""
+    log = open(workdir.parent / f"{workdir.name}.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(workdir), json.dumps(overrides)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
     peak = 0
@@ -84,8 +85,12 @@ def run_engine(workdir: Path, overrides: dict) -> dict:
     out, _ = process.communicate()
     done.set()
     sampler.join()
+    log.close()
     if process.returncode != 0:
-        raise SystemExit(f"the {overrides.get('features.engine')} run failed (exit {process.returncode})")
+        tail = "".join(Path(log.name).read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(
+            f"the {overrides.get('features.engine')} run failed (exit {process.returncode}):\n{tail}"
+        )
     return {**json.loads(out.strip().splitlines()[-1]), "peak_gb": peak / 1024**3}
 
 
@@ -139,8 +144,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--engine", choices=["duckdb", "spark", "both"], default="both")
-    parser.add_argument("--spark-chunk-dates", type=int, default=16)
+    parser.add_argument("--spark-chunk-dates", type=int, default=8)
     parser.add_argument("--spark-driver-memory", default="6g")
+    parser.add_argument("--keep", type=Path, help="Work in this folder and keep it (a lake there is reused).")
     args = parser.parse_args()
     from flywheel.config import apply_overrides, default_config
     from flywheel.data import ops as data_ops
@@ -157,18 +163,21 @@ def main() -> None:
             "spark.driver_memory": args.spark_driver_memory,
         },
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or Path(scratch)
         lake = Path(tmp) / "lake"
         started = time.perf_counter()
         result = data_ops.generate(apply_overrides(default_config(), size), Workdir.at(lake))
         print(
             f"lake: {args.customers:,} customers, {result.rows['orders']:,} orders, "
             f"{result.rows['order_items']:,} order items, {_megabytes(lake / 'lake'):.0f} MB "
-            f"({time.perf_counter() - started:.0f} s to generate)"
+            f"({time.perf_counter() - started:.0f} s to generate)",
+            flush=True,
         )
         figures = {}
         for engine in engines:
             workdir = Path(tmp) / engine
+            shutil.rmtree(workdir, ignore_errors=True)
             shutil.copytree(lake, workdir)
             r = figures[engine] = run_engine(workdir, overrides[engine])
             r["snapshot_mb"] = _megabytes(workdir / "features" / "snapshots")
@@ -179,7 +188,8 @@ def main() -> None:
                 f"{r['label_rows']:,}, training set {r['dataset_rows']:,} rows ({r['dataset_id']})\n"
                 f"  features + labels {r['build_s']:.1f} s, training set {r['dataset_s']:.1f} s, "
                 f"total {total:.1f} s (+ {r['session_s']:.1f} s session start), peak {r['peak_gb']:.2f} GB\n"
-                f"  on disk: snapshots {r['snapshot_mb']:.0f} MB, training set {r['dataset_mb']:.0f} MB"
+                f"  on disk: snapshots {r['snapshot_mb']:.0f} MB, training set {r['dataset_mb']:.0f} MB",
+                flush=True,
             )
         if "duckdb" in figures:
             r = figures["duckdb"]

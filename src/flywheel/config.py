@@ -78,7 +78,7 @@ class SparkConfig(StrictModel):
     master: str = Field("local[*]", description="local[*]: in this process on 127.0.0.1; or a cluster URL.")
     driver_memory: str = Field("2g", description="spark.driver.memory.")
     chunk_dates: int = Field(
-        16,
+        8,
         ge=1,
         description="Snapshot dates per Spark SQL run: each run costs about a second to plan, and its "
         "rows come back to the driver whole (within spark.driver.maxResultSize, 1g unless set in conf).",

@@ -25,7 +25,8 @@ from flywheel.features import dataset
 from flywheel.features import ops as feature_ops
 from flywheel.features.snapshots import CREATED_COLUMN, context_files, snapshot_files
 from flywheel.registry import registry
-from flywheel.serving.batch import score_latest
+from flywheel.registry.versions import load_version
+from flywheel.serving.batch import score_latest, score_rows
 from flywheel.training import train
 from flywheel.workdir import Workdir
 from tests.integration.test_use_cases import small
@@ -89,6 +90,10 @@ def assert_same(duck: pa.Table, spark: pa.Table, keys: list[str], what: str) -> 
             assert a.equals(b), f"{what}: values of {name}"
 
 
+def key_tuples(table: pa.Table, keys: list[str]) -> list[tuple]:
+    return list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
+
+
 def test_snapshots_and_context_views_are_the_same(both) -> None:
     duck_config, duck, _, spark = both
     key = duck_config.spec.snapshot.entity.join_key
@@ -124,20 +129,37 @@ def test_the_training_set_is_the_same(both) -> None:
 
 
 def test_batch_scores_are_the_same(both, tmp_path: Path) -> None:
+    """Snapshot scoring where the model needs only snapshots; otherwise (bank's contacts, credit's
+    applications) scoring rows with their request features, here the test split's."""
     duck_config, duck, spark_config, _ = both
     if duck_config.lake.format == "iceberg":
         pytest.skip("scoring reads the snapshots, which the plain churn case already scores")
     result = train.train(duck_config, duck)
     registry.register(duck_config, duck, result.run_id, result.model_uri)
     registry.promote(duck_config, duck)
-    if duck_config.spec.labels.request_features:  # a contact's or an application's own fields
-        with pytest.raises(FlywheelError, match="also needs"):
+    spec = duck_config.spec
+    if not spec.labels.request_features:
+        on_duck = score_latest(duck_config, duck, tmp_path / "duckdb.parquet")
+        on_spark = score_latest(spark_config, duck, tmp_path / "spark.parquet")  # the same snapshots
+        keys = [spec.snapshot.entity.join_key]
+    else:
+        with pytest.raises(FlywheelError, match="also needs"):  # a snapshot lacks the request
             score_latest(spark_config, duck, tmp_path / "spark.parquet")
-        return
-    on_duck = score_latest(duck_config, duck, tmp_path / "duckdb.parquet")
-    on_spark = score_latest(spark_config, duck, tmp_path / "spark.parquet")  # the same snapshots
+        test = pq.read_table(dataset.latest(duck) / "test.parquet")
+        keys = list(dict.fromkeys([spec.entity.join_key, spec.snapshot.entity.join_key]))
+        rows = test.select([*keys, *spec.labels.request_features]).append_column(
+            "as_of", test.column("label_timestamp")
+        )
+        on_duck = score_rows(duck_config, duck, rows, tmp_path / "duckdb.parquet")
+        on_spark = score_rows(spark_config, duck, rows, tmp_path / "spark.parquet")
+        scored = pq.read_table(tmp_path / "duckdb.parquet")
+        expected = load_version(duck_config, duck, on_duck.version).model.predict_proba(test.to_pandas())
+        by_row = {key: row for row, key in enumerate(key_tuples(test, keys))}
+        order = [by_row[key] for key in key_tuples(scored, keys)]
+        first = f"{spec.api.score_field}_{spec.classes[0]}" if spec.classes else spec.api.score_field
+        column = expected[:, 0] if spec.classes else expected
+        np.testing.assert_allclose(scored.column(first).to_numpy(), column[order], rtol=1e-12)  # as trained
     assert on_spark.rows == on_duck.rows > 0
-    key = duck_config.spec.snapshot.entity.join_key
     assert_same(
-        pq.read_table(tmp_path / "duckdb.parquet"), pq.read_table(tmp_path / "spark.parquet"), [key], "scores"
+        pq.read_table(tmp_path / "duckdb.parquet"), pq.read_table(tmp_path / "spark.parquet"), keys, "scores"
     )

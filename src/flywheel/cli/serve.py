@@ -56,12 +56,26 @@ def serve_command(
 @predict_app.command("batch")
 def predict_batch(
     out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+    rows: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet or CSV rows to score instead: the entity keys, as_of (the moment) and the "
+            "request features; each is joined to the features as of its moment.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Score every entity's latest offline snapshot with the champion (vectorized)."""
-    from flywheel.serving.batch import score_latest
+    """Score every entity's latest offline snapshot (or --rows) with the champion, in batches on the
+    configured engine (features.engine)."""
+    from flywheel.serving.batch import read_rows, score_latest, score_rows
 
     config = STATE.config()
     workdir = STATE.workdir_for(config)
     with progress("batch scoring"):
-        result = score_latest(config, workdir, out)
-    console.print(f"scored {result.rows:,} entities with v{result.version} in {result.seconds:.1f}s → {out}")
+        if rows is None:
+            result = score_latest(config, workdir, out)
+        else:
+            result = score_rows(config, workdir, read_rows(rows), out)
+    what = "entities" if rows is None else "rows"
+    console.print(f"scored {result.rows:,} {what} with v{result.version} in {result.seconds:.1f}s → {out}")

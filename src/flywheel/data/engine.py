@@ -192,8 +192,11 @@ def _spark_errors(source: str) -> Iterator[None]:
         yield
     except (PySparkException, Py4JJavaError) as exc:
         text = str(exc).strip()
-        if isinstance(exc, Py4JJavaError):
-            text = str(exc.java_exception).strip()
+        if isinstance(exc, Py4JJavaError):  # the root cause says why (a wrapper says "awaitResult")
+            cause = exc.java_exception
+            while cause.getCause() is not None:
+                cause = cause.getCause()
+            text = str(cause.toString()).strip()
         raise DataError(f"Spark could not run {source}: {text.splitlines()[0][:500]}") from exc
 
 

@@ -312,11 +312,16 @@ def build(
 
 
 def with_features(
-    config: FlywheelConfig, workdir: Workdir, rows: pa.Table, features: list[str] | None = None
+    config: FlywheelConfig,
+    workdir: Workdir,
+    rows: pa.Table,
+    features: list[str] | None = None,
+    engine: Engine | None = None,
 ) -> pa.Table:
     """Label rows (the entity keys, ``label_timestamp``, any request features) with the built
     features as of each row's time, exactly as the training set joins them (``features``: default
-    the configured ones). Simulated traffic and replays score rows built this way."""
+    the configured ones). Simulated traffic and replays score rows built this way; the join runs
+    on ``engine``, by default DuckDB (a replay's or a monitor's few rows), and gives the same on any."""
     snapshot_by_date = {
         datetime.fromisoformat(day).replace(tzinfo=UTC): str(table_dir(workdir) / entry["file"])
         for day, entry in read_manifest(workdir)["dates"].items()
@@ -324,8 +329,7 @@ def with_features(
     first = pc.min(rows.column(labels_module.TIMESTAMP_COLUMN)).as_py()
     features = features or resolve_features(config, workdir)
     sources = feature_sources(config, workdir)
-    # a replay's or a monitor's few rows: DuckDB, whatever features.engine says (it gives the same)
-    return _join(config, workdir, rows, features, sources, snapshot_by_date, first, DuckEngine())
+    return _join(config, workdir, rows, features, sources, snapshot_by_date, first, engine or DuckEngine())
 
 
 def _join(
