@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flywheel.config import FlywheelConfig, apply_overrides
+from flywheel.errors import DataError
 from flywheel.features import online, snapshots
 from flywheel.registry import registry
 from flywheel.registry.versions import load_version
@@ -27,7 +28,7 @@ from flywheel.serving.predlog import read_log
 from flywheel.training.train import log_model
 from flywheel.usecases.churn import USE_CASE as CHURN
 from flywheel.workdir import Workdir
-from tests.servers import ADMIN_TOKEN, call, service
+from tests.servers import ADMIN_TOKEN, call, service, write_config
 
 
 def active_customers(served_copy: Workdir, n: int) -> list[int]:
@@ -379,3 +380,47 @@ def test_a_failing_refresh_does_not_end_the_polling(
             time.sleep(0.05)
     if len(calls) < 4:
         pytest.fail(f"the poller stopped after {len(calls)} refreshes")
+
+
+def test_batch_scoring_given_rows_scores_them_as_trained(
+    served_copy: Workdir, serving_config: FlywheelConfig, tmp_path: Path
+) -> None:
+    """`flywheel predict batch --rows`: each row (customer, as_of) joined to the features as of its
+    moment, exactly as the training set is, so the test split scores as the model scored it."""
+    from typer.testing import CliRunner
+
+    from flywheel.cli.main import app as cli
+    from flywheel.features import dataset
+
+    test = pq.read_table(dataset.latest(served_copy) / "test.parquet")
+    rows = tmp_path / "rows.csv"
+    test.select(["customer_id", "label_timestamp"]).rename_columns(
+        ["customer_id", "as_of"]
+    ).to_pandas().to_csv(rows, index=False)
+    base = ["--config", str(write_config(serving_config, tmp_path)), "--workdir", str(served_copy.root)]
+    done = CliRunner().invoke(
+        cli, [*base, "predict", "batch", "--out", str(tmp_path / "s.parquet"), "--rows", str(rows)]
+    )
+    assert done.exit_code == 0, done.output
+    assert f"scored {test.num_rows:,} rows with v1" in done.output
+    scored = pq.read_table(tmp_path / "s.parquet").to_pandas()
+    model = load_version(serving_config, served_copy, "1").model
+    expected = pd.Series(model.predict_proba(test.to_pandas()), index=test.column("customer_id").to_pylist())
+    moments = test.column("label_timestamp").to_pandas()
+    expected.index = pd.MultiIndex.from_arrays([expected.index, moments])
+    got = scored.set_index(["customer_id", "as_of"])["churn_probability"]
+    np.testing.assert_allclose(got.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=1e-12)
+    (tmp_path / "bad.csv").write_text("customer_id\n1\n")
+    bad = CliRunner().invoke(
+        cli,
+        [
+            *base,
+            "predict",
+            "batch",
+            "--out",
+            str(tmp_path / "b.parquet"),
+            "--rows",
+            str(tmp_path / "bad.csv"),
+        ],
+    )
+    assert isinstance(bad.exception, DataError) and "lack as_of" in str(bad.exception)  # main() prints it
