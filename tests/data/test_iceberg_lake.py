@@ -42,6 +42,21 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.sort_by([(name, "ascending") for name in table.column_names])
 
 
+def kill_on_append(monkeypatch: pytest.MonkeyPatch, nth: int) -> list[str]:
+    """Make the ``nth`` Iceberg append of the coming commit die as a killed process would; returns
+    the tables appended to (in order). ``monkeypatch.undo()`` lets commits through again."""
+    real_append, calls = IcebergTables.append, []
+
+    def append(self, name, rows, batch_id):
+        calls.append(name)
+        if len(calls) == nth:
+            raise KeyboardInterrupt("killed mid-commit")
+        return real_append(self, name, rows, batch_id)
+
+    monkeypatch.setattr(IcebergTables, "append", append)
+    return calls
+
+
 def test_every_table_holds_the_same_rows_and_gives_the_same_training_set(
     lakes: dict[str, Workdir], small_config: FlywheelConfig
 ) -> None:
@@ -126,15 +141,7 @@ def test_a_killed_commit_is_seen_by_no_reader_and_undone_by_the_next(
     lake = Lake(workdir, CHURN)
     rows_before = {name: lake.read(name).num_rows for name in CHURN.table_order}
     manifest_before, current_before = _state(workdir)
-    real_append, calls = IcebergTables.append, []
-
-    def dies_on_the_second_table(self, name, rows, batch_id):
-        calls.append(name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed mid-commit")
-        return real_append(self, name, rows, batch_id)
-
-    monkeypatch.setattr(IcebergTables, "append", dies_on_the_second_table)
+    calls = kill_on_append(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         ops.simulate(config, workdir, days=10, batch_id="killed")
     first = calls[0]
@@ -142,7 +149,7 @@ def test_a_killed_commit_is_seen_by_no_reader_and_undone_by_the_next(
     assert {name: Lake(workdir, CHURN).read(name).num_rows for name in CHURN.table_order} == rows_before
     moved = Lake(workdir, CHURN).iceberg().table(first).current_snapshot().snapshot_id
     assert moved != current_before[first]  # Iceberg took the first table's append…
-    monkeypatch.setattr(IcebergTables, "append", real_append)
+    monkeypatch.undo()
     ops.simulate(config, workdir, days=10, batch_id="killed")  # …the next commit undoes it first
     manifest, current = _state(workdir)
     assert [b["batch_id"] for b in manifest["batches"]][-1] == "killed"
@@ -263,19 +270,11 @@ def test_a_killed_first_commit_is_undone_by_the_next(
     """The manifest names no snapshot yet, so the tables the killed commit created go entirely."""
     config = apply_overrides(small_config, {**SIZE, "lake.format": "iceberg"})
     workdir = Workdir.at(tmp_path / "wd")
-    real_append, calls = IcebergTables.append, []
-
-    def dies_on_the_third_table(self, name, rows, batch_id):
-        calls.append(name)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed mid-commit")
-        return real_append(self, name, rows, batch_id)
-
-    monkeypatch.setattr(IcebergTables, "append", dies_on_the_third_table)
+    calls = kill_on_append(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ops.generate(config, workdir)
     assert Lake(workdir, CHURN).is_empty()
-    monkeypatch.setattr(IcebergTables, "append", real_append)
+    monkeypatch.undo()
     ops.generate(config, workdir)
     lake = Lake(workdir, CHURN)
     for name in calls[:2]:  # appended by the killed commit, then again by this one: once only
@@ -361,18 +360,10 @@ def test_a_commit_killed_in_a_staged_copy_is_still_undone(
         copy = Workdir.at(tmp_path / f"copy-{made_before_ids}")
         if made_before_ids:
             (copy.lake / "lake_id").unlink(missing_ok=True)
-        real_append, calls = IcebergTables.append, []
-
-        def dies_on_the_second_table(self, name, rows, batch_id, real_append=real_append, calls=calls):
-            calls.append(name)
-            if len(calls) == 2:
-                raise KeyboardInterrupt("killed mid-commit")
-            return real_append(self, name, rows, batch_id)
-
-        monkeypatch.setattr(IcebergTables, "append", dies_on_the_second_table)
+        calls = kill_on_append(monkeypatch, 2)
         with pytest.raises(KeyboardInterrupt):
             ops.simulate(config, copy, days=10, batch_id="in-the-copy")
-        monkeypatch.setattr(IcebergTables, "append", real_append)
+        monkeypatch.undo()
         ops.simulate(config, workdir, days=10, batch_id="next")
         lake = Lake(workdir, CHURN)
         assert lake.batch_ids()[-1] == "next"

@@ -424,3 +424,9 @@ def test_batch_scoring_given_rows_scores_them_as_trained(
         ],
     )
     assert isinstance(bad.exception, DataError) and "lack as_of" in str(bad.exception)  # main() prints it
+    (tmp_path / "when.csv").write_text("customer_id,as_of\n1,next tuesday\n")
+    out = str(tmp_path / "w.parquet")
+    when = CliRunner().invoke(
+        cli, [*base, "predict", "batch", "--out", out, "--rows", str(tmp_path / "when.csv")]
+    )
+    assert isinstance(when.exception, DataError) and "as_of must be timestamps" in str(when.exception)

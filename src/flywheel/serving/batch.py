@@ -73,7 +73,13 @@ def score_rows(config: FlywheelConfig, workdir: Workdir, rows: pa.Table, out: Pa
         )
     if rows.num_rows == 0:
         raise DataError("the rows to score are empty")
-    moments = rows.column(AS_OF).cast(pa.timestamp("us", "UTC"))
+    try:
+        moments = rows.column(AS_OF).cast(pa.timestamp("us", "UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(
+            f"the rows' {AS_OF} must be timestamps (e.g. 2024-05-01T00:00:00Z), not "
+            f"{rows.schema.field(AS_OF).type}: {exc}"
+        ) from exc
     rows = rows.select([*keys, *request]).add_column(len(keys), labels_module.TIMESTAMP_COLUMN, moments)
     engine = open_engine(config, workdir)
     joined = with_features(config, workdir, rows, model.features, engine)
